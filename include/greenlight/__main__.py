@@ -1,0 +1,3 @@
+from greenlight.cli import main
+
+raise SystemExit(main())

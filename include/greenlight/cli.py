@@ -1,0 +1,83 @@
+"""``python -m greenlight``: the runbook's manual fallback, calling the same library as the DAGs.
+
+Exit codes: 0 ok, 2 refused or bad input (nothing changed), 1 failure. The last line on stdout is
+a JSON summary; per-object actions and progress go to stderr.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import sys
+from datetime import UTC, datetime
+
+from greenlight.errors import ConfigError, GreenlightError
+
+
+def _parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="python -m greenlight", description=__doc__.splitlines()[0])
+    parser.add_argument("-v", "--verbose", action="store_true", help="debug logging")
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    promote = sub.add_parser("promote", help="promote configured QA prefixes to prod")
+    promote.add_argument("--config", help="promotion.yaml (default: $GREENLIGHT_PROMOTION_CONFIG or the packaged one)")
+    promote.add_argument("--dry-run", action="store_true", help="print the per-object plan and change nothing")
+    promote.add_argument("--only", nargs="+", metavar="PREFIX", help="promote only these prefixes (URI or name)")
+    promote.add_argument("--run-id", help="run id for the manifest (default: cli__<UTC time>); reuse it to resume")
+    promote.add_argument("--no-progress", action="store_true", help="no progress line on the terminal")
+    return parser
+
+
+def _emit(summary: dict) -> None:
+    sys.stdout.write(json.dumps(summary, default=str, sort_keys=True) + "\n")
+    sys.stdout.flush()
+
+
+def cmd_promote(args: argparse.Namespace) -> int:
+    from greenlight.config import load_config
+    from greenlight.progress import Progress
+    from greenlight.s3 import make_client
+    from greenlight.sync import promote
+
+    config = load_config(args.config).select(args.only)
+    run_id = args.run_id or "cli__" + datetime.now(UTC).strftime("%Y-%m-%dT%H-%M-%SZ")
+    progress = None if args.no_progress or not sys.stderr.isatty() else Progress(tty=True)
+    summary = promote(config, make_client(max_pool=config.workers), run_id=run_id, dry_run=args.dry_run, progress=progress)
+    if args.dry_run:
+        for line in summary.pop("plan_lines", []):
+            print(line)
+    short = {k: v for k, v in summary.items() if k not in ("per_prefix", "plans", "manifests")}
+    for row in summary["per_prefix"]:
+        logging.getLogger("greenlight").info(
+            "prefix %s: copied=%d deleted=%d unchanged=%d objects_seen=%d bytes_copied=%d duration=%.2fs",
+            row["prefix"], row["copied"], row["deleted"], row["unchanged"], row["objects_seen"],
+            row["bytes_copied"], row["duration_s"],
+        )
+    _emit(short)
+    return 1 if summary.get("errors") else 0
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = _parser().parse_args(argv)
+    logging.basicConfig(
+        level=logging.DEBUG if args.verbose else logging.INFO,
+        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+        stream=sys.stderr,
+    )
+    for noisy in ("botocore", "boto3", "urllib3", "s3transfer"):
+        logging.getLogger(noisy).setLevel(logging.WARNING)
+    handler = {"promote": cmd_promote}[args.command]
+    try:
+        return handler(args)
+    except GreenlightError as exc:
+        logging.getLogger("greenlight").error("%s", exc)
+        _emit({"error": str(exc), "kind": exc.kind, "exit_code": exc.exit_code})
+        return exc.exit_code
+    except ConfigError as exc:  # pragma: no cover - ConfigError is a GreenlightError
+        _emit({"error": str(exc), "kind": "config", "exit_code": 2})
+        return 2
+    except Exception as exc:  # noqa: BLE001 - the CLI reports every failure as exit 1
+        logging.getLogger("greenlight").exception("promotion failed")
+        _emit({"error": f"{type(exc).__name__}: {exc}", "kind": "unknown", "exit_code": 1})
+        return 1

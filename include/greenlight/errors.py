@@ -1,0 +1,71 @@
+"""Exception classes shared by the library, the CLI and the DAGs.
+
+Each class carries the exit code the CLI uses for it and a triage kind, so a task can decide
+whether retrying could help: refusals, bad config and contract violations never get better on retry.
+"""
+
+from __future__ import annotations
+
+
+class GreenlightError(Exception):
+    """Base class. ``exit_code`` 1 = failure; ``retryable`` says whether a retry could help."""
+
+    exit_code = 1
+    kind = "unknown"
+    retryable = False
+
+
+class ConfigError(GreenlightError):
+    """The configuration or the parameters are invalid (bad input: exit 2)."""
+
+    exit_code = 2
+    kind = "config"
+
+
+class RefusedError(GreenlightError):
+    """A safety rule refused the plan before anything changed (exit 2)."""
+
+    exit_code = 2
+    kind = "refused"
+
+    def __init__(self, prefix: str, reason: str):
+        self.prefix = prefix
+        self.reason = reason
+        super().__init__(f"refused {prefix}: {reason}")
+
+
+class StalePrefixError(GreenlightError):
+    """Nothing to copy or delete and the destination was not modified recently (exit 1)."""
+
+    kind = "stale"
+
+    def __init__(self, prefix: str, reason: str):
+        self.prefix = prefix
+        super().__init__(f"stale prefix {prefix}: {reason}")
+
+
+class SyncFailedError(GreenlightError):
+    """Some copies or deletes failed; no delete ran if any copy failed (exit 1)."""
+
+    kind = "failure"
+    retryable = True
+
+
+class VerificationError(GreenlightError):
+    """After a promotion the destination does not equal the source (exit 1)."""
+
+    kind = "verification"
+
+    def __init__(self, prefix: str, problems: list[str]):
+        self.prefix = prefix
+        self.problems = problems
+        shown = "; ".join(problems[:10])
+        more = f" (+{len(problems) - 10} more)" if len(problems) > 10 else ""
+        super().__init__(f"verification failed for {prefix}: {shown}{more}")
+
+
+class ManifestError(GreenlightError):
+    """A manifest could not be read or written."""
+
+    kind = "manifest"
+    retryable = True

@@ -1,0 +1,187 @@
+"""Small, dependency-light S3 helpers: URIs, a tuned client, and fast paginated listings."""
+
+from __future__ import annotations
+
+import os
+import re
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any
+
+from greenlight.errors import ConfigError
+
+# S3 bucket naming rules (the subset that matters for validation messages).
+_BUCKET_RE = re.compile(r"^[a-z0-9][a-z0-9.\-]{1,61}[a-z0-9]$")
+
+
+@dataclass(frozen=True, order=True)
+class S3Uri:
+    """An ``s3://bucket/prefix`` location; ``prefix`` is '' or ends with '/'."""
+
+    bucket: str
+    prefix: str
+
+    def __str__(self) -> str:
+        return f"s3://{self.bucket}/{self.prefix}"
+
+    def join(self, rel: str) -> str:
+        """The key of ``rel`` under this prefix."""
+        return self.prefix + rel
+
+    def contains(self, other: S3Uri) -> bool:
+        """True when ``other`` is this location or lies under it."""
+        return self.bucket == other.bucket and other.prefix.startswith(self.prefix)
+
+
+def parse_s3_uri(value: Any, *, what: str = "URI", directory: bool = True) -> S3Uri:
+    """Parse ``s3://bucket/path/``; a missing trailing slash is added when ``directory``.
+
+    Raises :class:`ConfigError` naming ``what`` and the value for anything that is not a
+    usable S3 location.
+    """
+    if not isinstance(value, str) or not value.strip():
+        raise ConfigError(f"{what}: expected an s3:// URI string, got {value!r}")
+    text = value.strip()
+    if not text.startswith("s3://"):
+        raise ConfigError(f"{what}: {value!r} is not an s3:// URI")
+    rest = text[len("s3://") :]
+    bucket, _, prefix = rest.partition("/")
+    if not _BUCKET_RE.match(bucket) or ".." in bucket:
+        raise ConfigError(f"{what}: {value!r} has an invalid bucket name {bucket!r}")
+    if "//" in prefix or prefix.startswith("/"):
+        raise ConfigError(f"{what}: {value!r} contains an empty path segment ('//')")
+    parts = [p for p in prefix.split("/") if p]
+    if any(p in (".", "..") for p in parts):
+        raise ConfigError(f"{what}: {value!r} contains '.' or '..' path segments")
+    if directory and prefix and not prefix.endswith("/"):
+        prefix += "/"
+    return S3Uri(bucket, prefix)
+
+
+def normalize_etag(etag: str | None) -> str:
+    """ETags are quoted in listings and sometimes unquoted in copy responses."""
+    return (etag or "").strip().strip('"').lower()
+
+
+def is_multipart_etag(etag: str | None) -> bool:
+    return "-" in normalize_etag(etag)
+
+
+@dataclass(frozen=True)
+class ObjectInfo:
+    """One object as listed: key relative to the listed prefix, size, ETag, mtime."""
+
+    rel: str
+    size: int
+    etag: str
+    last_modified: datetime | None = None
+
+
+def make_client(
+    *,
+    endpoint_url: str | None = None,
+    access_key: str | None = None,
+    secret_key: str | None = None,
+    session_token: str | None = None,
+    region: str | None = None,
+    max_pool: int = 64,
+    max_attempts: int = 5,
+    connect_timeout: float = 5.0,
+    read_timeout: float = 60.0,
+):
+    """A boto3 S3 client tuned for many parallel small requests.
+
+    Anything not given comes from the standard AWS env vars and config chain, including
+    ``AWS_ENDPOINT_URL``. Transient errors (throttling, 5xx, connection resets) are retried by
+    botocore's standard mode with exponential backoff and jitter.
+    """
+    import boto3
+    from botocore.config import Config
+
+    config = Config(
+        max_pool_connections=max_pool,
+        retries={"max_attempts": max_attempts, "mode": "standard"},
+        connect_timeout=connect_timeout,
+        read_timeout=read_timeout,
+        s3={"addressing_style": "path"},
+        # Only compute/validate checksums where S3 requires them: CopyObject is server-side.
+        request_checksum_calculation="when_required",
+        response_checksum_validation="when_required",
+    )
+    session = boto3.session.Session(
+        aws_access_key_id=access_key,
+        aws_secret_access_key=secret_key,
+        aws_session_token=session_token,
+        region_name=region or os.environ.get("AWS_DEFAULT_REGION") or os.environ.get("AWS_REGION") or "us-east-1",
+    )
+    return session.client("s3", endpoint_url=endpoint_url or os.environ.get("AWS_ENDPOINT_URL") or None, config=config)
+
+
+def _list_flat(client, bucket: str, prefix: str, base: str) -> list[ObjectInfo]:
+    out: list[ObjectInfo] = []
+    token = None
+    while True:
+        kwargs = {"Bucket": bucket, "Prefix": prefix, "MaxKeys": 1000}
+        if token:
+            kwargs["ContinuationToken"] = token
+        page = client.list_objects_v2(**kwargs)
+        for obj in page.get("Contents", ()):
+            out.append(
+                ObjectInfo(
+                    rel=obj["Key"][len(base) :],
+                    size=int(obj["Size"]),
+                    etag=normalize_etag(obj.get("ETag")),
+                    last_modified=obj.get("LastModified"),
+                )
+            )
+        if not page.get("IsTruncated"):
+            return out
+        token = page["NextContinuationToken"]
+
+
+def list_prefix(client, uri: S3Uri, *, pool: ThreadPoolExecutor | None = None) -> dict[str, ObjectInfo]:
+    """All objects under ``uri`` (every page), keyed by path relative to the prefix.
+
+    With a ``pool``, the first level of sub-prefixes is listed in parallel: a zarr store or a
+    dated delivery tree lists in the time of its largest sub-prefix instead of the sum.
+    """
+    if pool is None:
+        objs = _list_flat(client, uri.bucket, uri.prefix, uri.prefix)
+        return {o.rel: o for o in objs}
+
+    result: dict[str, ObjectInfo] = {}
+    subprefixes: list[str] = []
+    token = None
+    while True:
+        kwargs = {"Bucket": uri.bucket, "Prefix": uri.prefix, "Delimiter": "/", "MaxKeys": 1000}
+        if token:
+            kwargs["ContinuationToken"] = token
+        page = client.list_objects_v2(**kwargs)
+        for obj in page.get("Contents", ()):
+            info = ObjectInfo(
+                rel=obj["Key"][len(uri.prefix) :],
+                size=int(obj["Size"]),
+                etag=normalize_etag(obj.get("ETag")),
+                last_modified=obj.get("LastModified"),
+            )
+            result[info.rel] = info
+        subprefixes.extend(cp["Prefix"] for cp in page.get("CommonPrefixes", ()))
+        if not page.get("IsTruncated"):
+            break
+        token = page["NextContinuationToken"]
+    for chunk in pool.map(lambda p: _list_flat(client, uri.bucket, p, uri.prefix), subprefixes):
+        for info in chunk:
+            result[info.rel] = info
+    return result
+
+
+def bucket_versioning(client, bucket: str) -> str:
+    """'Enabled', 'Suspended' or '' (never enabled)."""
+    return client.get_bucket_versioning(Bucket=bucket).get("Status", "") or ""
+
+
+def error_code(exc: BaseException) -> str:
+    """The S3 error code of a botocore ClientError, else ''."""
+    response = getattr(exc, "response", None) or {}
+    return str(response.get("Error", {}).get("Code", ""))
