@@ -12,7 +12,7 @@ import logging
 import sys
 from datetime import UTC, datetime
 
-from greenlight.errors import ConfigError, GreenlightError
+from greenlight.errors import GreenlightError
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -43,7 +43,9 @@ def cmd_promote(args: argparse.Namespace) -> int:
     config = load_config(args.config).select(args.only)
     run_id = args.run_id or "cli__" + datetime.now(UTC).strftime("%Y-%m-%dT%H-%M-%SZ")
     progress = None if args.no_progress or not sys.stderr.isatty() else Progress(tty=True)
-    summary = promote(config, make_client(max_pool=config.workers), run_id=run_id, dry_run=args.dry_run, progress=progress)
+    summary = promote(
+        config, make_client(max_pool=config.workers), run_id=run_id, dry_run=args.dry_run, progress=progress
+    )
     if args.dry_run:
         for line in summary.pop("plan_lines", []):
             print(line)
@@ -51,8 +53,13 @@ def cmd_promote(args: argparse.Namespace) -> int:
     for row in summary["per_prefix"]:
         logging.getLogger("greenlight").info(
             "prefix %s: copied=%d deleted=%d unchanged=%d objects_seen=%d bytes_copied=%d duration=%.2fs",
-            row["prefix"], row["copied"], row["deleted"], row["unchanged"], row["objects_seen"],
-            row["bytes_copied"], row["duration_s"],
+            row["prefix"],
+            row["copied"],
+            row["deleted"],
+            row["unchanged"],
+            row["objects_seen"],
+            row["bytes_copied"],
+            row["duration_s"],
         )
     _emit(short)
     return 1 if summary.get("errors") else 0
@@ -74,9 +81,6 @@ def main(argv: list[str] | None = None) -> int:
         logging.getLogger("greenlight").error("%s", exc)
         _emit({"error": str(exc), "kind": exc.kind, "exit_code": exc.exit_code})
         return exc.exit_code
-    except ConfigError as exc:  # pragma: no cover - ConfigError is a GreenlightError
-        _emit({"error": str(exc), "kind": "config", "exit_code": 2})
-        return 2
     except Exception as exc:  # noqa: BLE001 - the CLI reports every failure as exit 1
         logging.getLogger("greenlight").exception("promotion failed")
         _emit({"error": f"{type(exc).__name__}: {exc}", "kind": "unknown", "exit_code": 1})

@@ -30,7 +30,6 @@ from greenlight.manifest import ManifestStore, safe_name, utcnow
 from greenlight.progress import Progress
 from greenlight.s3 import (
     ObjectInfo,
-    S3Uri,
     bucket_versioning,
     error_code,
     is_multipart_etag,
@@ -82,7 +81,9 @@ class PrefixPlan:
         out = []
         for s, d in self.copies:
             verb = "overwrite" if d is not None else "copy"
-            out.append(f"{verb}: s3://{src.bucket}/{src.join(s.rel)} -> s3://{dst.bucket}/{dst.join(s.rel)} ({s.size} B)")
+            out.append(
+                f"{verb}: s3://{src.bucket}/{src.join(s.rel)} -> s3://{dst.bucket}/{dst.join(s.rel)} ({s.size} B)"
+            )
         for d in self.deletes:
             out.append(f"delete: s3://{dst.bucket}/{dst.join(d.rel)} ({d.size} B)")
         return out
@@ -133,7 +134,9 @@ class Engine:
     The engine never writes to a source bucket: every write goes through :meth:`_guard`.
     """
 
-    def __init__(self, config: PromotionConfig, client, *, workers: int | None = None, progress: Progress | None = None):
+    def __init__(
+        self, config: PromotionConfig, client, *, workers: int | None = None, progress: Progress | None = None
+    ):
         self.config = config
         self.client = client
         self.workers = workers or config.workers
@@ -189,9 +192,11 @@ class Engine:
         return diff(source, dest, prefix)
 
     def plan_all(self) -> list[PrefixPlan]:
-        with ThreadPoolExecutor(max_workers=16, thread_name_prefix="gl-list") as pool:
-            with ThreadPoolExecutor(max_workers=4, thread_name_prefix="gl-prefix") as outer:
-                return list(outer.map(lambda p: self.plan(p, pool), self.config.prefixes))
+        with (
+            ThreadPoolExecutor(max_workers=16, thread_name_prefix="gl-list") as pool,
+            ThreadPoolExecutor(max_workers=4, thread_name_prefix="gl-prefix") as outer,
+        ):
+            return list(outer.map(lambda p: self.plan(p, pool), self.config.prefixes))
 
     def check(self, plan: PrefixPlan) -> None:
         """Safety rules: refuse (exit 2) before any change, naming the prefix."""
@@ -243,9 +248,9 @@ class Engine:
             objects_seen=plan.source_count,
             dry_run=dry_run,
         )
-        for line in plan.lines():
-            log.info("%s%s", "(dry run) " if dry_run else "", line)
         if dry_run:
+            for line in plan.lines():
+                log.info("(dry run) %s", line)
             result.duration_s = round(time.monotonic() - started, 3)
             return result
         self.check(plan)
@@ -294,6 +299,8 @@ class Engine:
         for start in range(0, len(plan.deletes), DELETE_BATCH):
             batch = plan.deletes[start : start + DELETE_BATCH]
             self._guard(p.destination.bucket)
+            for d in batch:
+                log.info("delete: s3://%s/%s (%d B)", p.destination.bucket, p.destination.join(d.rel), d.size)
             response = self.client.delete_objects(
                 Bucket=p.destination.bucket,
                 Delete={"Objects": [{"Key": p.destination.join(d.rel)} for d in batch], "Quiet": False},
@@ -414,7 +421,9 @@ class Engine:
         src_key = p.source.join(src.rel)
         dst_key = p.destination.join(src.rel)
         self._guard(p.destination.bucket)
-        log.info("copy: s3://%s/%s -> s3://%s/%s (%d B)", p.source.bucket, src_key, p.destination.bucket, dst_key, src.size)
+        log.info(
+            "copy: s3://%s/%s -> s3://%s/%s (%d B)", p.source.bucket, src_key, p.destination.bucket, dst_key, src.size
+        )
         if not is_multipart_etag(src.etag) and src.size <= MAX_SINGLE_COPY:
             return self._copy_single(p, src_key, dst_key, src.etag)
         modes = ["part_copy"] if src.size > MAX_SINGLE_COPY else ["part_copy", "copy_object"]
@@ -498,7 +507,9 @@ class Engine:
             # Parts of uneven size: ask for each one.
             ranges, offset = [], 0
             for number in range(1, count + 1):
-                size = int(self.client.head_object(Bucket=p.source.bucket, Key=src_key, PartNumber=number)["ContentLength"])
+                size = int(
+                    self.client.head_object(Bucket=p.source.bucket, Key=src_key, PartNumber=number)["ContentLength"]
+                )
                 ranges.append((offset, offset + size - 1))
                 offset += size
             return ranges
@@ -512,7 +523,12 @@ class Engine:
         problems += [f"extra in destination: {d.rel}" for d in plan.deletes]
         if problems:
             raise VerificationError(prefix.label, problems)
-        return {"prefix": prefix.label, "destination": str(prefix.destination), "objects": plan.source_count, "equal": True}
+        return {
+            "prefix": prefix.label,
+            "destination": str(prefix.destination),
+            "objects": plan.source_count,
+            "equal": True,
+        }
 
 
 def promote(
@@ -535,9 +551,7 @@ def promote(
     for plan in plans:
         engine.check(plan)
     if progress:
-        progress.start(
-            sum(len(pl.copies) + len(pl.deletes) for pl in plans), sum(pl.bytes_to_copy for pl in plans)
-        )
+        progress.start(sum(len(pl.copies) + len(pl.deletes) for pl in plans), sum(pl.bytes_to_copy for pl in plans))
     results: list[PrefixResult] = []
     stale: list[StalePrefixError] = []
     errors: list[GreenlightError] = []
@@ -566,7 +580,9 @@ def promote(
         progress.finish()
     summary = summarize(results, run_id=run_id, dry_run=dry_run, duration=time.monotonic() - started)
     if not dry_run and any(r.manifest for r in results):
-        summary["manifest"] = engine.write_run_index(run_id, summary["per_prefix"], status="failed" if errors else "complete")
+        summary["manifest"] = engine.write_run_index(
+            run_id, summary["per_prefix"], status="failed" if errors else "complete"
+        )
     summary["verified"] = len(verified)
     summary["plans"] = [pl.summary() for pl in plans]
     if dry_run:
@@ -576,7 +592,9 @@ def promote(
     return summary
 
 
-def summarize(results: list[PrefixResult] | list[dict[str, Any]], *, run_id: str, dry_run: bool, duration: float) -> dict[str, Any]:
+def summarize(
+    results: list[PrefixResult] | list[dict[str, Any]], *, run_id: str, dry_run: bool, duration: float
+) -> dict[str, Any]:
     rows = [r.as_dict() if isinstance(r, PrefixResult) else r for r in results]
     total = {
         "run_id": run_id,

@@ -1,0 +1,92 @@
+"""
+### artefact_promotion — promote QA-signed-off artefacts from `s3://qa-…` to `s3://prod-…`
+
+Automates the nightly QA → prod sync runbook (`aws s3 sync <qa> <prod> --delete --quiet` per
+prefix), but decides by **size and ETag**, refuses unsafe plans **before anything changes**, and
+records every overwritten or deleted prod object in a **promotion manifest** so prod can be
+rolled back exactly.
+
+| task | runbook step it automates |
+|---|---|
+| `preflight` | §2 preconditions: config valid, QA and prod buckets reachable, prod versioning Enabled |
+| `plan` | §3 step 2: read the prefix list; refuses a missing/empty QA prefix, a delete-heavy plan, a destination outside the `qa-` → `prod-` rule |
+| `promote` (one mapped task per prefix) | §3 step 3: the copy itself, server-side and parallel; deletes only after every copy succeeded; per-object lines in the log (never `--quiet`) |
+| `verify` | §4 verification: re-list both sides, prove prod equals QA object by object |
+| `summary` | the final `promotion_done` line and the run index manifest (the handle for a rollback) |
+
+**Params** — `dry_run` (log the per-object plan, change nothing), `only` (a subset of the
+configured prefixes, by source URI or name).
+**Config** — `include/config/promotion.yaml` (or `$GREENLIGHT_PROMOTION_CONFIG`); S3 through the
+Airflow connection `aws_default` (endpoint URL in its extra).
+**Failures** — refusals, bad config and stale prefixes fail at once without retry; S3 network
+errors and 5xx are retried with exponential backoff. Clearing and rerunning any task is safe: a
+rerun does only what is still missing.
+"""
+
+from __future__ import annotations
+
+from datetime import timedelta
+
+import pendulum
+from airflow.sdk import Param, dag, get_current_context, task
+
+from greenlight.dagsupport import promotion as steps
+
+DEFAULT_ARGS = {
+    "owner": "platform",
+    "retries": 3,
+    "retry_delay": timedelta(seconds=20),
+    "retry_exponential_backoff": 2.0,
+    "max_retry_delay": timedelta(minutes=10),
+}
+
+
+@dag(
+    dag_id="artefact_promotion",
+    schedule="0 8 * * *",
+    start_date=pendulum.datetime(2026, 1, 1, tz="UTC"),
+    catchup=False,
+    max_active_runs=1,
+    doc_md=__doc__,
+    default_args=DEFAULT_ARGS,
+    tags=["greenlight", "promotion"],
+    params={
+        "dry_run": Param(False, type="boolean", description="Log the per-object plan and change nothing."),
+        "only": Param(
+            [],
+            type="array",
+            items={"type": "string", "pattern": "^(s3://[a-z0-9][a-z0-9.-]+[a-z0-9]/.*|[A-Za-z0-9_.-]+)$"},
+            uniqueItems=True,
+            description="Promote only these configured prefixes (source URI or name). Empty = all.",
+        ),
+    },
+)
+def artefact_promotion():
+    @task
+    def preflight(params=None) -> list[dict]:
+        return steps.preflight(params["only"])
+
+    @task
+    def plan(params=None) -> list[dict]:
+        return steps.plan(params["only"])
+
+    @task(map_index_template="{{ promoted_prefix }}")
+    def promote(planned: dict, params=None, run_id=None) -> dict:
+        get_current_context()["promoted_prefix"] = planned["prefix"]
+        return steps.promote(planned, run_id=run_id, dry_run=params["dry_run"])
+
+    @task
+    def verify(results: list[dict], params=None) -> list[dict]:
+        return steps.verify(list(results), dry_run=params["dry_run"])
+
+    @task
+    def summary(results: list[dict], verified: list[dict], params=None, run_id=None) -> dict:
+        return steps.summary(list(results), verified, run_id=run_id, dry_run=params["dry_run"])
+
+    planned = plan()
+    preflight() >> planned
+    results = promote.expand(planned=planned)
+    summary(results, verify(results))
+
+
+artefact_promotion()

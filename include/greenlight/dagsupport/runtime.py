@@ -1,0 +1,68 @@
+"""Helpers every greenlight task uses: S3 clients from Airflow connections and error triage."""
+
+from __future__ import annotations
+
+import functools
+import logging
+import os
+from collections.abc import Callable
+from typing import Any, TypeVar
+
+log = logging.getLogger("greenlight.tasks")
+
+F = TypeVar("F", bound=Callable[..., Any])
+
+AWS_CONN_ENV = "GREENLIGHT_AWS_CONN_ID"
+DEFAULT_AWS_CONN_ID = "aws_default"
+
+
+def aws_conn_id() -> str:
+    return os.environ.get(AWS_CONN_ENV, DEFAULT_AWS_CONN_ID)
+
+
+def s3_client(conn_id: str | None = None, *, max_pool: int = 64):
+    """A tuned boto3 S3 client built from an Airflow AWS connection (endpoint URL in its extra).
+
+    Credentials, role assumption and ``endpoint_url`` come from the connection through the
+    Amazon provider's hook, so secrets never pass through greenlight's code or logs.
+    """
+    from airflow.providers.amazon.aws.hooks.base_aws import AwsBaseHook
+    from botocore.config import Config
+
+    hook = AwsBaseHook(aws_conn_id=conn_id or aws_conn_id(), client_type="s3")
+    config = Config(
+        max_pool_connections=max_pool,
+        retries={"max_attempts": 5, "mode": "standard"},
+        connect_timeout=5,
+        read_timeout=60,
+        s3={"addressing_style": "path"},
+        request_checksum_calculation="when_required",
+        response_checksum_validation="when_required",
+    )
+    return hook.get_client_type(config=config)
+
+
+def triaged(func: F) -> F:
+    """Run a task body; errors that a retry cannot fix fail the task at once (no retries).
+
+    Refusals, bad config, stale prefixes and verification/contract failures raise
+    ``AirflowFailException``; anything else (network, 5xx, throttling) propagates so Airflow
+    retries it with exponential backoff.
+    """
+
+    @functools.wraps(func)
+    def wrapper(*args: Any, **kwargs: Any) -> Any:
+        from airflow.sdk.exceptions import AirflowFailException
+
+        from greenlight.errors import GreenlightError
+
+        try:
+            return func(*args, **kwargs)
+        except GreenlightError as exc:
+            if exc.retryable:
+                log.warning("transient failure (%s), Airflow will retry: %s", exc.kind, exc)
+                raise
+            log.error("%s: %s", exc.kind, exc)
+            raise AirflowFailException(f"[{exc.kind}] {exc}") from exc
+
+    return wrapper  # type: ignore[return-value]
