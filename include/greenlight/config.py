@@ -242,6 +242,25 @@ def _check_overlaps(prefixes: list[PrefixConfig]) -> None:
             raise ConfigError(f"prefixes: destination {p.destination} is in a source bucket")
 
 
+def _unique_key_loader():
+    import yaml
+
+    class Loader(yaml.SafeLoader):
+        pass
+
+    def construct_mapping(loader, node, deep=False):
+        seen = set()
+        for key_node, _ in node.value:
+            key = loader.construct_object(key_node, deep=deep)
+            if key in seen:
+                raise ConfigError(f"duplicate key {key!r} at line {key_node.start_mark.line + 1}")
+            seen.add(key)
+        return yaml.SafeLoader.construct_mapping(loader, node, deep=deep)
+
+    Loader.add_constructor(yaml.resolver.BaseResolver.DEFAULT_MAPPING_TAG, construct_mapping)
+    return Loader
+
+
 def load_config(path: str | os.PathLike | None = None) -> PromotionConfig:
     """Read and validate the promotion config (``$GREENLIGHT_PROMOTION_CONFIG`` or the packaged one)."""
     import yaml
@@ -252,7 +271,9 @@ def load_config(path: str | os.PathLike | None = None) -> PromotionConfig:
     except FileNotFoundError as exc:
         raise ConfigError(f"config file {resolved} does not exist") from exc
     try:
-        raw = yaml.safe_load(text)
+        raw = yaml.load(text, Loader=_unique_key_loader())  # noqa: S506 - a SafeLoader subclass
+    except ConfigError as exc:
+        raise ConfigError(f"{resolved}: {exc}") from exc
     except yaml.YAMLError as exc:
         raise ConfigError(f"{resolved}: not valid YAML: {exc}") from exc
     return parse_config(raw, path=str(resolved))

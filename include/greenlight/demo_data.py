@@ -558,11 +558,12 @@ def _nass_table(crop: str, last_year: int) -> list[dict[str, Any]]:
     return rows
 
 
-# crop -> unit, 2020 national production (M units), production trend/yr, domestic use share, imports, export share
+# crop -> unit, 2020 production, production trend per year, imports, export share of use, target ending stocks
+# (all in million bushels)
 _WASDE: dict[str, tuple[str, float, float, float, float, float]] = {
-    "corn": ("million bushels", 14_100.0, 150.0, 0.80, 30.0, 0.155),
-    "soybeans": ("million bushels", 4_200.0, 40.0, 0.53, 20.0, 0.46),
-    "wheat": ("million bushels", 1_850.0, -5.0, 0.58, 110.0, 0.43),
+    "corn": ("million bushels", 14_100.0, 150.0, 30.0, 0.16, 1_700.0),
+    "soybeans": ("million bushels", 4_200.0, 70.0, 20.0, 0.46, 350.0),
+    "wheat": ("million bushels", 1_850.0, -10.0, 110.0, 0.44, 750.0),
 }
 WASDE_COLUMNS = [
     "marketing_year",
@@ -575,26 +576,29 @@ WASDE_COLUMNS = [
     "ending_stocks",
     "unit",
 ]
-_WASDE_START_YEAR = 1995  # the stock chain starts here so any window is consistent
+_WASDE_START_YEAR = 1995  # the stock chain starts here so every window of years is the same series
 
 
 def _wasde_table(crop: str, last_year: int) -> list[dict[str, Any]]:
-    unit, prod_2020, trend, domestic_share, imports_typical, export_share = _WASDE[crop]
+    """Closed balance sheets: supply = stocks + production + imports; ending = supply - domestic - exports.
+
+    Total use tracks production and pulls ending stocks back towards a typical level, so the
+    stocks chain (this year's beginning = last year's ending) stays plausible over any span.
+    """
+    unit, prod_2020, trend, imports_typical, export_share, target = _WASDE[crop]
     rows = []
-    stocks = round(prod_2020 * 0.12)
+    stocks = round(target)
     for year in range(_WASDE_START_YEAR, last_year + 1):
         rng = _rng("wasde", crop, year)
-        production = round(
-            (prod_2020 + trend * (year - 2020)) * (1.0 + rng.normal(0.0, 0.05)) * (0.87 if year == 2012 else 1.0)
-        )
+        shock = 0.87 if year == 2012 else 1.0  # the 2012 drought
+        production = round((prod_2020 + trend * (year - 2020)) * (1.0 + rng.normal(0.0, 0.04)) * shock)
         imports = round(imports_typical * (1.0 + rng.normal(0.0, 0.2)))
         supply = stocks + production + imports
-        exports = round(production * export_share * (1.0 + rng.normal(0.0, 0.08)))
-        domestic = round(production * domestic_share * (1.0 + rng.normal(0.0, 0.02)))
-        # Stocks-to-use stays within a plausible band (5% .. 25% of use).
-        use = domestic + exports
-        ending = min(max(supply - use, round(0.05 * use)), round(0.25 * use))
-        exports = supply - domestic - ending  # keep the balance sheet closed
+        use = production + imports + 0.5 * (stocks - target) + rng.normal(0.0, 0.04) * production
+        use = round(min(use, supply - 0.04 * use))  # never draw stocks below ~4% of use
+        exports = round(use * export_share * (1.0 + rng.normal(0.0, 0.05)))
+        domestic = use - exports
+        ending = supply - domestic - exports
         if year > last_year - HISTORY_YEARS:
             rows.append(
                 {

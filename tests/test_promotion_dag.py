@@ -1,0 +1,112 @@
+"""``artefact_promotion`` run with ``dag.test()`` against the real S3 server."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+from dagrun import run_dag
+from helpers import put, rel_listing, versions, write_config
+
+pytestmark = pytest.mark.usefixtures("airflow_db")
+
+
+@pytest.fixture
+def promotion_config(tmp_path, monkeypatch, buckets, area):
+    qa, prod = buckets
+    areas = [f"{area}zarr/", f"{area}csv/"]
+    path = write_config(
+        tmp_path / "promotion.yaml",
+        {
+            "prefixes": [f"s3://{qa}/{a}" for a in areas],
+            "manifest_uri": f"s3://{prod}/_greenlight/{area}",
+            "defaults": {"stale_after_hours": 24},
+        },
+    )
+    monkeypatch.setenv("GREENLIGHT_PROMOTION_CONFIG", str(path))
+    return areas
+
+
+def _value(xcom):
+    return json.loads(xcom) if isinstance(xcom, str) else xcom
+
+
+def test_promotion_dag_promotes_each_prefix_and_verifies(s3, buckets, promotion_config):
+    qa, prod = buckets
+    zarr, csv = promotion_config
+    put(s3, qa, f"{zarr}.zgroup", '{"zarr_format": 2}')
+    put(s3, qa, f"{zarr}t/0.0", b"\x00" * 64)
+    put(s3, qa, f"{csv}delivery.csv", "as_of_date,value\n2026-11-21,1\n")
+
+    state, tis, xcoms, run_id = run_dag("artefact_promotion", {"dry_run": False})
+
+    assert state == "success", tis
+    assert {k: v[0] for k, v in tis.items()} == {
+        "preflight": "success",
+        "plan": "success",
+        "promote.0": "success",
+        "promote.1": "success",
+        "verify": "success",
+        "summary": "success",
+    }
+    for a in promotion_config:
+        assert rel_listing(s3, prod, a) == rel_listing(s3, qa, a)
+    summary = _value(xcoms["summary"])
+    assert summary["copied"] == 3 and summary["deleted"] == 0 and summary["objects_seen"] == 3
+    assert summary["manifest"].startswith(f"s3://{prod}/_greenlight/")
+
+    # The nightly rerun with nothing new is a success and changes nothing.
+    before = versions(s3, prod, zarr) + versions(s3, prod, csv)
+    state, tis, xcoms, _ = run_dag("artefact_promotion", {})
+    assert state == "success", tis
+    assert _value(xcoms["summary"])["unchanged"] == 3
+    assert versions(s3, prod, zarr) + versions(s3, prod, csv) == before
+
+
+def test_dry_run_param_changes_nothing(s3, buckets, promotion_config):
+    qa, prod = buckets
+    zarr, csv = promotion_config
+    put(s3, qa, f"{zarr}a", "a")
+    put(s3, qa, f"{csv}b", "b")
+
+    state, tis, xcoms, _ = run_dag("artefact_promotion", {"dry_run": True})
+
+    assert state == "success", tis
+    assert rel_listing(s3, prod, zarr) == {} and rel_listing(s3, prod, csv) == {}
+    assert _value(xcoms["summary"])["dry_run"] is True
+
+
+def test_refusal_fails_run_without_retry_and_changes_nothing(s3, buckets, promotion_config):
+    qa, prod = buckets
+    zarr, csv = promotion_config
+    put(s3, qa, f"{zarr}a", "a")
+    put(s3, prod, f"{csv}precious.csv", "prod only")  # QA csv prefix is empty: would wipe prod
+    before = versions(s3, prod, csv)
+
+    state, tis, _, _ = run_dag("artefact_promotion", {})
+
+    assert state == "failed"
+    assert tis["plan"] == ("failed", 1)  # refused on the first try, not retried
+    assert not any(k.startswith("promote") and v[0] == "success" for k, v in tis.items())
+    assert versions(s3, prod, csv) == before
+    assert rel_listing(s3, prod, zarr) == {}  # no prefix promoted when one is refused
+
+
+def test_only_param_limits_the_run(s3, buckets, promotion_config):
+    qa, prod = buckets
+    zarr, csv = promotion_config
+    put(s3, qa, f"{zarr}a", "a")
+    put(s3, qa, f"{csv}b", "b")
+
+    state, tis, _, _ = run_dag("artefact_promotion", {"only": [f"s3://{qa}/{csv}"]})
+
+    assert state == "success", tis
+    assert [k for k in tis if k.startswith("promote")] == ["promote.0"]
+    assert rel_listing(s3, prod, csv) == rel_listing(s3, qa, csv)
+    assert rel_listing(s3, prod, zarr) == {}
+
+
+def test_unknown_only_prefix_is_a_config_error(s3, buckets, promotion_config):
+    state, tis, _, _ = run_dag("artefact_promotion", {"only": ["s3://qa-greenlight-test/not-configured/"]})
+    assert state == "failed"
+    assert tis["preflight"][0] == "failed" and tis["preflight"][1] == 1
