@@ -404,7 +404,17 @@ class Engine:
         previous = self.manifests.read(rel) or {}
         parts = {r["prefix"]: r for r in previous.get("prefixes", ())}
         for r in results:
-            parts[r["prefix"]] = {k: r.get(k) for k in ("prefix", "destination", "manifest", "copied", "deleted")}
+            keep = (
+                "prefix",
+                "destination",
+                "manifest",
+                "copied",
+                "deleted",
+                "unchanged",
+                "objects_seen",
+                "bytes_copied",
+            )
+            parts[r["prefix"]] = {k: r.get(k) for k in keep}
         doc = {
             "kind": "greenlight.promotion-run/v1",
             "run_id": run_id,

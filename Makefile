@@ -1,0 +1,54 @@
+# greenlight — two commands on a fresh machine: `make demo` and `make test`.
+# Everything installs into $(VENV) (created on first use, reinstalled when a requirements file changes).
+
+PYTHON ?= python3
+VENV ?= .venv
+BIN := $(VENV)/bin
+REQ_HASH := $(shell cat requirements.txt requirements-dev.txt constraints.txt | sha256sum | cut -c1-16)
+STAMP := $(VENV)/.greenlight-installed-$(REQ_HASH)
+PYTEST_ARGS ?=
+
+export PYTHONPATH := $(CURDIR)/include
+export MLFLOW_DISABLE_TELEMETRY := true
+export DO_NOT_TRACK := true
+export MPLCONFIGDIR := $(CURDIR)/.local/mpl
+
+.PHONY: help venv test lint unit demo airflow bench clean-local lock
+
+help:
+	@echo "make demo     seed a demo QA bucket on a local S3 server and promote it with Airflow"
+	@echo "make test     lint + the whole test suite (starts the servers it needs)"
+	@echo "make airflow  local Airflow web UI with the DAGs and demo connections (Ctrl-C stops)"
+	@echo "make bench    benchmarks against aws s3 sync / s5cmd (not part of the tests)"
+
+$(STAMP): requirements.txt requirements-dev.txt constraints.txt
+	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install -q --upgrade "pip>=25"
+	$(BIN)/python -m pip install -q -r requirements-dev.txt -c constraints.txt
+	@rm -f $(VENV)/.greenlight-installed-*
+	@touch $@
+
+venv: $(STAMP)
+
+lint: venv
+	$(BIN)/ruff check .
+	$(BIN)/ruff format --check .
+
+test: lint
+	$(BIN)/python -m pytest $(PYTEST_ARGS)
+
+demo: venv
+	$(BIN)/python -m greenlight.demo run
+
+airflow: venv
+	$(BIN)/python -m greenlight.demo airflow
+
+bench: venv
+	$(BIN)/python bench/sync_bench.py
+
+# Regenerate the lock of the full resolved set (run on purpose, then commit constraints.txt).
+lock: venv
+	$(BIN)/python -m pip freeze --exclude-editable | grep -v '^greenlight' > constraints.txt
+
+clean-local:
+	rm -rf .local

@@ -1,0 +1,166 @@
+"""``make demo`` / ``make airflow``: greenlight on embedded defaults, no Docker needed.
+
+``python -m greenlight.demo run``      seed a demo QA bucket and run ``artefact_promotion`` with
+                                       ``airflow dags test``, then print what was promoted.
+``python -m greenlight.demo airflow``  the same stack plus ``airflow standalone`` (web UI on
+                                       localhost); Ctrl-C stops everything it started.
+Running either twice is safe: state lives under ``.local/`` and the promotion converges.
+"""
+
+from __future__ import annotations
+
+import argparse
+import datetime as dt
+import json
+import logging
+import signal
+import sys
+import time
+from pathlib import Path
+
+from greenlight import devstack
+
+QA_BUCKET = "qa-greenlight-demo"
+PROD_BUCKET = "prod-greenlight-demo"
+CONFIG = devstack.ROOT / "include" / "config" / "promotion.yaml"
+log = logging.getLogger("greenlight.demo")
+
+
+def say(text: str = "") -> None:
+    print(text, flush=True)
+
+
+def seed(client, as_of: dt.date, variant: str = "clean") -> dict[str, int]:
+    from greenlight.demo_data import DEMO_PREFIXES, build_qa_artefacts, seed_bucket
+
+    devstack.ensure_buckets(client, [QA_BUCKET, PROD_BUCKET], versioned=True)
+    artefacts = build_qa_artefacts(as_of, variant=variant)
+    return seed_bucket(client, QA_BUCKET, artefacts, delete_extra_under=list(DEMO_PREFIXES))
+
+
+def latest_run_index(client) -> dict | None:
+    """The newest promotion run index under the configured manifest location."""
+    from greenlight.config import load_config
+    from greenlight.manifest import ManifestStore
+
+    config = load_config(CONFIG)
+    root = config.manifest_uri
+    newest = None
+    for page in client.get_paginator("list_objects_v2").paginate(
+        Bucket=root.bucket, Prefix=root.prefix + "promotions/"
+    ):
+        for obj in page.get("Contents", ()):
+            if obj["Key"].endswith("/index.json") and (newest is None or obj["LastModified"] > newest["LastModified"]):
+                newest = obj
+    if newest is None:
+        return None
+    doc = ManifestStore(root, client).read(newest["Key"][len(root.prefix) :])
+    doc["location"] = f"s3://{root.bucket}/{newest['Key']}"
+    return doc
+
+
+def print_run(index: dict) -> None:
+    rows = index.get("prefixes", [])
+    width = max((len(r["prefix"]) for r in rows), default=10)
+    say(f"{'prefix':<{width}}  {'copied':>6}  {'deleted':>7}  {'unchanged':>9}  {'bytes':>9}")
+    for r in rows:
+        say(
+            f"{r['prefix']:<{width}}  {r.get('copied', 0):>6}  {r.get('deleted', 0):>7}  "
+            f"{r.get('unchanged', 0):>9}  {r.get('bytes_copied', 0):>9}"
+        )
+    total = {k: sum(r.get(k, 0) or 0 for r in rows) for k in ("copied", "deleted", "unchanged", "bytes_copied")}
+    say(
+        f"promotion_done run_id={index['run_id']} copied={total['copied']} deleted={total['deleted']} "
+        f"unchanged={total['unchanged']} bytes_copied={total['bytes_copied']}"
+    )
+    say(f"run manifest: {index['location']}")
+
+
+def run_dag(env: dict[str, str], dag_id: str, conf: dict, log_path: Path) -> bool:
+    """``airflow dags test`` with its (long) log in a file; returns True on success."""
+    started = time.monotonic()
+    proc = devstack.airflow(env, "dags", "test", dag_id, "--conf", json.dumps(conf), check=False, timeout=1800)
+    log_path.write_text(proc.stdout + proc.stderr)
+    ok = proc.returncode == 0 and "state=failed" not in proc.stdout and "DagRunState.FAILED" not in proc.stdout
+    say(
+        f"  airflow dags test {dag_id}: {'success' if ok else 'FAILED'} in {time.monotonic() - started:.0f}s (log: {log_path})"
+    )
+    if not ok:
+        tail = "\n".join((proc.stdout + proc.stderr).splitlines()[-40:])
+        say(tail)
+    return ok
+
+
+def cmd_run(args: argparse.Namespace) -> int:
+    say("greenlight demo: SeaweedFS S3 + Airflow (SQLite) on 127.0.0.1, state under .local/")
+    s3 = devstack.start_s3("demo")
+    try:
+        from greenlight.s3 import make_client
+
+        client = make_client(endpoint_url=s3.endpoint_url, access_key=s3.access_key, secret_key=s3.secret_key)
+        as_of = dt.date.today()
+        counts = seed(client, as_of)
+        say(
+            f"1. seeded s3://{QA_BUCKET}/ for as_of={as_of}: {counts['uploaded']} uploaded, "
+            f"{counts['unchanged']} unchanged, {counts['deleted']} removed"
+        )
+        env = devstack.airflow_env(devstack.LOCAL / "airflow", s3, extra={"GREENLIGHT_PROMOTION_CONFIG": str(CONFIG)})
+        devstack.airflow(env, "db", "migrate")
+        say("2. promoting QA -> prod with the artefact_promotion DAG")
+        if not run_dag(env, "artefact_promotion", {"dry_run": False}, devstack.LOCAL / "demo" / "promotion.log"):
+            return 1
+        index = latest_run_index(client)
+        if index is None:
+            say("no run manifest found")
+            return 1
+        print_run(index)
+        return 0
+    finally:
+        s3.stop()
+
+
+def cmd_airflow(args: argparse.Namespace) -> int:
+    s3 = devstack.start_s3("demo")
+    standalone = None
+    try:
+        from greenlight.s3 import make_client
+
+        client = make_client(endpoint_url=s3.endpoint_url, access_key=s3.access_key, secret_key=s3.secret_key)
+        seed(client, dt.date.today())
+        env = devstack.airflow_env(devstack.LOCAL / "airflow", s3, extra={"GREENLIGHT_PROMOTION_CONFIG": str(CONFIG)})
+        devstack.airflow(env, "db", "migrate")
+        standalone = devstack.Standalone(env, port=args.port)
+        say(f"starting airflow standalone on {standalone.url} (log: {standalone.log_path}) ...")
+        standalone.start()
+        say(
+            f"Airflow UI: {standalone.url}  user: admin  password: in {standalone.home}/simple_auth_manager_passwords.json.generated"
+        )
+        say(f"S3 (SeaweedFS): {s3.endpoint_url}  credentials: .local/credentials.env")
+        say("Ctrl-C stops Airflow and SeaweedFS.")
+        signal.signal(signal.SIGTERM, lambda *_: (_ for _ in ()).throw(KeyboardInterrupt()))
+        while standalone.proc and standalone.proc.poll() is None:
+            time.sleep(1)
+        return 1
+    except KeyboardInterrupt:
+        say("\nstopping ...")
+        return 0
+    finally:
+        if standalone is not None:
+            standalone.stop()
+        s3.stop()
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m greenlight.demo", description=__doc__.splitlines()[0])
+    sub = parser.add_subparsers(dest="command")
+    sub.add_parser("run", help="seed QA and run the promotion DAG (default)")
+    af = sub.add_parser("airflow", help="local Airflow with the web UI")
+    af.add_argument("--port", type=int, default=8080)
+    args = parser.parse_args(argv)
+    logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
+    handler = {"airflow": cmd_airflow}.get(args.command, cmd_run)
+    return handler(args)
+
+
+if __name__ == "__main__":
+    sys.exit(main())
