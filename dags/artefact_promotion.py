@@ -25,12 +25,16 @@ rerun does only what is still missing.
 
 from __future__ import annotations
 
+import os
 from datetime import timedelta
 
 import pendulum
 from airflow.sdk import Param, dag, get_current_context, task
 
 from greenlight.dagsupport import promotion as steps
+
+# Cron in UTC; "none" for manual runs only. An env var, not a Variable: read at parse time for free.
+SCHEDULE = os.environ.get("GREENLIGHT_PROMOTION_SCHEDULE", "0 8 * * *")
 
 DEFAULT_ARGS = {
     "owner": "platform",
@@ -43,7 +47,7 @@ DEFAULT_ARGS = {
 
 @dag(
     dag_id="artefact_promotion",
-    schedule="0 8 * * *",
+    schedule=None if SCHEDULE.lower() == "none" else SCHEDULE,
     start_date=pendulum.datetime(2026, 1, 1, tz="UTC"),
     catchup=False,
     max_active_runs=1,
