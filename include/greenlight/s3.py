@@ -78,6 +78,117 @@ class ObjectInfo:
     last_modified: datetime | None = None
 
 
+def _fast_timestamp(value):
+    """ISO-8601 timestamps (listings) parsed natively; anything else by botocore's parser."""
+    from botocore.utils import parse_timestamp
+
+    if isinstance(value, str) and "T" in value:
+        try:
+            return datetime.fromisoformat(value)
+        except ValueError:
+            pass
+    return parse_timestamp(value)
+
+
+_S3_NS = "{http://s3.amazonaws.com/doc/2006-03-01/}"
+_INT_FIELDS = {"Size", "MaxKeys", "KeyCount"}
+
+
+def parse_list_v2(body: bytes) -> dict[str, Any]:
+    """Parse a ListObjectsV2 response body into the dict botocore would return (the fields S3
+    documents for it), using ElementTree directly: ~5x faster than botocore's shape walker."""
+    from xml.etree import ElementTree
+
+    root = ElementTree.fromstring(body)
+    out: dict[str, Any] = {}
+    contents: list[dict[str, Any]] = []
+    prefixes: list[dict[str, str]] = []
+    for node in root:
+        tag = node.tag.replace(_S3_NS, "")
+        if tag == "Contents":
+            item: dict[str, Any] = {}
+            for field_node in node:
+                name = field_node.tag.replace(_S3_NS, "")
+                text = field_node.text or ""
+                if name in _INT_FIELDS:
+                    item[name] = int(text)
+                elif name == "LastModified":
+                    item[name] = _fast_timestamp(text)
+                elif name == "Owner":
+                    item[name] = {c.tag.replace(_S3_NS, ""): c.text or "" for c in field_node}
+                elif name == "ChecksumAlgorithm":
+                    item.setdefault(name, []).append(text)
+                elif len(field_node):
+                    item[name] = {c.tag.replace(_S3_NS, ""): c.text or "" for c in field_node}
+                else:
+                    item[name] = text
+            contents.append(item)
+        elif tag == "CommonPrefixes":
+            prefixes.append({c.tag.replace(_S3_NS, ""): c.text or "" for c in node})
+        elif tag in _INT_FIELDS:
+            out[tag] = int(node.text or 0)
+        elif tag == "IsTruncated":
+            out[tag] = (node.text or "").strip().lower() == "true"
+        else:
+            out[tag] = node.text or ""
+    if contents:
+        out["Contents"] = contents
+    if prefixes:
+        out["CommonPrefixes"] = prefixes
+    return out
+
+
+class _FastListParser:
+    """Delegates to botocore's parser except for successful ListObjectsV2 responses."""
+
+    def __init__(self, inner):
+        self._inner = inner
+
+    def parse(self, response, shape):
+        if (
+            shape is not None
+            and shape.name == "ListObjectsV2Output"
+            and response.get("status_code", 500) < 300
+            and b"<Error>" not in response["body"][:200]
+        ):
+            parsed = parse_list_v2(response["body"])
+            headers = response.get("headers") or {}
+            parsed["ResponseMetadata"] = {
+                "RequestId": headers.get("x-amz-request-id", ""),
+                "HostId": headers.get("x-amz-id-2", ""),
+                "HTTPStatusCode": response["status_code"],
+                "HTTPHeaders": headers,
+            }
+            return parsed
+        return self._inner.parse(response, shape)
+
+
+class _FastParserFactory:
+    def __init__(self, inner):
+        self._inner = inner
+
+    def create_parser(self, protocol_name):
+        return _FastListParser(self._inner.create_parser(protocol_name))
+
+    def set_parser_defaults(self, **kwargs):
+        self._inner.set_parser_defaults(**kwargs)
+
+
+def tune_client(client):
+    """Make listings several times cheaper to parse, on any botocore S3 client.
+
+    botocore's generic XML shape walker and its dateutil timestamp parser cost ~10x the HTTP round
+    trip for a 1,000-key page; listings are what a no-op promotion spends its time on. Signing,
+    retries and error handling stay botocore's.
+    """
+    endpoint = getattr(client, "_endpoint", None)
+    factory = getattr(endpoint, "_response_parser_factory", None)
+    if factory is not None and not isinstance(factory, _FastParserFactory):
+        factory.set_parser_defaults(timestamp_parser=_fast_timestamp)
+        endpoint._response_parser_factory = _FastParserFactory(factory)
+    return client
+
+
 def make_client(
     *,
     endpoint_url: str | None = None,
@@ -90,13 +201,14 @@ def make_client(
     connect_timeout: float = 5.0,
     read_timeout: float = 60.0,
 ):
-    """A boto3 S3 client tuned for many parallel small requests.
+    """A botocore S3 client tuned for many parallel small requests.
 
     Anything not given comes from the standard AWS env vars and config chain, including
     ``AWS_ENDPOINT_URL``. Transient errors (throttling, 5xx, connection resets) are retried by
-    botocore's standard mode with exponential backoff and jitter.
+    botocore's standard mode with exponential backoff and jitter. botocore directly, not boto3:
+    the CLI starts ~0.2 s faster without boto3's transfer manager.
     """
-    import boto3
+    import botocore.session
     from botocore.config import Config
 
     config = Config(
@@ -109,13 +221,17 @@ def make_client(
         request_checksum_calculation="when_required",
         response_checksum_validation="when_required",
     )
-    session = boto3.session.Session(
+    session = botocore.session.get_session()
+    client = session.create_client(
+        "s3",
+        region_name=region or os.environ.get("AWS_DEFAULT_REGION") or os.environ.get("AWS_REGION") or "us-east-1",
+        endpoint_url=endpoint_url or os.environ.get("AWS_ENDPOINT_URL") or None,
         aws_access_key_id=access_key,
         aws_secret_access_key=secret_key,
         aws_session_token=session_token,
-        region_name=region or os.environ.get("AWS_DEFAULT_REGION") or os.environ.get("AWS_REGION") or "us-east-1",
+        config=config,
     )
-    return session.client("s3", endpoint_url=endpoint_url or os.environ.get("AWS_ENDPOINT_URL") or None, config=config)
+    return tune_client(client)
 
 
 def _list_flat(client, bucket: str, prefix: str, base: str) -> list[ObjectInfo]:

@@ -75,6 +75,14 @@ class PrefixPlan:
             "bytes_to_copy": self.bytes_to_copy,
         }
 
+    def verified(self) -> dict[str, Any]:
+        return {
+            "prefix": self.prefix.label,
+            "destination": str(self.prefix.destination),
+            "objects": self.source_count,
+            "equal": True,
+        }
+
     def lines(self) -> list[str]:
         """The per-object plan, one readable line per action."""
         src, dst = self.prefix.source, self.prefix.destination
@@ -581,6 +589,10 @@ def promote(
     if verify and not dry_run:
         for plan in plans:
             if any(str(e).startswith(plan.prefix.label) for e in errors):
+                continue
+            if not plan.copies and not plan.deletes:
+                # The plan's own listings just proved both sides equal: nothing to re-list.
+                verified.append(plan.verified())
                 continue
             try:
                 verified.append(engine.verify(plan.prefix))

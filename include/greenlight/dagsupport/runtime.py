@@ -39,7 +39,9 @@ def s3_client(conn_id: str | None = None, *, max_pool: int = 64):
         request_checksum_calculation="when_required",
         response_checksum_validation="when_required",
     )
-    return hook.get_client_type(config=config)
+    from greenlight.s3 import tune_client
+
+    return tune_client(hook.get_client_type(config=config))
 
 
 def triaged(func: F) -> F:
