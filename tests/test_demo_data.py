@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import base64
 import datetime as dt
 import hashlib
 import io
@@ -480,63 +479,25 @@ def test_deterministic_and_date_dependent(clean):
 # ----------------------------------------------------------------------------------- seed_bucket
 
 
-class FakeS3:
-    """Just enough of an S3 client for seed_bucket: paginated listing, put with Content-MD5, batch delete."""
-
-    def __init__(self, page_size: int = 7):
-        self.objects: dict[tuple[str, str], tuple[bytes, str, str]] = {}
-        self.page_size = page_size
-        self.calls: list[str] = []
-
-    def put_object(self, *, Bucket, Key, Body, ContentType, ContentMD5=None):
-        self.calls.append("put_object")
-        digest = hashlib.md5(Body)
-        if ContentMD5 is not None:
-            assert base64.b64decode(ContentMD5) == digest.digest()
-        self.objects[(Bucket, Key)] = (Body, ContentType, f'"{digest.hexdigest()}"')
-        return {"ETag": f'"{digest.hexdigest()}"'}
-
-    def list_objects_v2(self, *, Bucket, Prefix="", MaxKeys=1000, ContinuationToken=None):
-        self.calls.append("list_objects_v2")
-        keys = sorted(k for b, k in self.objects if b == Bucket and k.startswith(Prefix))
-        if ContinuationToken:
-            keys = [k for k in keys if k > ContinuationToken]
-        page = keys[: min(MaxKeys, self.page_size)]
-        result = {
-            "Contents": [
-                {"Key": k, "Size": len(self.objects[(Bucket, k)][0]), "ETag": self.objects[(Bucket, k)][2]}
-                for k in page
-            ],
-            "IsTruncated": len(keys) > len(page),
-        }
-        if result["IsTruncated"]:
-            result["NextContinuationToken"] = page[-1]
-        return result
-
-    def delete_objects(self, *, Bucket, Delete):
-        self.calls.append("delete_objects")
-        assert len(Delete["Objects"]) <= 1000
-        for obj in Delete["Objects"]:
-            self.objects.pop((Bucket, obj["Key"]), None)
-        return {}
-
-
-def _check_seed_cycle(client, bucket: str, read_object) -> None:
+def _check_seed_cycle(client, bucket: str, root: str) -> None:
     artefacts = build_qa_artefacts(AS_OF)
-    prefix = "demo/"
-    client.put_object(Bucket=bucket, Key="demo/deliveries/csv/old_delivery.csv", Body=b"x", ContentType="text/csv")
-    client.put_object(Bucket=bucket, Key="demo/notes/keep.txt", Body=b"keep", ContentType="text/plain")
-    client.put_object(Bucket=bucket, Key="other/usda/nass/keep.csv", Body=b"keep", ContentType="text/csv")
+    prefix = root + "demo/"
+
+    def read_object(key):
+        obj = client.get_object(Bucket=bucket, Key=root + key)
+        return obj["Body"].read(), obj["ContentType"]
+
+    client.put_object(Bucket=bucket, Key=prefix + "deliveries/csv/old_delivery.csv", Body=b"x", ContentType="text/csv")
+    client.put_object(Bucket=bucket, Key=prefix + "notes/keep.txt", Body=b"keep", ContentType="text/plain")
+    client.put_object(Bucket=bucket, Key=root + "other/usda/nass/keep.csv", Body=b"keep", ContentType="text/csv")
     first = seed_bucket(client, bucket, artefacts, prefix=prefix, delete_extra_under=DEMO_PREFIXES)
     assert first == {"uploaded": len(artefacts), "unchanged": 0, "deleted": 1}
-    body, content_type = read_object("demo/" + CUR_CSV)
-    assert (body, content_type) == artefacts[CUR_CSV]
-    _, content_type = read_object("demo/" + V2 + ".zmetadata")
-    assert content_type == "application/json"
+    assert read_object("demo/" + CUR_CSV) == artefacts[CUR_CSV]
+    assert read_object("demo/" + V2 + ".zmetadata")[1] == "application/json"
     assert read_object("demo/notes/keep.txt")[0] == b"keep"  # outside delete_extra_under
     assert read_object("other/usda/nass/keep.csv")[0] == b"keep"  # outside the prefix
 
-    again = seed_bucket(client, bucket, artefacts, prefix="demo", delete_extra_under=DEMO_PREFIXES)
+    again = seed_bucket(client, bucket, artefacts, prefix=prefix.rstrip("/"), delete_extra_under=DEMO_PREFIXES)
     assert again == {"uploaded": 0, "unchanged": len(artefacts), "deleted": 0}
 
     # The next night: only what changed is uploaded, yesterday's delivery rolls off.
@@ -548,47 +509,37 @@ def _check_seed_cycle(client, bucket: str, read_object) -> None:
     assert 0 < len(changed) < len(tomorrow) and gone
 
 
-def test_seed_bucket_with_fake_client():
-    client = FakeS3(page_size=7)  # forces many ListObjectsV2 pages
-    bucket = "qa-demo-bucket"
-
-    def read(key):
-        body, content_type, _ = client.objects[(bucket, key)]
-        return body, content_type
-
-    _check_seed_cycle(client, bucket, read)
-    # The bucket now holds the next night's artefacts. An ETag that is not the body's MD5
-    # (multipart upload, SSE-KMS) means "cannot tell", so that object is uploaded again.
-    tomorrow = build_qa_artefacts(AS_OF + dt.timedelta(days=1))
-    key = "demo/usda/nass/yields_corn.csv"
-    body, content_type, _ = client.objects[(bucket, key)]
-    client.objects[(bucket, key)] = (body, content_type, '"0123456789abcdef0123456789abcdef-2"')
-    counts = seed_bucket(client, bucket, tomorrow, prefix="demo/")
-    assert counts == {"uploaded": 1, "unchanged": len(tomorrow) - 1, "deleted": 0}
-    assert client.objects[(bucket, key)][2] == f'"{hashlib.md5(body).hexdigest()}"'
+def test_seed_bucket_against_real_s3(s3, buckets, area):
+    """Upload, idempotent re-seed and the next night's delta on the real SeaweedFS server."""
+    qa, _ = buckets
+    _check_seed_cycle(s3, qa, area)
 
 
-def test_seed_bucket_rejects_bad_keys():
-    with pytest.raises(ValueError, match="relative"):
-        seed_bucket(FakeS3(), "b", {"/abs.csv": (b"x", "text/csv")})
-    with pytest.raises(ValueError, match=r"\.\."):
-        seed_bucket(FakeS3(), "b", {"a.csv": (b"x", "text/csv")}, delete_extra_under=["../up/"])
-
-
-def test_seed_bucket_with_moto():
-    moto = pytest.importorskip(
-        "moto", reason="moto is not installed in this venv; the fake-client test covers seed_bucket"
+def test_seed_bucket_reuploads_when_etag_is_not_an_md5(s3, buckets, area):
+    """A multipart ETag is not the body's MD5: "cannot tell", so the object is uploaded again."""
+    qa, _ = buckets
+    artefacts = build_qa_artefacts(AS_OF)
+    key = "usda/nass/yields_corn.csv"
+    body, content_type = artefacts[key]
+    upload = s3.create_multipart_upload(Bucket=qa, Key=area + key, ContentType=content_type)
+    part = s3.upload_part(Bucket=qa, Key=area + key, UploadId=upload["UploadId"], PartNumber=1, Body=body)
+    s3.complete_multipart_upload(
+        Bucket=qa,
+        Key=area + key,
+        UploadId=upload["UploadId"],
+        MultipartUpload={"Parts": [{"ETag": part["ETag"], "PartNumber": 1}]},
     )
-    import boto3
+    assert "-" in s3.head_object(Bucket=qa, Key=area + key)["ETag"]
 
-    with moto.mock_aws():
-        client = boto3.client(
-            "s3", region_name="us-east-1", aws_access_key_id="testing", aws_secret_access_key="testing"
-        )
-        client.create_bucket(Bucket="qa-demo-bucket")
+    counts = seed_bucket(s3, qa, {key: artefacts[key]}, prefix=area)
 
-        def read(key):
-            obj = client.get_object(Bucket="qa-demo-bucket", Key=key)
-            return obj["Body"].read(), obj["ContentType"]
+    assert counts == {"uploaded": 1, "unchanged": 0, "deleted": 0}
+    assert s3.head_object(Bucket=qa, Key=area + key)["ETag"].strip('"') == hashlib.md5(body).hexdigest()
 
-        _check_seed_cycle(client, "qa-demo-bucket", read)
+
+def test_seed_bucket_rejects_bad_keys(s3, buckets):
+    qa, _ = buckets
+    with pytest.raises(ValueError, match="relative"):
+        seed_bucket(s3, qa, {"/abs.csv": (b"x", "text/csv")})
+    with pytest.raises(ValueError, match=r"\.\."):
+        seed_bucket(s3, qa, {"a.csv": (b"x", "text/csv")}, delete_extra_under=["../up/"])

@@ -156,6 +156,25 @@ def walk_strings(value: Any):
 # --------------------------------------------------------------------------- tests
 
 
+class _UniqueKeyLoader(yaml.SafeLoader):
+    """SafeLoader that rejects a key repeated in one mapping (PyYAML keeps the last one silently)."""
+
+    def construct_mapping(self, node, deep=False):
+        seen = set()
+        for key_node, _ in node.value:
+            if key_node.tag == "tag:yaml.org,2002:merge":  # `<<:` may legitimately be overridden
+                continue
+            key = self.construct_object(key_node, deep=True)
+            if key in seen:
+                raise yaml.constructor.ConstructorError(None, None, f"duplicate key {key!r}", key_node.start_mark)
+            seen.add(key)
+        return super().construct_mapping(node, deep=deep)
+
+
+def test_compose_file_has_no_duplicate_keys():
+    yaml.load(COMPOSE_FILE.read_text(encoding="utf-8"), Loader=_UniqueKeyLoader)
+
+
 def test_required_services_exist():
     missing = REQUIRED_SERVICES - services().keys()
     assert not missing, f"docker-compose.yaml lacks services: {sorted(missing)}"
@@ -185,7 +204,10 @@ def test_airflow_common_settings():
     assert env.get("AIRFLOW__CORE__LOAD_EXAMPLES", "").lower() == "false"
     assert env.get("AIRFLOW__CORE__EXECUTION_API_SERVER_URL") == "http://airflow-apiserver:8080/execution/"
     assert env.get("MLFLOW_DISABLE_TELEMETRY", "").lower() == "true"
-    assert env.get("GREENLIGHT_PROMOTION_CONFIG") == "/opt/airflow/include/config/promotion.yaml"
+    config = env.get("GREENLIGHT_PROMOTION_CONFIG", "")
+    assert config == "/opt/airflow/include/config/promotion.yaml"
+    host_config = ROOT / "include" / Path(config).relative_to("/opt/airflow/include")
+    assert host_config.is_file(), f"{config} maps to {host_config}, which does not exist"
     assert "/opt/airflow/include" in env.get("PYTHONPATH", "").split(":")
     # One JWT secret for all components, or task tokens signed by the scheduler are rejected.
     assert env.get("AIRFLOW__API_AUTH__JWT_SECRET"), "AIRFLOW__API_AUTH__JWT_SECRET must be shared"
@@ -355,6 +377,8 @@ def test_minio_init_creates_buckets_and_enables_versioning_on_prod():
 
 def test_mlflow_uses_postgres_and_minio():
     svc = services()["mlflow"]
+    for job in ("minio-init", "mlflow-db-init"):  # the artifact bucket and the database must exist first
+        assert depends_on(svc).get(job, {}).get("condition") == "service_completed_successfully", job
     env = environment(svc)
     script = script_of(svc) + "\n" + "\n".join(f"{k}={v}" for k, v in env.items())
     assert re.search(r"postgresql(\+\w+)?://[^\s]*@postgres:\d+/mlflow\b", script), "backend store is not PostgreSQL"
