@@ -121,13 +121,28 @@ def test_trigger_then_clear_and_rerun_converges(stack, s3, buckets):
     # (`-t` is a substring match in Airflow 3.3, not a regex: `^promote$` would match nothing.)
     s3.delete_object(Bucket=prod, Key=f"{area}b/obj-3.csv")
     cleared = devstack.airflow(
-        standalone.env, "tasks", "clear", "artefact_promotion", "-t", "promote", "-s", logical, "-e", logical, "--downstream", "--yes"
+        standalone.env,
+        "tasks",
+        "clear",
+        "artefact_promotion",
+        "-t",
+        "promote",
+        "-s",
+        logical,
+        "-e",
+        logical,
+        "--downstream",
+        "--yes",
     )
 
     def describe():
         run = api.get(f"/dags/artefact_promotion/dagRuns/{run_id}")
         tis = api.get(f"/dags/artefact_promotion/dagRuns/{run_id}/taskInstances")["task_instances"]
-        return run["state"], [(t["task_id"], t["map_index"], t["state"], t["try_number"]) for t in tis], cleared.stdout[-500:]
+        return (
+            run["state"],
+            [(t["task_id"], t["map_index"], t["state"], t["try_number"]) for t in tis],
+            cleared.stdout[-500:],
+        )
 
     def rerun_done():
         run = api.get(f"/dags/artefact_promotion/dagRuns/{run_id}")
