@@ -36,6 +36,7 @@ from greenlight.s3 import (
     list_prefix,
     normalize_etag,
 )
+from greenlight.s3fast import FastS3
 
 log = logging.getLogger("greenlight.sync")
 
@@ -151,6 +152,9 @@ class Engine:
         self.progress = progress
         self._source_buckets = {p.source.bucket for p in config.prefixes}
         self._multipart_mode: str | None = None  # learnt: which copy keeps multipart ETags
+        # Hot calls (list, head, copy) go through the lean signed-HTTP path when it applies.
+        self.fast = FastS3.from_client(client, max_pool=max(self.workers, 16) + 16)
+        self.data = self.fast or client
         self.manifests = ManifestStore(config.manifest_uri, client) if config.manifest_uri else None
 
     # ------------------------------------------------------------------ guards
@@ -191,8 +195,8 @@ class Engine:
         pool = pool or ThreadPoolExecutor(max_workers=16, thread_name_prefix="gl-list")
         try:
             with ThreadPoolExecutor(max_workers=2, thread_name_prefix="gl-side") as sides:
-                fut_src = sides.submit(list_prefix, self.client, prefix.source, pool=pool)
-                fut_dst = sides.submit(list_prefix, self.client, prefix.destination, pool=pool)
+                fut_src = sides.submit(list_prefix, self.data, prefix.source, pool=pool)
+                fut_dst = sides.submit(list_prefix, self.data, prefix.destination, pool=pool)
                 source, dest = fut_src.result(), fut_dst.result()
         finally:
             if own:
@@ -339,7 +343,7 @@ class Engine:
 
         def head(info: ObjectInfo) -> tuple[str, dict[str, Any]]:
             key = dest.join(info.rel)
-            meta = self.client.head_object(Bucket=dest.bucket, Key=key)
+            meta = self.data.head_object(Bucket=dest.bucket, Key=key)
             return key, {
                 "version_id": meta.get("VersionId"),
                 "etag": normalize_etag(meta.get("ETag")),
@@ -461,7 +465,7 @@ class Engine:
         return outcome
 
     def _copy_single(self, p: PrefixConfig, src_key: str, dst_key: str, etag: str):
-        response = self.client.copy_object(
+        response = self.data.copy_object(
             Bucket=p.destination.bucket,
             Key=dst_key,
             CopySource={"Bucket": p.source.bucket, "Key": src_key},
