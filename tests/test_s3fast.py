@@ -105,3 +105,25 @@ def test_transient_faults_are_retried_and_promotion_succeeds(s3env, s3, buckets,
 def test_disabled_by_env(monkeypatch, s3):
     monkeypatch.setenv("GREENLIGHT_S3_FAST", "0")
     assert FastS3.from_client(s3) is None
+
+
+def test_engine_works_on_botocore_alone(monkeypatch, s3, buckets, area):
+    """With the fast path off, the same promotion (copy, overwrite, delete, manifest) still works."""
+    monkeypatch.setenv("GREENLIGHT_S3_FAST", "0")
+    qa, prod = buckets
+    for i in range(10):
+        put(s3, qa, f"{area}k{i}", f"v{i}")
+    put(s3, prod, f"{area}k0", "old")
+    put(s3, prod, f"{area}gone", "x")
+    config = parse_config(
+        {
+            "prefixes": [f"s3://{qa}/{area}"],
+            "manifest_uri": f"s3://{prod}/_greenlight/{area}",
+            "defaults": {"stale_after_hours": None},
+        }
+    )
+
+    summary = promote(config, s3, run_id="botocore-only")
+
+    assert (summary["copied"], summary["deleted"], summary["verified"]) == (10, 1, 1)
+    assert summary["manifest"].endswith("index.json")

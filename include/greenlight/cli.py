@@ -9,6 +9,7 @@ from __future__ import annotations
 import argparse
 import json
 import logging
+import os
 import sys
 from datetime import UTC, datetime
 
@@ -37,14 +38,21 @@ def _emit(summary: dict) -> None:
 def cmd_promote(args: argparse.Namespace) -> int:
     from greenlight.config import load_config
     from greenlight.progress import Progress
-    from greenlight.s3 import make_client
+    from greenlight.s3 import LazyClient, make_client
+    from greenlight.s3fast import FastS3
     from greenlight.sync import promote
 
     config = load_config(args.config).select(args.only)
     run_id = args.run_id or "cli__" + datetime.now(UTC).strftime("%Y-%m-%dT%H-%M-%SZ")
     progress = None if args.no_progress or not sys.stderr.isatty() else Progress(tty=True)
     summary = promote(
-        config, make_client(max_pool=config.workers), run_id=run_id, dry_run=args.dry_run, progress=progress
+        config,
+        LazyClient(lambda: make_client(max_pool=config.workers)),
+        run_id=run_id,
+        dry_run=args.dry_run,
+        progress=progress,
+        tracking_uri=os.environ.get("MLFLOW_TRACKING_URI"),
+        fast=FastS3.from_environment(max_pool=config.workers + 16),
     )
     if args.dry_run:
         for line in summary.pop("plan_lines", []):

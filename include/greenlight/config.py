@@ -34,6 +34,9 @@ class PrefixSettings:
     max_delete_fraction: float = 0.10
     max_delete_count: int = 1000
     stale_after_hours: float | None = 24.0
+    # QA preconditions (checked before anything is promoted):
+    mlflow_experiments: tuple[str, ...] = ()  # no run in these QA experiments may be RUNNING
+    signoff_marker: str | None = None  # object under the QA prefix, newer than everything else in it
 
     def delete_limit(self, dest_objects: int) -> int:
         """How many deletes a plan may make for a destination holding ``dest_objects``.
@@ -127,6 +130,17 @@ def _settings(raw: dict, base: PrefixSettings, where: str) -> PrefixSettings:
         elif key == "max_delete_count":
             if isinstance(value, bool) or not isinstance(value, int) or value < 0:
                 raise ConfigError(f"{where}.{key}: expected a whole number >= 0, got {value!r}")
+        elif key == "mlflow_experiments":
+            if not isinstance(value, list) or not all(isinstance(v, str) and v.strip() for v in value):
+                raise ConfigError(f"{where}.{key}: expected a list of MLflow experiment names, got {value!r}")
+            value = tuple(v.strip() for v in value)
+        elif key == "signoff_marker":
+            if value is not None and (
+                not isinstance(value, str) or not value.strip() or value.startswith("/") or ".." in value.split("/")
+            ):
+                raise ConfigError(
+                    f"{where}.{key}: expected a key relative to the prefix (e.g. _QA_SIGNED_OFF), got {value!r}"
+                )
         elif key == "stale_after_hours":
             if value is not None and (isinstance(value, bool) or not isinstance(value, (int, float)) or value <= 0):
                 raise ConfigError(f"{where}.{key}: expected a positive number of hours or null, got {value!r}")

@@ -34,6 +34,18 @@ class RefusedError(GreenlightError):
         super().__init__(f"refused {prefix}: {reason}")
 
 
+class PreconditionError(GreenlightError):
+    """A QA precondition is not met (a QA run still RUNNING, no sign-off): nothing was changed (exit 2)."""
+
+    exit_code = 2
+    kind = "precondition"
+
+    def __init__(self, prefix: str, reason: str):
+        self.prefix = prefix
+        self.reason = reason
+        super().__init__(f"precondition failed for {prefix}: {reason}")
+
+
 class StalePrefixError(GreenlightError):
     """Nothing to copy or delete and the destination was not modified recently (exit 1)."""
 
@@ -69,3 +81,16 @@ class ManifestError(GreenlightError):
 
     kind = "manifest"
     retryable = True
+
+
+class ContractError(GreenlightError):
+    """An artefact's schema could not be read to check it against its contract: the prefix is
+    missing or empty, no object matches, or the file is unreadable (exit 2, never retried)."""
+
+    exit_code = 2
+    kind = "contract"
+
+    def __init__(self, location: str, reason: str):
+        self.location = location
+        self.reason = reason
+        super().__init__(f"contract check failed for {location}: {reason}")

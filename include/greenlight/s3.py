@@ -234,6 +234,19 @@ def make_client(
     return tune_client(client)
 
 
+class LazyClient:
+    """A botocore S3 client built on first use: the CLI's no-op path never needs one."""
+
+    def __init__(self, factory):
+        self._factory = factory
+        self._client = None
+
+    def __getattr__(self, name):
+        if self._client is None:
+            self._client = self._factory()
+        return getattr(self._client, name)
+
+
 def _list_flat(client, bucket: str, prefix: str, base: str) -> list[ObjectInfo]:
     out: list[ObjectInfo] = []
     token = None

@@ -92,6 +92,24 @@ class FastS3:
             return None
         return cls(endpoint, region, credentials, max_pool=max_pool)
 
+    @classmethod
+    def from_environment(
+        cls, *, endpoint_url: str | None = None, region: str | None = None, max_pool: int = 64
+    ) -> FastS3 | None:
+        """A FastS3 from the standard AWS env vars / config chain, without building a botocore
+        client (which costs ~0.3 s of model loading that a no-op promotion does not need)."""
+        if not _enabled():
+            return None
+        import botocore.session
+
+        session = botocore.session.get_session()
+        credentials = session.get_credentials()
+        region = region or os.environ.get("AWS_DEFAULT_REGION") or os.environ.get("AWS_REGION") or "us-east-1"
+        endpoint = endpoint_url or os.environ.get("AWS_ENDPOINT_URL_S3") or os.environ.get("AWS_ENDPOINT_URL")
+        if credentials is None or not endpoint:
+            return None  # AWS proper: let botocore pick virtual-hosted endpoints
+        return cls(endpoint, region, credentials, max_pool=max_pool)
+
     # ------------------------------------------------------------------ signing
     def _signing_key(self, secret: str, datestamp: str) -> bytes:
         with self._lock:
@@ -204,6 +222,70 @@ class FastS3:
             "VersionId": resp.headers.get("x-amz-version-id"),
             "CopySourceVersionId": resp.headers.get("x-amz-copy-source-version-id"),
         }
+
+    def head_bucket(self, *, Bucket, **_):
+        self._request("HeadBucket", "HEAD", Bucket, None)
+        return {}
+
+    def get_bucket_versioning(self, *, Bucket, **_):
+        from xml.etree import ElementTree
+
+        _resp, data = self._request("GetBucketVersioning", "GET", Bucket, None, query={"versioning": ""})
+        out = {}
+        for node in ElementTree.fromstring(data):
+            out[node.tag.rsplit("}", 1)[-1]] = node.text or ""
+        return out
+
+    def put_object(self, *, Bucket, Key, Body, ContentType="application/octet-stream", **_):
+        import base64
+
+        data = Body if isinstance(Body, bytes) else Body.encode()
+        headers = {
+            "content-type": ContentType,
+            "content-md5": base64.b64encode(hashlib.md5(data).digest()).decode(),
+        }
+        resp, _data = self._request("PutObject", "PUT", Bucket, Key, headers=headers, body=data)
+        return {"ETag": resp.headers.get("ETag", ""), "VersionId": resp.headers.get("x-amz-version-id")}
+
+    def get_object(self, *, Bucket, Key, **_):
+        import io
+
+        resp, data = self._request("GetObject", "GET", Bucket, Key)
+        return {
+            "Body": io.BytesIO(data),
+            "ETag": resp.headers.get("ETag", ""),
+            "VersionId": resp.headers.get("x-amz-version-id"),
+            "ContentType": resp.headers.get("Content-Type"),
+        }
+
+    def delete_objects(self, *, Bucket, Delete, **_):
+        import base64
+        from xml.etree import ElementTree
+        from xml.sax.saxutils import escape
+
+        items = "".join(
+            "<Object><Key>{}</Key>{}</Object>".format(
+                escape(o["Key"]), f"<VersionId>{escape(o['VersionId'])}</VersionId>" if o.get("VersionId") else ""
+            )
+            for o in Delete["Objects"]
+        )
+        quiet = "<Quiet>true</Quiet>" if Delete.get("Quiet") else ""
+        body = f'<?xml version="1.0" encoding="UTF-8"?><Delete>{quiet}{items}</Delete>'.encode()
+        headers = {
+            "content-type": "application/xml",
+            "content-md5": base64.b64encode(hashlib.md5(body).digest()).decode(),
+        }
+        _resp, data = self._request(
+            "DeleteObjects", "POST", Bucket, None, query={"delete": ""}, headers=headers, body=body
+        )
+        out: dict[str, list[dict[str, Any]]] = {"Deleted": [], "Errors": []}
+        for node in ElementTree.fromstring(data):
+            tag = node.tag.rsplit("}", 1)[-1]
+            fields = {c.tag.rsplit("}", 1)[-1]: c.text or "" for c in node}
+            if "DeleteMarker" in fields:
+                fields["DeleteMarker"] = fields["DeleteMarker"].lower() == "true"
+            (out["Deleted"] if tag == "Deleted" else out["Errors"]).append(fields)
+        return out
 
     def head_object(self, *, Bucket, Key, **_):
         resp, _data = self._request("HeadObject", "HEAD", Bucket, Key)

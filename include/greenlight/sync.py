@@ -21,6 +21,7 @@ from greenlight.config import PrefixConfig, PromotionConfig
 from greenlight.errors import (
     ConfigError,
     GreenlightError,
+    PreconditionError,
     RefusedError,
     StalePrefixError,
     SyncFailedError,
@@ -58,6 +59,8 @@ class PrefixPlan:
     source_count: int = 0
     dest_count: int = 0
     dest_newest: datetime | None = None
+    source_newest: ObjectInfo | None = None
+    marker: ObjectInfo | None = None  # the QA sign-off marker, when configured (never promoted)
 
     @property
     def bytes_to_copy(self) -> int:
@@ -123,7 +126,16 @@ def same_object(src: ObjectInfo, dst: ObjectInfo) -> bool:
 
 
 def diff(source: dict[str, ObjectInfo], dest: dict[str, ObjectInfo], prefix: PrefixConfig) -> PrefixPlan:
-    plan = PrefixPlan(prefix=prefix, source_count=len(source), dest_count=len(dest))
+    marker_key = prefix.settings.signoff_marker
+    marker = None
+    if marker_key:
+        # The sign-off marker is QA process state, not an artefact: never copied, never deleted.
+        source = dict(source)
+        dest = {k: v for k, v in dest.items() if k != marker_key}
+        marker = source.pop(marker_key, None)
+    plan = PrefixPlan(prefix=prefix, source_count=len(source), dest_count=len(dest), marker=marker)
+    if source:
+        plan.source_newest = max(source.values(), key=lambda o: o.last_modified or datetime.min.replace(tzinfo=UTC))
     for rel in sorted(source):
         src = source[rel]
         dst = dest.get(rel)
@@ -144,7 +156,13 @@ class Engine:
     """
 
     def __init__(
-        self, config: PromotionConfig, client, *, workers: int | None = None, progress: Progress | None = None
+        self,
+        config: PromotionConfig,
+        client,
+        *,
+        workers: int | None = None,
+        progress: Progress | None = None,
+        fast: FastS3 | None = None,
     ):
         self.config = config
         self.client = client
@@ -153,14 +171,36 @@ class Engine:
         self._source_buckets = {p.source.bucket for p in config.prefixes}
         self._multipart_mode: str | None = None  # learnt: which copy keeps multipart ETags
         # Hot calls (list, head, copy) go through the lean signed-HTTP path when it applies.
-        self.fast = FastS3.from_client(client, max_pool=max(self.workers, 16) + 16)
+        self.fast = fast or FastS3.from_client(client, max_pool=max(self.workers, 16) + 16)
         self.data = self.fast or client
-        self.manifests = ManifestStore(config.manifest_uri, client) if config.manifest_uri else None
+        self.manifests = ManifestStore(config.manifest_uri, self.data) if config.manifest_uri else None
 
     # ------------------------------------------------------------------ guards
     def _guard(self, bucket: str) -> None:
         if bucket in self._source_buckets:
             raise ConfigError(f"refusing to write to source bucket {bucket!r}")
+
+    def check_mlflow(self, tracking_uri: str | None) -> list[dict[str, Any]]:
+        """No run of a prefix's QA experiments may be RUNNING (it could be writing to QA right now)."""
+        wanted = sorted({e for p in self.config.prefixes for e in p.settings.mlflow_experiments})
+        if not wanted:
+            return []
+        if not tracking_uri:
+            raise ConfigError(
+                f"mlflow_experiments {wanted} are configured but no MLflow tracking URI is set "
+                "(MLFLOW_TRACKING_URI, or the Airflow connection mlflow_default)"
+            )
+        from greenlight.qa import running_runs
+
+        running = running_runs(tracking_uri, wanted)
+        for p in self.config.prefixes:
+            mine = [r for r in running if r["experiment"] in p.settings.mlflow_experiments]
+            if mine:
+                listed = ", ".join(f"{r['run_id']} ({r['run_name']}, experiment {r['experiment']})" for r in mine)
+                raise PreconditionError(
+                    p.label, f"{len(mine)} QA run(s) still RUNNING in MLflow: {listed}; rerun when they have finished"
+                )
+        return [{"experiment": e, "running": 0} for e in wanted]
 
     def preflight(self) -> list[dict[str, Any]]:
         """Both buckets of every prefix reachable; destination versioning as configured."""
@@ -171,7 +211,7 @@ class Engine:
                 if bucket in checked:
                     continue
                 try:
-                    self.client.head_bucket(Bucket=bucket)
+                    self.data.head_bucket(Bucket=bucket)
                 except Exception as exc:
                     code = error_code(exc)
                     if code in ("404", "NoSuchBucket", "NotFound"):
@@ -179,7 +219,7 @@ class Engine:
                     raise
                 checked.add(bucket)
         for p in self.config.prefixes:
-            status = bucket_versioning(self.client, p.destination.bucket)
+            status = bucket_versioning(self.data, p.destination.bucket)
             report.append({"prefix": p.label, "destination": str(p.destination), "versioning": status or "Disabled"})
             if status != "Enabled" and not p.settings.allow_unversioned:
                 raise RefusedError(
@@ -219,6 +259,19 @@ class Engine:
                 f"source prefix is missing or empty; promoting it would delete all {plan.dest_count} objects "
                 f"under {p.destination} (set allow_empty: true for this prefix if that is intended)",
             )
+        marker_key = p.settings.signoff_marker
+        if marker_key:
+            if plan.marker is None:
+                raise PreconditionError(
+                    p.label, f"QA sign-off marker {p.source.join(marker_key)} is missing: QA has not signed off"
+                )
+            newest = plan.source_newest
+            if newest is not None and newest.last_modified and plan.marker.last_modified < newest.last_modified:
+                raise PreconditionError(
+                    p.label,
+                    f"QA sign-off marker {marker_key} ({plan.marker.last_modified.isoformat()}) is older than "
+                    f"{newest.rel} ({newest.last_modified.isoformat()}): QA changed after sign-off",
+                )
         limit = p.settings.delete_limit(plan.dest_count)
         if len(plan.deletes) > limit and not (plan.source_count == 0 and p.settings.allow_empty):
             raise RefusedError(
@@ -313,7 +366,7 @@ class Engine:
             self._guard(p.destination.bucket)
             for d in batch:
                 log.info("delete: s3://%s/%s (%d B)", p.destination.bucket, p.destination.join(d.rel), d.size)
-            response = self.client.delete_objects(
+            response = self.data.delete_objects(
                 Bucket=p.destination.bucket,
                 Delete={"Objects": [{"Key": p.destination.join(d.rel)} for d in batch], "Quiet": False},
             )
@@ -561,14 +614,17 @@ def promote(
     dry_run: bool = False,
     progress: Progress | None = None,
     verify: bool = True,
+    tracking_uri: str | None = None,
+    fast: FastS3 | None = None,
 ) -> dict[str, Any]:
     """Plan and check every prefix first (refusing before any change), then execute and verify.
 
     Used by the CLI; the DAG calls the same Engine methods one task at a time.
     """
     started = time.monotonic()
-    engine = Engine(config, client, progress=progress)
+    engine = Engine(config, client, progress=progress, fast=fast)
     engine.preflight()
+    engine.check_mlflow(tracking_uri)
     plans = engine.plan_all()
     for plan in plans:
         engine.check(plan)
@@ -577,31 +633,34 @@ def promote(
     results: list[PrefixResult] = []
     stale: list[StalePrefixError] = []
     errors: list[GreenlightError] = []
-    for plan in plans:
+
+    verified: list[dict[str, Any]] = []
+
+    def run_one(plan: PrefixPlan) -> None:
         try:
             result = engine.execute(plan, run_id, dry_run=dry_run)
         except SyncFailedError as exc:
             errors.append(exc)
-            continue
+            return
         results.append(result)
-        if not dry_run:
-            try:
-                engine.check_stale(plan)
-            except StalePrefixError as exc:
-                stale.append(exc)
-    verified = []
-    if verify and not dry_run:
-        for plan in plans:
-            if any(str(e).startswith(plan.prefix.label) for e in errors):
-                continue
-            if not plan.copies and not plan.deletes:
-                # The plan's own listings just proved both sides equal: nothing to re-list.
-                verified.append(plan.verified())
-                continue
-            try:
-                verified.append(engine.verify(plan.prefix))
-            except VerificationError as exc:
-                errors.append(exc)
+        if dry_run:
+            return
+        try:
+            engine.check_stale(plan)
+        except StalePrefixError as exc:
+            stale.append(exc)
+        if not verify:
+            return
+        try:
+            # Nothing changed: the plan's own listings just proved both sides equal.
+            verified.append(engine.verify(plan.prefix) if plan.copies or plan.deletes else plan.verified())
+        except VerificationError as exc:
+            errors.append(exc)
+
+    # Prefixes are independent (own manifest, own keys): run them side by side.
+    with ThreadPoolExecutor(max_workers=min(4, len(plans)) or 1, thread_name_prefix="gl-prefix") as pool:
+        list(pool.map(run_one, plans))
+    results.sort(key=lambda r: r.prefix)
     if progress:
         progress.finish()
     summary = summarize(results, run_id=run_id, dry_run=dry_run, duration=time.monotonic() - started)

@@ -6,7 +6,7 @@ import logging
 import time
 from typing import Any
 
-from greenlight.dagsupport.runtime import s3_client, triaged
+from greenlight.dagsupport.runtime import mlflow_tracking_uri, s3_client, triaged
 
 log = logging.getLogger("greenlight.tasks.promotion")
 
@@ -21,9 +21,11 @@ def _engine(only: list[str] | None = None, progress=None):
 
 @triaged
 def preflight(only: list[str] | None) -> list[dict[str, Any]]:
-    """Runbook §2 preconditions: the config is valid, both buckets answer, prod is versioned."""
+    """Runbook §2 preconditions: config valid, both buckets answer, prod versioned, no QA run RUNNING."""
     engine = _engine(only)
     report = engine.preflight()
+    for row in engine.check_mlflow(mlflow_tracking_uri()):
+        log.info("preflight ok: no RUNNING run in MLflow experiment %s", row["experiment"])
     for row in report:
         log.info("preflight ok: %s -> %s (versioning %s)", row["prefix"], row["destination"], row["versioning"])
     return report

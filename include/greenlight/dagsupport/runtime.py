@@ -44,6 +44,28 @@ def s3_client(conn_id: str | None = None, *, max_pool: int = 64):
     return tune_client(hook.get_client_type(config=config))
 
 
+MLFLOW_CONN_ID = "mlflow_default"
+
+
+def mlflow_tracking_uri(conn_id: str = MLFLOW_CONN_ID) -> str | None:
+    """The MLflow tracking URI: the Airflow connection ``mlflow_default`` when it exists (extra
+    ``tracking_uri``, else ``schema://host:port``), otherwise ``$MLFLOW_TRACKING_URI``."""
+    from airflow.sdk import BaseHook
+
+    try:
+        conn = BaseHook.get_connection(conn_id)
+    except Exception:  # noqa: BLE001 - a missing connection means "use the env var"
+        conn = None
+    if conn is not None:
+        extra = conn.extra_dejson or {}
+        if extra.get("tracking_uri"):
+            return str(extra["tracking_uri"])
+        if conn.host:
+            scheme = conn.schema or "http"
+            return f"{scheme}://{conn.host}" + (f":{conn.port}" if conn.port else "")
+    return os.environ.get("MLFLOW_TRACKING_URI") or None
+
+
 def triaged(func: F) -> F:
     """Run a task body; errors that a retry cannot fix fail the task at once (no retries).
 
