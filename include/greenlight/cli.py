@@ -40,7 +40,7 @@ def cmd_promote(args: argparse.Namespace) -> int:
     from greenlight.progress import Progress
     from greenlight.s3 import LazyClient, make_client
     from greenlight.s3fast import FastS3
-    from greenlight.sync import promote
+    from greenlight.sync import prefix_line, promote
 
     config = load_config(args.config).select(args.only)
     run_id = args.run_id or "cli__" + datetime.now(UTC).strftime("%Y-%m-%dT%H-%M-%SZ")
@@ -59,16 +59,7 @@ def cmd_promote(args: argparse.Namespace) -> int:
             print(line)
     short = {k: v for k, v in summary.items() if k not in ("per_prefix", "plans", "manifests")}
     for row in summary["per_prefix"]:
-        logging.getLogger("greenlight").info(
-            "prefix %s: copied=%d deleted=%d unchanged=%d objects_seen=%d bytes_copied=%d duration=%.2fs",
-            row["prefix"],
-            row["copied"],
-            row["deleted"],
-            row["unchanged"],
-            row["objects_seen"],
-            row["bytes_copied"],
-            row["duration_s"],
-        )
+        logging.getLogger("greenlight").info("%s", prefix_line(row))
     _emit(short)
     return 1 if summary.get("errors") else 0
 

@@ -189,6 +189,24 @@ def tune_client(client):
     return client
 
 
+def client_config(
+    *, max_pool: int = 64, max_attempts: int = 5, connect_timeout: float = 5.0, read_timeout: float = 60.0
+):
+    """The botocore Config every greenlight S3 client uses (CLI, DAG tasks, tests)."""
+    from botocore.config import Config
+
+    return Config(
+        max_pool_connections=max_pool,
+        retries={"max_attempts": max_attempts, "mode": "standard"},
+        connect_timeout=connect_timeout,
+        read_timeout=read_timeout,
+        s3={"addressing_style": "path"},
+        # Only compute/validate checksums where S3 requires them: CopyObject is server-side.
+        request_checksum_calculation="when_required",
+        response_checksum_validation="when_required",
+    )
+
+
 def make_client(
     *,
     endpoint_url: str | None = None,
@@ -209,17 +227,9 @@ def make_client(
     the CLI starts ~0.2 s faster without boto3's transfer manager.
     """
     import botocore.session
-    from botocore.config import Config
 
-    config = Config(
-        max_pool_connections=max_pool,
-        retries={"max_attempts": max_attempts, "mode": "standard"},
-        connect_timeout=connect_timeout,
-        read_timeout=read_timeout,
-        s3={"addressing_style": "path"},
-        # Only compute/validate checksums where S3 requires them: CopyObject is server-side.
-        request_checksum_calculation="when_required",
-        response_checksum_validation="when_required",
+    config = client_config(
+        max_pool=max_pool, max_attempts=max_attempts, connect_timeout=connect_timeout, read_timeout=read_timeout
     )
     session = botocore.session.get_session()
     client = session.create_client(

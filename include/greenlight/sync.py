@@ -677,6 +677,15 @@ def promote(
     return summary
 
 
+def prefix_line(row: dict[str, Any]) -> str:
+    """The per-prefix stats line the CLI and the DAG both log."""
+    return (
+        f"prefix {row['prefix']}: copied={row['copied']} deleted={row['deleted']} unchanged={row['unchanged']} "
+        f"objects_seen={row['objects_seen']} bytes_copied={row['bytes_copied']} duration={row['duration_s']:.2f}s"
+        + (f" manifest={row['manifest']}" if row.get("manifest") else "")
+    )
+
+
 def summarize(
     results: list[PrefixResult] | list[dict[str, Any]], *, run_id: str, dry_run: bool, duration: float
 ) -> dict[str, Any]:

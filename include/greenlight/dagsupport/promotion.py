@@ -63,6 +63,7 @@ def promote(planned: dict[str, Any], *, run_id: str, dry_run: bool) -> dict[str,
     merges into the same run's manifest, keeping the first attempt's pre-promotion versions.
     """
     from greenlight.progress import Progress
+    from greenlight.sync import prefix_line
 
     progress = Progress(tty=False, interval=10.0)
     engine = _engine([planned["prefix"]], progress=progress)
@@ -72,17 +73,7 @@ def promote(planned: dict[str, Any], *, run_id: str, dry_run: bool) -> dict[str,
     result = engine.execute(current, run_id, dry_run=dry_run)
     progress.finish()
     row = result.as_dict()
-    log.info(
-        "promoted %s: copied=%d deleted=%d unchanged=%d objects_seen=%d bytes_copied=%d duration=%.2fs manifest=%s",
-        row["prefix"],
-        row["copied"],
-        row["deleted"],
-        row["unchanged"],
-        row["objects_seen"],
-        row["bytes_copied"],
-        row["duration_s"],
-        row["manifest"],
-    )
+    log.info("promoted %s", prefix_line(row))
     if not dry_run:
         engine.check_stale(current)
     return row

@@ -27,21 +27,11 @@ def s3_client(conn_id: str | None = None, *, max_pool: int = 64):
     Amazon provider's hook, so secrets never pass through greenlight's code or logs.
     """
     from airflow.providers.amazon.aws.hooks.base_aws import AwsBaseHook
-    from botocore.config import Config
+
+    from greenlight.s3 import client_config, tune_client
 
     hook = AwsBaseHook(aws_conn_id=conn_id or aws_conn_id(), client_type="s3")
-    config = Config(
-        max_pool_connections=max_pool,
-        retries={"max_attempts": 5, "mode": "standard"},
-        connect_timeout=5,
-        read_timeout=60,
-        s3={"addressing_style": "path"},
-        request_checksum_calculation="when_required",
-        response_checksum_validation="when_required",
-    )
-    from greenlight.s3 import tune_client
-
-    return tune_client(hook.get_client_type(config=config))
+    return tune_client(hook.get_client_type(config=client_config(max_pool=max_pool)))
 
 
 MLFLOW_CONN_ID = "mlflow_default"
