@@ -11,7 +11,7 @@ rolled back exactly.
 | `preflight` | §2 preconditions: config valid, QA and prod buckets reachable, prod versioning Enabled |
 | `plan` | §3 step 2: read the prefix list; refuses a missing/empty QA prefix, a delete-heavy plan, a destination outside the `qa-` → `prod-` rule |
 | `promote` (one mapped task per prefix) | §3 step 3: the copy itself, server-side and parallel; deletes only after every copy succeeded; per-object lines in the log (never `--quiet`) |
-| `verify` | §4 verification: re-list both sides, prove prod equals QA object by object |
+| `verify` | §4 verification: re-list both sides, prove prod equals QA object by object; then emit one Asset event per verified prod prefix (`s3://prod-…/path/`, extra: copied, deleted, manifest) |
 | `summary` | the final `promotion_done` line and the run index manifest (the handle for a rollback) |
 
 **Params** — `dry_run` (log the per-object plan, change nothing), `only` (a subset of the
@@ -29,7 +29,7 @@ import os
 from datetime import timedelta
 
 import pendulum
-from airflow.sdk import Param, dag, get_current_context, task
+from airflow.sdk import Asset, AssetAlias, Param, dag, get_current_context, task
 
 from greenlight.dagsupport import promotion as steps
 
@@ -79,9 +79,13 @@ def artefact_promotion():
         get_current_context()["promoted_prefix"] = planned["prefix"]
         return steps.promote(planned, run_id=run_id, dry_run=params["dry_run"])
 
-    @task
-    def verify(results: list[dict], params=None) -> list[dict]:
-        return steps.verify(list(results), dry_run=params["dry_run"])
+    @task(outlets=[AssetAlias(steps.PROMOTED_ALIAS)])
+    def verify(results: list[dict], params=None, run_id=None, outlet_events=None) -> list[dict]:
+        checks = steps.verify(list(results), dry_run=params["dry_run"])
+        # Only a verified promotion emits its prod prefix's Asset event (none on dry run or failure).
+        for event in steps.asset_events(list(results), checks, run_id=run_id):
+            outlet_events[AssetAlias(steps.PROMOTED_ALIAS)].add(Asset(event["uri"]), extra=event["extra"])
+        return checks
 
     @task
     def summary(results: list[dict], verified: list[dict], params=None, run_id=None) -> dict:

@@ -32,3 +32,23 @@ def run_dag(dag_id: str, conf: dict | None = None):
         rows = session.query(XComModel).filter_by(dag_id=dag_id, run_id=dr.run_id, key="return_value").all()
         xcoms = {(r.task_id if r.map_index < 0 else f"{r.task_id}.{r.map_index}"): r.value for r in rows}
     return str(dr.state), states, xcoms, dr.run_id
+
+
+def asset_events(uris: list[str], run_id: str | None = None) -> dict[str, list[dict]]:
+    """Asset events recorded for these URIs (optionally only those emitted by one DAG run).
+
+    Airflow normalises ``s3://`` asset URIs without the trailing slash; results are keyed by the
+    URIs as given."""
+    from airflow.models.asset import AssetEvent, AssetModel
+    from airflow.utils.session import create_session
+
+    with create_session() as session:
+        query = session.query(AssetEvent, AssetModel.uri).join(AssetModel, AssetEvent.asset_id == AssetModel.id)
+        stored = {u.rstrip("/"): u for u in uris}
+        query = query.filter(AssetModel.uri.in_(list(stored)))
+        if run_id is not None:
+            query = query.filter(AssetEvent.source_run_id == run_id)
+        out: dict[str, list[dict]] = {u: [] for u in uris}
+        for event, uri in query.all():
+            out[stored[uri]].append(dict(event.extra or {}))
+    return out

@@ -357,7 +357,9 @@ def test_drift_against_prod_unless_the_contract_was_bumped(s3, buckets, area, lo
     records = check(v2, qa_schema, prod_schema, sample=sample, now=NOW)
     assert [(r["layer"], r["check"], r["name"]) for r in records] == [("drift", "column_renamed", "forecast_yield")]
     # ... without knowing prod's contract version, or with prod already on v2, drift still blocks
-    assert check(v2, qa_schema, prod_schema, prod_contract_version=2, sample=sample, now=NOW) == records
+    again = check(v2, qa_schema, prod_schema, prod_contract_version=2, sample=sample, now=NOW)
+    assert [{**r, "message": ""} for r in again] == [{**r, "message": ""} for r in records]
+    assert "promoted under contract v2, now contract deliveries_csv v2" in again[0]["message"]
     # prod was promoted under v1 < v2: the change is expected, nothing blocks
     assert check(v2, qa_schema, prod_schema, prod_contract_version=1, sample=sample, now=NOW) == []
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 import json
 
 import pytest
-from dagrun import run_dag
+from dagrun import asset_events, run_dag
 from helpers import put, rel_listing, versions, write_config
 
 pytestmark = pytest.mark.usefixtures("airflow_db")
@@ -55,6 +55,13 @@ def test_promotion_dag_promotes_each_prefix_and_verifies(s3, buckets, promotion_
     assert summary["copied"] == 3 and summary["deleted"] == 0 and summary["objects_seen"] == 3
     assert summary["manifest"].startswith(f"s3://{prod}/_greenlight/")
 
+    # One Asset event per verified prod prefix, carrying what the run did and its manifest.
+    uris = [f"s3://{prod}/{zarr}", f"s3://{prod}/{csv}"]
+    events = asset_events(uris, run_id)
+    assert {u: len(e) for u, e in events.items()} == {uris[0]: 1, uris[1]: 1}
+    assert events[uris[0]][0]["copied"] == 2 and events[uris[1]][0]["copied"] == 1
+    assert events[uris[0]][0]["manifest"].startswith(f"s3://{prod}/_greenlight/")
+
     # The nightly rerun with nothing new is a success and changes nothing.
     before = versions(s3, prod, zarr) + versions(s3, prod, csv)
     state, tis, xcoms, _ = run_dag("artefact_promotion", {})
@@ -69,11 +76,13 @@ def test_dry_run_param_changes_nothing(s3, buckets, promotion_config):
     put(s3, qa, f"{zarr}a", "a")
     put(s3, qa, f"{csv}b", "b")
 
-    state, tis, xcoms, _ = run_dag("artefact_promotion", {"dry_run": True})
+    state, tis, xcoms, run_id = run_dag("artefact_promotion", {"dry_run": True})
 
     assert state == "success", tis
     assert rel_listing(s3, prod, zarr) == {} and rel_listing(s3, prod, csv) == {}
     assert _value(xcoms["summary"])["dry_run"] is True
+    uris = [f"s3://{prod}/{zarr}", f"s3://{prod}/{csv}"]
+    assert asset_events(uris, run_id) == {u: [] for u in uris}  # nothing verified, nothing announced
 
 
 def test_refusal_fails_run_without_retry_and_changes_nothing(s3, buckets, promotion_config):
@@ -83,10 +92,12 @@ def test_refusal_fails_run_without_retry_and_changes_nothing(s3, buckets, promot
     put(s3, prod, f"{csv}precious.csv", "prod only")  # QA csv prefix is empty: would wipe prod
     before = versions(s3, prod, csv)
 
-    state, tis, _, _ = run_dag("artefact_promotion", {})
+    state, tis, _, run_id = run_dag("artefact_promotion", {})
 
     assert state == "failed"
     assert tis["plan"] == ("failed", 1)  # refused on the first try, not retried
+    uris = [f"s3://{prod}/{zarr}", f"s3://{prod}/{csv}"]
+    assert asset_events(uris, run_id) == {u: [] for u in uris}
     assert not any(k.startswith("promote") and v[0] == "success" for k, v in tis.items())
     assert versions(s3, prod, csv) == before
     assert rel_listing(s3, prod, zarr) == {}  # no prefix promoted when one is refused

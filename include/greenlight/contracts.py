@@ -452,7 +452,14 @@ def _jsonable(value: Any) -> Any:
 
 
 def _is_null(value: Any) -> bool:
-    return value is None or value == "" or (isinstance(value, float) and math.isnan(value))
+    """None, NaN, pandas NA/NaT, or an empty string (CSV cannot tell empty from null)."""
+    if value is None:
+        return True
+    if isinstance(value, str):
+        return value == ""
+    if isinstance(value, float):
+        return math.isnan(value)
+    return type(value).__name__ in ("NAType", "NaTType")
 
 
 def _as_date(value: Any) -> dt.date | None:
@@ -1028,7 +1035,7 @@ def _specs(schema_or_contract: Any, role: str) -> dict[str, tuple[str, tuple | N
     return out
 
 
-def _diff(role: str, expected: dict, observed: dict, *, allow_extra: bool, record) -> list[dict]:
+def _diff(role: str, expected: dict, observed: dict, *, allow_extra: bool, record, unknown_ok=False) -> list[dict]:
     out: list[dict] = []
     missing = [n for n in expected if n not in observed]
     added = [n for n in observed if n not in expected]
@@ -1065,7 +1072,7 @@ def _diff(role: str, expected: dict, observed: dict, *, allow_extra: bool, recor
             )
         else:
             (exp_type, exp_dims), (obs_type, obs_dims) = spec, observed[name]
-            if exp_type != obs_type:
+            if exp_type != obs_type and not (unknown_ok and obs_type == UNKNOWN):
                 note = " (all sampled values are empty)" if obs_type == UNKNOWN else ""
                 out.append(
                     record(
@@ -1121,7 +1128,8 @@ def check(
     """Mismatches of the QA artefact; an empty list means it may be promoted.
 
     Layer ``contract``: QA against the contract (missing/added/renamed/retyped columns, variables,
-    coordinates, changed dims; with a ``sample``: ``null_keys``, ``stale``, ``empty``).
+    coordinates, changed dims; ``empty`` for a table without data rows; with a ``sample``:
+    ``null_keys``, ``stale``).
     Layer ``drift``: QA against ``prod_schema`` (what prod holds now): any added, removed or
     retyped column/variable/coordinate, unless ``prod_contract_version`` is given and lower than
     ``contract.version`` (the contract was bumped: the change is expected).
@@ -1154,12 +1162,22 @@ def check(
 
     out: list[dict] = []
     record = make("contract", f" ({label})")
+    # A file without data rows: say so once instead of reporting every CSV column as of unknown type.
+    empty = contract.kind == "table" and (
+        qa_schema.get("rows_read") == 0 or qa_schema.get("num_rows") == 0 or sample == []
+    )
     for role in _roles(contract.kind):
         out += _diff(
-            role, _specs(contract, role), _specs(qa_schema, role), allow_extra=contract.allow_extra, record=record
+            role,
+            _specs(contract, role),
+            _specs(qa_schema, role),
+            allow_extra=contract.allow_extra,
+            record=record,
+            unknown_ok=empty,
         )
-
-    if sample is not None and contract.kind == "table":
+    if empty:
+        out.append(record("empty", "column", None, "at least one data row", 0, "the file has no data rows"))
+    elif sample is not None and contract.kind == "table":
         out += _check_sample(contract, qa_schema, sample, now, record)
 
     drift_expected = prod_contract_version is not None and prod_contract_version < contract.version
@@ -1176,15 +1194,20 @@ def check(
             f"intended, bump the contract version once prod consumers are ready)",
         )
         for role in _roles(contract.kind):
-            out += _diff(role, _specs(prod_schema, role), _specs(qa_schema, role), allow_extra=False, record=drift)
+            out += _diff(
+                role,
+                _specs(prod_schema, role),
+                _specs(qa_schema, role),
+                allow_extra=False,
+                record=drift,
+                unknown_ok=empty,
+            )
     return out
 
 
 def _check_sample(contract: Contract, qa_schema: dict, sample: list[dict], now, record) -> list[dict]:
     out: list[dict] = []
     observed = qa_schema.get("columns", {})
-    if not sample and contract.needs_sample:
-        return [record("empty", "column", None, "at least one data row", 0, "the file has no data rows")]
     for col in contract.non_null:
         if col not in observed:
             continue  # reported as missing/renamed already
@@ -1250,8 +1273,8 @@ def expected_signatures(contract: Contract) -> list[str]:
 def schema_frame(schema: dict, sample: list[dict] | None = None):
     """A pandas DataFrame for GX: one ``part == "schema"`` row per column/variable/coordinate
     (``role, name, dtype, dims, signature``), then, with a ``sample``, one ``part == "sample"``
-    row per sampled record whose values are in ``sample.<column>`` columns (date/datetime columns
-    parsed to timestamps, naive UTC)."""
+    row per sampled record whose values are in ``sample.<column>`` columns (date columns as
+    ``datetime.date``, datetime columns as naive-UTC timestamps)."""
     import pandas as pd
 
     rows = []
@@ -1276,7 +1299,9 @@ def schema_frame(schema: dict, sample: list[dict] | None = None):
     data: dict[str, Any] = {"part": ["sample"] * len(sample)}
     for col in columns:
         values = [None if _is_null(row.get(col)) else row.get(col) for row in sample]
-        if types.get(col) in ("date", "datetime"):
+        if types.get(col) == "date":  # datetime.date objects: GX compares them with a date min_value
+            data[SAMPLE_PREFIX + col] = pd.Series([_as_date(v) for v in values], dtype="object")
+        elif types.get(col) == "datetime":
             parsed = pd.to_datetime(pd.Series(values, dtype="object"), errors="coerce", utc=True, format="ISO8601")
             data[SAMPLE_PREFIX + col] = parsed.dt.tz_localize(None)
         else:
@@ -1285,9 +1310,13 @@ def schema_frame(schema: dict, sample: list[dict] | None = None):
 
 
 def _quiet_gx() -> None:
+    """GX logs ~200 INFO lines; one of its modules sets its own logger to INFO on import."""
     import logging
 
     logging.getLogger("great_expectations").setLevel(logging.WARNING)
+    import great_expectations.data_context.types.base  # noqa: F401  (sets its logger to INFO)
+
+    logging.getLogger("great_expectations.data_context.types.base").setLevel(logging.WARNING)
 
 
 def gx_suite(contract: Contract, *, now: dt.datetime | None = None, sample: bool = True, context=None):
@@ -1300,21 +1329,22 @@ def gx_suite(contract: Contract, *, now: dt.datetime | None = None, sample: bool
 
     Each expectation's ``meta`` says which greenlight check it is (``schema``, ``empty``,
     ``null_keys``, ``stale``). With ``context`` (e.g. in GXValidateDataFrameOperator's
-    ``configure_expectations``) the suite is added to that context, as a validation definition needs.
+    ``configure_expectations``) the suite is added to that context, as a validation definition needs,
+    and the context's progress bars are turned off.
     """
     _quiet_gx()
     import great_expectations as gx
     from great_expectations.expectations.row_conditions import Column
 
     base_meta = {"contract": contract.name, "contract_version": contract.version}
-    suite = gx.ExpectationSuite(name=f"greenlight.{contract.name}.v{contract.version}", meta=dict(base_meta))
+    expectations: list = []
     schema_rows = Column("part") == "schema"
     set_expectation = (
         gx.expectations.ExpectColumnDistinctValuesToContainSet
         if contract.allow_extra
         else gx.expectations.ExpectColumnDistinctValuesToEqualSet
     )
-    suite.add_expectation(
+    expectations.append(
         set_expectation(
             column="signature",
             value_set=expected_signatures(contract),
@@ -1324,13 +1354,13 @@ def gx_suite(contract: Contract, *, now: dt.datetime | None = None, sample: bool
     )
     if sample and contract.needs_sample:
         sample_rows = Column("part") == "sample"
-        suite.add_expectation(
+        expectations.append(
             gx.expectations.ExpectColumnDistinctValuesToContainSet(
                 column="part", value_set=["schema", "sample"], meta={**base_meta, "greenlight_check": "empty"}
             )
         )
         for col in contract.non_null:
-            suite.add_expectation(
+            expectations.append(
                 gx.expectations.ExpectColumnValuesToNotBeNull(
                     column=SAMPLE_PREFIX + col,
                     row_condition=sample_rows,
@@ -1341,7 +1371,7 @@ def gx_suite(contract: Contract, *, now: dt.datetime | None = None, sample: bool
             cutoff = freshness_cutoff(contract, now)
             is_date = contract.columns[contract.freshness.column] == "date"
             minimum = cutoff.date().isoformat() if is_date else cutoff.replace(tzinfo=None).isoformat()
-            suite.add_expectation(
+            expectations.append(
                 gx.expectations.ExpectColumnMaxToBeBetween(
                     column=SAMPLE_PREFIX + contract.freshness.column,
                     min_value=minimum,
@@ -1349,7 +1379,16 @@ def gx_suite(contract: Contract, *, now: dt.datetime | None = None, sample: bool
                     meta={**base_meta, "greenlight_check": "stale", "name": contract.freshness.column},
                 )
             )
+    # Built in the constructor: add_expectation() would need a current GX data context.
+    suite = gx.ExpectationSuite(
+        name=f"greenlight.{contract.name}.v{contract.version}", expectations=expectations, meta=dict(base_meta)
+    )
+    if len(suite.expectations) != len(expectations):  # the constructor only logs invalid ones
+        raise RuntimeError(f"GX dropped expectations of contract {contract.name}: see the GX log")
     if context is not None:
+        from great_expectations.data_context.types.base import ProgressBarsConfig
+
+        context.variables.progress_bars = ProgressBarsConfig(globally=False)  # no tqdm bars in task logs
         suite = context.suites.add_or_update(suite)
     return suite
 
@@ -1362,8 +1401,10 @@ def _gx_batch_definition():
     if "batch_definition" not in _GX:
         _quiet_gx()
         import great_expectations as gx
+        from great_expectations.data_context.types.base import ProgressBarsConfig
 
         context = gx.get_context(mode="ephemeral")
+        context.variables.progress_bars = ProgressBarsConfig(globally=False)  # no tqdm bars in task logs
         source = context.data_sources.add_pandas(name="greenlight_contracts")
         asset = source.add_dataframe_asset(name="schema_frame")
         _GX["batch_definition"] = asset.add_batch_definition_whole_dataframe(name="whole_frame")
@@ -1371,9 +1412,16 @@ def _gx_batch_definition():
 
 
 def _gx_observed(result: dict) -> Any:
-    if "observed_value" in result:
+    if result.get("observed_value") is not None:
         return result["observed_value"]
-    keys = ("element_count", "unexpected_count", "unexpected_percent", "partial_unexpected_list")
+    keys = (
+        "element_count",
+        "unexpected_count",
+        "unexpected_percent",
+        "partial_unexpected_list",
+        "missing_count",
+        "partial_missing_list",
+    )
     return {k: result[k] for k in keys if k in result} or None
 
 
@@ -1403,10 +1451,9 @@ def validate_with_gx(
             "success": bool(doc.get("success")),
             "observed": _gx_observed(result),
         }
-        if "value_set" in kwargs and isinstance(entry["observed"], list):
-            expected, seen = set(kwargs["value_set"]), set(entry["observed"])
-            entry["missing"] = sorted(expected - seen)
-            entry["unexpected"] = sorted(seen - expected)
+        if "value_set" in kwargs:  # set expectations: what the contract lacks / what is new
+            entry["missing"] = sorted(map(str, result.get("partial_missing_list") or []))
+            entry["unexpected"] = sorted(map(str, result.get("partial_unexpected_list") or []))
         info = doc.get("exception_info") or {}
         if info.get("raised_exception"):
             entry["exception"] = info.get("exception_message")

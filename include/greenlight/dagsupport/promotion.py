@@ -10,6 +10,9 @@ from greenlight.dagsupport.runtime import mlflow_tracking_uri, s3_client, triage
 
 log = logging.getLogger("greenlight.tasks.promotion")
 
+#: Asset alias through which ``verify`` emits one event per verified prod prefix.
+PROMOTED_ALIAS = "greenlight-promoted-prefixes"
+
 
 def _engine(only: list[str] | None = None, progress=None):
     from greenlight.config import load_config
@@ -91,6 +94,28 @@ def verify(results: list[dict[str, Any]], *, dry_run: bool) -> list[dict[str, An
         checks.append(engine.verify(prefix))
         log.info("verified %s: %d objects equal in %s", prefix.label, checks[-1]["objects"], prefix.destination)
     return checks
+
+
+def asset_events(results: list[dict[str, Any]], checks: list[dict[str, Any]], *, run_id: str) -> list[dict[str, Any]]:
+    """One Asset event per verified prefix: the prod prefix URI and what this run did to it."""
+    by_prefix = {r["prefix"]: r for r in results}
+    events = []
+    for check in checks:
+        row = by_prefix.get(check["prefix"], {})
+        events.append(
+            {
+                "uri": check["destination"],
+                "extra": {
+                    "run_id": run_id,
+                    "source": check["prefix"],
+                    "objects": check["objects"],
+                    "copied": row.get("copied", 0),
+                    "deleted": row.get("deleted", 0),
+                    "manifest": row.get("manifest"),
+                },
+            }
+        )
+    return events
 
 
 @triaged

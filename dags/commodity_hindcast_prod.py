@@ -1,0 +1,60 @@
+"""
+### commodity_hindcast_prod — example prod consumer of promoted artefacts
+
+Runs when **every** prod prefix of the promotion config has a new Asset event, i.e. after
+`artefact_promotion` verified prod equals QA for all of them. A promotion that fails, is refused or
+is a dry run emits no event, so this DAG does not run on half-promoted or unverified inputs.
+
+This is the runbook's "prod hindcast" stand-in: it logs the triggering events (run id, copied /
+deleted counts, the manifest that can roll the inputs back) where a real consumer would start its
+job.
+"""
+
+from __future__ import annotations
+
+import logging
+
+import pendulum
+from airflow.sdk import Asset, dag, task
+
+from greenlight.config import load_config
+
+log = logging.getLogger("greenlight.consumer")
+
+# The prod prefixes come from the same promotion.yaml the producer uses (a local file read: no
+# connection, no Variable, no network at parse time).
+PROD_ASSETS = [Asset(uri=str(p.destination), name=f"prod:{p.name or p.destination}") for p in load_config().prefixes]
+
+
+@dag(
+    dag_id="commodity_hindcast_prod",
+    schedule=PROD_ASSETS,
+    start_date=pendulum.datetime(2026, 1, 1, tz="UTC"),
+    catchup=False,
+    max_active_runs=1,
+    doc_md=__doc__,
+    default_args={"owner": "forecasting", "retries": 1},
+    tags=["greenlight", "consumer", "example"],
+)
+def commodity_hindcast_prod():
+    @task(inlets=PROD_ASSETS)
+    def run_hindcast(triggering_asset_events=None) -> dict:
+        seen = {}
+        for asset, events in (triggering_asset_events or {}).items():
+            for event in events:
+                extra = dict(event.extra or {})
+                seen[str(getattr(asset, "uri", asset))] = extra
+                log.info(
+                    "input %s verified by run %s (copied=%s, deleted=%s, manifest=%s)",
+                    getattr(asset, "uri", asset),
+                    extra.get("run_id"),
+                    extra.get("copied"),
+                    extra.get("deleted"),
+                    extra.get("manifest"),
+                )
+        return {"inputs": len(seen)}
+
+    run_hindcast()
+
+
+commodity_hindcast_prod()
