@@ -27,7 +27,35 @@ def _parser() -> argparse.ArgumentParser:
     promote.add_argument("--only", nargs="+", metavar="PREFIX", help="promote only these prefixes (URI or name)")
     promote.add_argument("--run-id", help="run id for the manifest (default: cli__<UTC time>); reuse it to resume")
     promote.add_argument("--no-progress", action="store_true", help="no progress line on the terminal")
+    rb = sub.add_parser("rollback", help="restore prod to the state recorded in a promotion manifest")
+    rb.add_argument("--manifest", required=True, help="run index (…/promotions/<run>/index.json) or a prefix manifest")
+    rb.add_argument("--dry-run", action="store_true", help="print what would be restored or deleted, change nothing")
+    rb.add_argument("--only", nargs="+", metavar="PREFIX", help="roll back only these prefixes (QA or prod URI)")
+    rb.add_argument(
+        "--allow-partial", action="store_true", help="restore what can be restored if some versions are gone"
+    )
+    rb.add_argument("--run-id", help="run id for the rollback manifest")
     return parser
+
+
+def cmd_rollback(args: argparse.Namespace) -> int:
+    from greenlight.rollback import rollback
+    from greenlight.s3 import make_client
+
+    summary = rollback(
+        args.manifest,
+        make_client(),
+        only=args.only,
+        dry_run=args.dry_run,
+        allow_partial=args.allow_partial,
+        run_id=args.run_id,
+    )
+    lines = summary.pop("plan_lines", [])
+    if args.dry_run:
+        for line in lines:
+            print(line)
+    _emit(summary)
+    return 1 if summary.get("unrecoverable") else 0
 
 
 def _emit(summary: dict) -> None:
@@ -73,7 +101,7 @@ def main(argv: list[str] | None = None) -> int:
     )
     for noisy in ("botocore", "boto3", "urllib3", "s3transfer"):
         logging.getLogger(noisy).setLevel(logging.WARNING)
-    handler = {"promote": cmd_promote}[args.command]
+    handler = {"promote": cmd_promote, "rollback": cmd_rollback}[args.command]
     try:
         return handler(args)
     except GreenlightError as exc:

@@ -83,6 +83,13 @@ class ManifestError(GreenlightError):
     retryable = True
 
 
+class ManifestNotFoundError(ManifestError):
+    """The manifest named by the user does not exist (bad input: exit 2)."""
+
+    exit_code = 2
+    retryable = False
+
+
 class ContractError(GreenlightError):
     """An artefact's schema could not be read to check it against its contract: the prefix is
     missing or empty, no object matches, or the file is unreadable (exit 2, never retried)."""

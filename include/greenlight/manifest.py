@@ -16,7 +16,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-from greenlight.errors import ManifestError
+from greenlight.errors import ManifestError, ManifestNotFoundError
 from greenlight.s3 import S3Uri, error_code, parse_s3_uri
 
 _SAFE = re.compile(r"[^A-Za-z0-9._=-]+")
@@ -113,5 +113,5 @@ def read_manifest_uri(uri: str, client=None) -> dict[str, Any]:
         store, name = ManifestStore(path.parent), path.name
     doc = store.read(name)
     if doc is None:
-        raise ManifestError(f"manifest {uri} does not exist")
+        raise ManifestNotFoundError(f"manifest {uri} does not exist")
     return doc

@@ -287,8 +287,9 @@ class FastS3:
             (out["Deleted"] if tag == "Deleted" else out["Errors"]).append(fields)
         return out
 
-    def head_object(self, *, Bucket, Key, **_):
-        resp, _data = self._request("HeadObject", "HEAD", Bucket, Key)
+    def head_object(self, *, Bucket, Key, VersionId=None, **_):
+        query = {"versionId": VersionId} if VersionId else None
+        resp, _data = self._request("HeadObject", "HEAD", Bucket, Key, query=query)
         headers = resp.headers
         return {
             "ETag": headers.get("ETag", ""),
