@@ -132,3 +132,22 @@ def test_rollback_cli(s3env, s3, buckets, area, promoted):
         timeout=120,
     )
     assert missing.returncode == 2 and "does not exist" in missing.stdout
+
+
+@pytest.mark.usefixtures("airflow_db")
+def test_rollback_dag(s3, buckets, area, promoted):
+    from dagrun import run_dag
+
+    _, prod = buckets
+    before, manifest = promoted
+
+    state, tis, _, _ = run_dag("artefact_rollback", {"manifest": manifest, "dry_run": True})
+    assert state == "success", tis
+    assert listing(s3, prod, area) != before
+
+    state, tis, _, _ = run_dag("artefact_rollback", {"manifest": manifest})
+    assert state == "success", tis
+    assert listing(s3, prod, area) == before
+
+    state, tis, _, _ = run_dag("artefact_rollback", {"manifest": f"s3://{prod}/_greenlight/none/index.json"})
+    assert state == "failed" and tis["plan"] == ("failed", 1)  # bad input: no retry

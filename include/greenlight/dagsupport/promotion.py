@@ -144,3 +144,34 @@ def summary(
     )
     total["summary_s"] = round(time.monotonic() - started, 3)
     return total
+
+
+@triaged
+def rollback_plan(manifest: str, only: list[str] | None, allow_partial: bool) -> dict[str, Any]:
+    """What a rollback would restore or delete (a dry run); refuses if a recorded version is gone."""
+    from greenlight.rollback import rollback
+
+    summary = rollback(manifest, s3_client(), only=only or None, dry_run=True, allow_partial=allow_partial)
+    for line in summary["plan_lines"]:
+        log.info("rollback plan: %s", line)
+    for key in summary["unrecoverable"]:
+        log.warning("cannot restore: %s", key)
+    return {k: v for k, v in summary.items() if k != "plan_lines"}
+
+
+@triaged
+def rollback_apply(manifest: str, only: list[str] | None, allow_partial: bool, *, run_id: str) -> dict[str, Any]:
+    """Restore every touched key to its recorded version, verify object by object, write a manifest."""
+    from greenlight.rollback import rollback
+
+    summary = rollback(manifest, s3_client(), only=only or None, allow_partial=allow_partial, run_id=run_id)
+    summary.pop("plan_lines", None)
+    log.info(
+        "rollback_done run_id=%s restored=%d deleted=%d unchanged=%d manifests=%s",
+        run_id,
+        summary["restored"],
+        summary["deleted"],
+        summary["unchanged"],
+        summary.get("rollback_manifests"),
+    )
+    return summary

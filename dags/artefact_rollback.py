@@ -1,0 +1,67 @@
+"""
+### artefact_rollback — put prod back exactly as it was before a promotion
+
+Automates the runbook's rollback section ("restore via list-object-versions and copy-object per
+object/version"), using the promotion manifest instead of a hand search through versions.
+
+| task | what it does |
+|---|---|
+| `plan` | reads the manifest (a run index `…/promotions/<run>/index.json` or one prefix manifest); lists what will be restored or deleted; **refuses, changing nothing, if a recorded version no longer exists** (e.g. expired by a lifecycle rule), naming the keys, unless `allow_partial` |
+| `restore` | copies each recorded VersionId back over its key, deletes keys that did not exist before, leaves untouched keys alone, verifies object by object and writes a rollback manifest (which can itself be rolled back) |
+
+**Params** — `manifest` (required), `only` (prefixes, QA or prod URI), `dry_run` (plan only),
+`allow_partial`. Clearing and rerunning is safe: keys already at their recorded state are skipped.
+Prod consumers stay paused (see `artefact_promotion`'s halt path) until someone resumes them.
+The same rollback runs from a terminal: `python -m greenlight rollback --manifest URI [--dry-run]`.
+"""
+
+from __future__ import annotations
+
+from datetime import timedelta
+
+import pendulum
+from airflow.sdk import Param, dag, task
+
+from greenlight.dagsupport import promotion as steps
+
+
+@dag(
+    dag_id="artefact_rollback",
+    schedule=None,
+    start_date=pendulum.datetime(2026, 1, 1, tz="UTC"),
+    catchup=False,
+    max_active_runs=1,
+    doc_md=__doc__,
+    default_args={
+        "owner": "platform",
+        "retries": 2,
+        "retry_delay": timedelta(seconds=20),
+        "retry_exponential_backoff": 2.0,
+    },
+    tags=["greenlight", "rollback"],
+    params={
+        "manifest": Param(
+            type="string",
+            pattern="^s3://[a-z0-9][a-z0-9.-]+[a-z0-9]/.+\\.json$",
+            description="Promotion run index (…/promotions/<run>/index.json) or a prefix manifest.",
+        ),
+        "only": Param([], type="array", items={"type": "string"}, description="Roll back only these prefixes."),
+        "dry_run": Param(False, type="boolean", description="Only log what would be restored or deleted."),
+        "allow_partial": Param(False, type="boolean", description="Restore what can be restored if versions are gone."),
+    },
+)
+def artefact_rollback():
+    @task
+    def plan(params=None) -> dict:
+        return steps.rollback_plan(params["manifest"], params["only"], params["allow_partial"])
+
+    @task
+    def restore(planned: dict, params=None, run_id=None) -> dict:
+        if params["dry_run"]:
+            return planned
+        return steps.rollback_apply(params["manifest"], params["only"], params["allow_partial"], run_id=run_id)
+
+    restore(plan())
+
+
+artefact_rollback()
