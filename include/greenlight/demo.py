@@ -155,6 +155,19 @@ def cmd_run(args: argparse.Namespace) -> int:
             say("no run manifest found")
             return 1
         print_run(index)
+        from greenlight.rollback import rollback
+
+        plan = rollback(index["location"], client, dry_run=True)
+        if not plan["plan_lines"]:
+            say("3. prod did not change in this run: nothing to roll back")
+            return 0
+        restores = sum(1 for line in plan["plan_lines"] if line.startswith("restore"))
+        say(
+            f"3. rollback (dry run) of this promotion: {restores} object(s) would be restored to their "
+            f"recorded version, {len(plan['plan_lines']) - restores} removed (they did not exist before). To apply,"
+        )
+        say("   with AWS_ENDPOINT_URL and the keys from .local/credentials.env (or the artefact_rollback DAG):")
+        say(f"   python -m greenlight rollback --manifest {index['location']}")
         return 0
     finally:
         s3.stop()
