@@ -22,38 +22,38 @@ class ConfigError(GreenlightError):
     kind = "config"
 
 
-class RefusedError(GreenlightError):
+class PrefixError(GreenlightError):
+    """An error about one configured prefix; ``template`` words the message."""
+
+    template = "{prefix}: {reason}"
+
+    def __init__(self, prefix: str, reason: str):
+        self.prefix = prefix
+        self.reason = reason
+        super().__init__(self.template.format(prefix=prefix, reason=reason))
+
+
+class RefusedError(PrefixError):
     """A safety rule refused the plan before anything changed (exit 2)."""
 
     exit_code = 2
     kind = "refused"
-
-    def __init__(self, prefix: str, reason: str):
-        self.prefix = prefix
-        self.reason = reason
-        super().__init__(f"refused {prefix}: {reason}")
+    template = "refused {prefix}: {reason}"
 
 
-class PreconditionError(GreenlightError):
+class PreconditionError(PrefixError):
     """A QA precondition is not met (a QA run still RUNNING, no sign-off): nothing was changed (exit 2)."""
 
     exit_code = 2
     kind = "precondition"
-
-    def __init__(self, prefix: str, reason: str):
-        self.prefix = prefix
-        self.reason = reason
-        super().__init__(f"precondition failed for {prefix}: {reason}")
+    template = "precondition failed for {prefix}: {reason}"
 
 
-class StalePrefixError(GreenlightError):
+class StalePrefixError(PrefixError):
     """Nothing to copy or delete and the destination was not modified recently (exit 1)."""
 
     kind = "stale"
-
-    def __init__(self, prefix: str, reason: str):
-        self.prefix = prefix
-        super().__init__(f"stale prefix {prefix}: {reason}")
+    template = "stale prefix {prefix}: {reason}"
 
 
 class SyncFailedError(GreenlightError):

@@ -19,7 +19,7 @@ from typing import Any
 
 from greenlight.errors import GreenlightError, ManifestError, RefusedError, VerificationError
 from greenlight.manifest import ManifestStore, read_manifest_uri, safe_name, utcnow
-from greenlight.s3 import S3Uri, error_code, normalize_etag, parse_s3_uri
+from greenlight.s3 import S3Uri, error_code, object_state, parse_s3_uri
 
 log = logging.getLogger("greenlight.rollback")
 KIND = "greenlight.promotion/v1"
@@ -37,20 +37,6 @@ def load_prefix_manifests(uri: str, client) -> list[tuple[str, dict[str, Any]]]:
     if doc.get("kind") != KIND:
         raise ManifestError(f"{uri} is not a greenlight promotion manifest (kind={doc.get('kind')!r})")
     return [(uri, doc)]
-
-
-def _current(client, bucket: str, key: str) -> dict[str, Any] | None:
-    try:
-        head = client.head_object(Bucket=bucket, Key=key)
-    except Exception as exc:
-        if error_code(exc) in ("404", "NoSuchKey", "NotFound"):
-            return None
-        raise
-    return {
-        "version_id": head.get("VersionId"),
-        "etag": normalize_etag(head.get("ETag")),
-        "size": int(head.get("ContentLength", 0)),
-    }
 
 
 def _version_exists(client, bucket: str, key: str, version_id: str) -> bool:
@@ -94,7 +80,7 @@ def rollback(
         for _loc, manifest in manifests:
             bucket = manifest["bucket"]
             entries = manifest.get("actions", [])
-            currents = list(pool.map(lambda e, b=bucket: _current(client, b, e["key"]), entries))
+            currents = list(pool.map(lambda e, b=bucket: object_state(client, b, e["key"]), entries))
             befores = [e.get("before") for e in entries]
             exists = list(
                 pool.map(
@@ -222,7 +208,7 @@ def rollback(
     # 3. Verify object by object that prod is back to the recorded state.
     problems = list(failures)
     with ThreadPoolExecutor(max_workers=workers) as pool:
-        afters = list(pool.map(lambda s: _current(client, s["bucket"], s["key"]), steps))
+        afters = list(pool.map(lambda s: object_state(client, s["bucket"], s["key"]), steps))
     for step, after in zip(steps, afters, strict=True):
         before = step["before"]
         if before is None and after is not None:

@@ -315,6 +315,22 @@ def list_prefix(client, uri: S3Uri, *, pool: ThreadPoolExecutor | None = None) -
     return result
 
 
+def object_state(client, bucket: str, key: str) -> dict[str, Any] | None:
+    """VersionId, ETag and size of the current object at ``key`` (None when there is none): what a
+    manifest records before a change and what a rollback compares against."""
+    try:
+        head = client.head_object(Bucket=bucket, Key=key)
+    except Exception as exc:
+        if error_code(exc) in ("404", "NoSuchKey", "NotFound"):
+            return None
+        raise
+    return {
+        "version_id": head.get("VersionId"),
+        "etag": normalize_etag(head.get("ETag")),
+        "size": int(head.get("ContentLength", 0)),
+    }
+
+
 def bucket_versioning(client, bucket: str) -> str:
     """'Enabled', 'Suspended' or '' (never enabled)."""
     return client.get_bucket_versioning(Bucket=bucket).get("Status", "") or ""

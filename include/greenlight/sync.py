@@ -36,6 +36,7 @@ from greenlight.s3 import (
     is_multipart_etag,
     list_prefix,
     normalize_etag,
+    object_state,
 )
 from greenlight.s3fast import FastS3
 
@@ -394,14 +395,10 @@ class Engine:
         dest = plan.prefix.destination
         targets = [d for _, d in plan.copies if d is not None] + list(plan.deletes)
 
-        def head(info: ObjectInfo) -> tuple[str, dict[str, Any]]:
+        def head(info: ObjectInfo) -> tuple[str, dict[str, Any] | None]:
             key = dest.join(info.rel)
-            meta = self.data.head_object(Bucket=dest.bucket, Key=key)
-            return key, {
-                "version_id": meta.get("VersionId"),
-                "etag": normalize_etag(meta.get("ETag")),
-                "size": int(meta.get("ContentLength", info.size)),
-            }
+            # None if it vanished since the listing: "absent" is then the state to roll back to.
+            return key, object_state(self.data, dest.bucket, key)
 
         if not targets:
             return {}
