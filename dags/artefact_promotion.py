@@ -63,6 +63,12 @@ DEFAULT_ARGS = {
             uniqueItems=True,
             description="Promote only these configured prefixes (source URI or name). Empty = all.",
         ),
+        "resume_consumers": Param(
+            False,
+            type="boolean",
+            description="After a verified promotion, unpause the prod consumer DAGs that a contract halt "
+            "paused (only those).",
+        ),
     },
 )
 def artefact_promotion():
@@ -74,6 +80,20 @@ def artefact_promotion():
     def plan(params=None) -> list[dict]:
         return steps.plan(params["only"])
 
+    # A gate failure is a contract violation: reported, never retried.
+    @task(retries=2, map_index_template="{{ gated_prefix }}")
+    def gate(planned: dict, run_id=None) -> dict:
+        get_current_context()["gated_prefix"] = planned["prefix"]
+        return steps.gate(planned, run_id=run_id)
+
+    @task.branch
+    def decide(gates: list[dict]) -> str:
+        return steps.decide(list(gates))
+
+    @task(retries=3)
+    def halt_prod_consumers(gates: list[dict], params=None, run_id=None, dag=None) -> dict:
+        return steps.halt_prod_consumers(list(gates), run_id=run_id, dag_id=dag.dag_id, dry_run=params["dry_run"])
+
     @task(map_index_template="{{ promoted_prefix }}")
     def promote(planned: dict, params=None, run_id=None) -> dict:
         get_current_context()["promoted_prefix"] = planned["prefix"]
@@ -81,7 +101,7 @@ def artefact_promotion():
 
     @task(outlets=[AssetAlias(steps.PROMOTED_ALIAS)])
     def verify(results: list[dict], params=None, run_id=None, outlet_events=None) -> list[dict]:
-        checks = steps.verify(list(results), dry_run=params["dry_run"])
+        checks = steps.verify(list(results), run_id=run_id, dry_run=params["dry_run"])
         # Only a verified promotion emits its prod prefix's Asset event (none on dry run or failure).
         for event in steps.asset_events(list(results), checks, run_id=run_id):
             outlet_events[AssetAlias(steps.PROMOTED_ALIAS)].add(Asset(event["uri"]), extra=event["extra"])
@@ -91,10 +111,17 @@ def artefact_promotion():
     def summary(results: list[dict], verified: list[dict], params=None, run_id=None) -> dict:
         return steps.summary(list(results), verified, run_id=run_id, dry_run=params["dry_run"])
 
+    @task
+    def resume_consumers(params=None, run_id=None) -> dict:
+        return steps.resume_consumers(run_id=run_id, enabled=params["resume_consumers"], dry_run=params["dry_run"])
+
     planned = plan()
     preflight() >> planned
+    gates = gate.expand(planned=planned)
+    branch = decide(gates)
     results = promote.expand(planned=planned)
-    summary(results, verify(results))
+    branch >> [results, halt_prod_consumers(gates)]
+    summary(results, verify(results)) >> resume_consumers()
 
 
 artefact_promotion()

@@ -150,3 +150,18 @@ def airflow_db():
         stderr=subprocess.PIPE,
     )
     return AIRFLOW_HOME
+
+
+@pytest.fixture(scope="session")
+def airflow_api(airflow_db):
+    """A real ``airflow api-server`` on the test DB; tasks reach it through the ``airflow_api``
+    connection (set in the environment), as they would in a deployment."""
+    from greenlight.devstack import ApiServer
+
+    server = ApiServer(os.environ.copy()).start()
+    os.environ["AIRFLOW_CONN_AIRFLOW_API"] = server.connection()
+    try:
+        yield server
+    finally:
+        server.stop()
+        os.environ.pop("AIRFLOW_CONN_AIRFLOW_API", None)

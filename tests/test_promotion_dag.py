@@ -44,10 +44,15 @@ def test_promotion_dag_promotes_each_prefix_and_verifies(s3, buckets, promotion_
     assert {k: v[0] for k, v in tis.items()} == {
         "preflight": "success",
         "plan": "success",
+        "gate.0": "success",
+        "gate.1": "success",
+        "decide": "success",
+        "halt_prod_consumers": "skipped",
         "promote.0": "success",
         "promote.1": "success",
         "verify": "success",
         "summary": "success",
+        "resume_consumers": "success",
     }
     for a in promotion_config:
         assert rel_listing(s3, prod, a) == rel_listing(s3, qa, a)

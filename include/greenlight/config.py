@@ -14,6 +14,7 @@ from __future__ import annotations
 import difflib
 import math
 import os
+import re
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
@@ -37,6 +38,8 @@ class PrefixSettings:
     # QA preconditions (checked before anything is promoted):
     mlflow_experiments: tuple[str, ...] = ()  # no run in these QA experiments may be RUNNING
     signoff_marker: str | None = None  # object under the QA prefix, newer than everything else in it
+    # Prod consumer DAGs (dag ids) that a failed contract gate pauses through the Airflow REST API:
+    consumers: tuple[str, ...] = ()
 
     def delete_limit(self, dest_objects: int) -> int:
         """How many deletes a plan may make for a destination holding ``dest_objects``.
@@ -54,6 +57,7 @@ class PrefixConfig:
     destination: S3Uri
     settings: PrefixSettings
     name: str = ""
+    contract: str | None = None  # contract name (include/contracts/<name>.yaml) or a path to one
 
     @property
     def label(self) -> str:
@@ -104,7 +108,8 @@ def _same_prefix(item: str, uri: S3Uri) -> bool:
 
 _TOP_KEYS = {"prefixes", "defaults", "destination_rule", "manifest_uri", "workers"}
 _SETTING_KEYS = set(PrefixSettings.__dataclass_fields__)
-_PREFIX_KEYS = {"source", "destination", "name"} | _SETTING_KEYS
+_PREFIX_KEYS = {"source", "destination", "name", "contract"} | _SETTING_KEYS
+_DAG_ID = re.compile(r"^[A-Za-z0-9_.-]{1,250}$")
 _RULE_KEYS = {"source_bucket_prefix", "destination_bucket_prefix"}
 
 
@@ -134,6 +139,10 @@ def _settings(raw: dict, base: PrefixSettings, where: str) -> PrefixSettings:
             if not isinstance(value, list) or not all(isinstance(v, str) and v.strip() for v in value):
                 raise ConfigError(f"{where}.{key}: expected a list of MLflow experiment names, got {value!r}")
             value = tuple(v.strip() for v in value)
+        elif key == "consumers":
+            if not isinstance(value, list) or not all(isinstance(v, str) and _DAG_ID.match(v) for v in value):
+                raise ConfigError(f"{where}.{key}: expected a list of Airflow dag ids, got {value!r}")
+            value = tuple(dict.fromkeys(value))
         elif key == "signoff_marker":
             if value is not None and (
                 not isinstance(value, str) or not value.strip() or value.startswith("/") or ".." in value.split("/")
@@ -214,7 +223,10 @@ def parse_config(raw: Any, *, path: str = "<config>") -> PromotionConfig:
         name = entry.get("name") or ""
         if not isinstance(name, str):
             raise ConfigError(f"{where}.name: expected a string, got {name!r}")
-        prefixes.append(PrefixConfig(source, destination, _settings(entry, defaults, where), name))
+        contract = entry.get("contract")
+        if contract is not None:
+            contract = _contract_ref(contract, f"{where}.contract", base=Path(path).parent)
+        prefixes.append(PrefixConfig(source, destination, _settings(entry, defaults, where), name, contract))
 
     _check_overlaps(prefixes)
     source_buckets = {p.source.bucket for p in prefixes}
@@ -233,6 +245,24 @@ def parse_config(raw: Any, *, path: str = "<config>") -> PromotionConfig:
                 "a promotion would copy over or delete its own manifests"
             )
     return PromotionConfig(tuple(prefixes), rule, manifest_uri, workers, path)
+
+
+def _contract_ref(value: Any, where: str, base: Path) -> str:
+    """A contract name (a file in the contracts folder) or a path, relative to the config file's
+    folder, that names an existing file. The contract itself is parsed by ``preflight``, so a broken
+    contract fails before anything is read from QA."""
+    from greenlight.contracts import available_contracts, contract_path
+
+    if not isinstance(value, str) or not value.strip():
+        raise ConfigError(f"{where}: expected a contract name (e.g. deliveries_csv) or a path, got {value!r}")
+    value = value.strip()
+    if ("/" in value or os.sep in value) and not os.path.isabs(value) and base.is_dir():
+        value = str((base / value).resolve())
+    path = contract_path(value)
+    if not path.is_file():
+        known = ", ".join(available_contracts(path.parent)) or "none"
+        raise ConfigError(f"{where}: contract {value!r} not found at {path} (contracts there: {known})")
+    return value
 
 
 def _check_overlaps(prefixes: list[PrefixConfig]) -> None:

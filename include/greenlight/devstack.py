@@ -207,3 +207,59 @@ class Standalone:
         if self.proc is not None and self.proc.poll() is None:
             stop_tree(self.proc.pid)
         self.proc = None
+
+
+class ApiServer:
+    """``airflow api-server`` (core API only) on 127.0.0.1, for tasks that pause DAGs over REST.
+
+    The admin password is chosen here and written to the SimpleAuthManager's password file before
+    the server starts; ``connection()`` gives the ``airflow_api`` connection tasks use.
+    """
+
+    def __init__(self, env: dict[str, str], *, port: int | None = None, log_path: Path | None = None):
+        self.port = port or free_port()
+        self.env = dict(env)
+        self.home = Path(self.env["AIRFLOW_HOME"])
+        self.log_path = log_path or self.home / "api-server.log"
+        self.password = secrets.token_urlsafe(16)
+        self.proc: subprocess.Popen | None = None
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.port}"
+
+    def connection(self) -> str:
+        """The ``airflow_api`` connection as the JSON Airflow reads from ``AIRFLOW_CONN_AIRFLOW_API``."""
+        return json.dumps({"conn_type": "http", "host": self.url, "login": "admin", "password": self.password})
+
+    def start(self, timeout: float = 120.0) -> ApiServer:
+        passwords = self.home / "simple_auth_manager_passwords.json.generated"
+        passwords.write_text(json.dumps({"admin": self.password}))
+        passwords.chmod(0o600)
+        self.env.setdefault("AIRFLOW__CORE__SIMPLE_AUTH_MANAGER_USERS", "admin:admin")
+        log = open(self.log_path, "ab")  # noqa: SIM115 - handed to the child
+        self.proc = subprocess.Popen(
+            [sys.executable, "-m", "airflow", "api-server", "--apps", "core", "-w", "1"]
+            + ["-H", "127.0.0.1", "-p", str(self.port)],
+            env=self.env,
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
+        )
+        log.close()
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if self.proc.poll() is not None:
+                raise RuntimeError(f"airflow api-server exited early; see {self.log_path}")
+            try:
+                with urllib.request.urlopen(f"{self.url}/api/v2/monitor/health", timeout=3):
+                    return self
+            except (urllib.error.URLError, OSError, ValueError):
+                time.sleep(0.5)
+        self.stop()
+        raise RuntimeError(f"airflow api-server not answering after {timeout}s; see {self.log_path}")
+
+    def stop(self) -> None:
+        if self.proc is not None and self.proc.poll() is None:
+            stop_tree(self.proc.pid)
+        self.proc = None

@@ -303,8 +303,12 @@ class Engine:
         dest = prefix.destination
         return f"promotions/{safe_name(run_id)}/{safe_name(dest.bucket + '/' + dest.prefix)}.json"
 
-    def execute(self, plan: PrefixPlan, run_id: str, *, dry_run: bool = False) -> PrefixResult:
-        """Carry out a checked plan; returns the result, raises SyncFailedError if anything failed."""
+    def execute(
+        self, plan: PrefixPlan, run_id: str, *, dry_run: bool = False, record: dict[str, Any] | None = None
+    ) -> PrefixResult:
+        """Carry out a checked plan; returns the result, raises SyncFailedError if anything failed.
+
+        ``record`` (e.g. the contract the prefix passed) is kept in the prefix's manifest."""
         p = plan.prefix
         started = time.monotonic()
         result = PrefixResult(
@@ -325,7 +329,7 @@ class Engine:
             return result
 
         manifest_rel = self.manifest_path(run_id, p)
-        doc = self._start_manifest(manifest_rel, plan, run_id)
+        doc = self._start_manifest(manifest_rel, plan, run_id, record)
         result.manifest = self.manifests.uri(manifest_rel) if self.manifests else None
         entries: dict[str, dict[str, Any]] = {e["key"]: e for e in doc["actions"]}
         lock = threading.Lock()
@@ -405,7 +409,9 @@ class Engine:
         with ThreadPoolExecutor(max_workers=min(self.workers, 32), thread_name_prefix="gl-head") as pool:
             return dict(pool.map(head, targets))
 
-    def _start_manifest(self, rel: str, plan: PrefixPlan, run_id: str) -> dict[str, Any]:
+    def _start_manifest(
+        self, rel: str, plan: PrefixPlan, run_id: str, record: dict[str, Any] | None = None
+    ) -> dict[str, Any]:
         p = plan.prefix
         previous = self.manifests.read(rel) if self.manifests else None
         befores = self._before_states(plan)
@@ -444,6 +450,7 @@ class Engine:
             "attempts": int((previous or {}).get("attempts", 0)) + 1,
             "plan": plan.summary(),
             "actions": sorted(actions.values(), key=lambda e: e["key"]),
+            **(record or {}),
         }
         if self.manifests:
             self._guard(self.config.manifest_uri.bucket)
@@ -588,6 +595,17 @@ class Engine:
         return [(o, min(o + part_size, src.size) - 1) for o in range(0, src.size, part_size)]
 
     # ------------------------------------------------------------------ verify
+    def publish_verified(self, prefix: PrefixConfig, run_id: str, manifest: str | None, objects: int) -> str | None:
+        """Move the prefix's current pointer to this verified promotion (see :mod:`greenlight.gates`)."""
+        if not self.manifests:
+            return None
+        from greenlight.gates import publish_pointer
+
+        self._guard(self.config.manifest_uri.bucket)
+        return publish_pointer(
+            self.manifests, prefix, run_id=run_id, manifest=manifest, objects=objects, **contract_record(prefix)
+        )
+
     def verify(self, prefix: PrefixConfig) -> dict[str, Any]:
         """Re-list both sides and prove the destination equals the source for this prefix."""
         plan = self.plan(prefix)
@@ -625,6 +643,7 @@ def promote(
     plans = engine.plan_all()
     for plan in plans:
         engine.check(plan)
+    gates = run_gates(engine, run_id, dry_run=dry_run)
     if progress:
         progress.start(sum(len(pl.copies) + len(pl.deletes) for pl in plans), sum(pl.bytes_to_copy for pl in plans))
     results: list[PrefixResult] = []
@@ -635,7 +654,7 @@ def promote(
 
     def run_one(plan: PrefixPlan) -> None:
         try:
-            result = engine.execute(plan, run_id, dry_run=dry_run)
+            result = engine.execute(plan, run_id, dry_run=dry_run, record=contract_record(plan.prefix))
         except SyncFailedError as exc:
             errors.append(exc)
             return
@@ -653,6 +672,8 @@ def promote(
             verified.append(engine.verify(plan.prefix) if plan.copies or plan.deletes else plan.verified())
         except VerificationError as exc:
             errors.append(exc)
+            return
+        engine.publish_verified(plan.prefix, run_id, result.manifest, verified[-1]["objects"])
 
     # Prefixes are independent (own manifest, own keys): run them side by side.
     with ThreadPoolExecutor(max_workers=min(4, len(plans)) or 1, thread_name_prefix="gl-prefix") as pool:
@@ -666,12 +687,44 @@ def promote(
             run_id, summary["per_prefix"], status="failed" if errors else "complete"
         )
     summary["verified"] = len(verified)
+    summary["gates"] = [{k: g.get(k) for k in ("prefix", "contract", "contract_version", "passed")} for g in gates]
     summary["plans"] = [pl.summary() for pl in plans]
     if dry_run:
         summary["plan_lines"] = [line for pl in plans for line in pl.lines()]
     if errors or stale:
         summary["errors"] = [str(e) for e in errors + stale]
     return summary
+
+
+def contract_record(prefix: PrefixConfig) -> dict[str, Any]:
+    """The contract a prefix is promoted under, as the manifest and the current pointer record it."""
+    if not prefix.contract:
+        return {"contract": None, "contract_version": None}
+    from greenlight.contracts import load_contract
+
+    contract = load_contract(prefix.contract)
+    return {"contract": contract.name, "contract_version": contract.version}
+
+
+def run_gates(engine: Engine, run_id: str, *, dry_run: bool = False) -> list[dict[str, Any]]:
+    """The contract gates of every prefix with a contract (the CLI's path; the DAG maps them).
+
+    Raises :class:`GateFailedError` (exit 2) before anything is copied when any gate fails.
+    """
+    from greenlight.gates import GateFailedError, evaluate_gate, log_gate, record_gate
+
+    gates = []
+    for prefix in engine.config.prefixes:
+        if not prefix.contract:
+            continue
+        gate = evaluate_gate(engine.client, prefix, store=engine.manifests)
+        if not dry_run:
+            gate["manifest"] = record_gate(engine.manifests, run_id, prefix, gate)
+        log_gate(gate)
+        gates.append(gate)
+    if any(not g["passed"] for g in gates):
+        raise GateFailedError(gates)
+    return gates
 
 
 def prefix_line(row: dict[str, Any]) -> str:

@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+import json
 import logging
 import time
 from typing import Any
 
-from greenlight.dagsupport.runtime import mlflow_tracking_uri, s3_client, triaged
+from greenlight.dagsupport.runtime import airflow_api, mlflow_tracking_uri, s3_client, triaged
+from greenlight.errors import GreenlightError
 
 log = logging.getLogger("greenlight.tasks.promotion")
 
@@ -25,7 +27,13 @@ def _engine(only: list[str] | None = None, progress=None):
 @triaged
 def preflight(only: list[str] | None) -> list[dict[str, Any]]:
     """Runbook §2 preconditions: config valid, both buckets answer, prod versioned, no QA run RUNNING."""
+    from greenlight.contracts import load_contract
+
     engine = _engine(only)
+    for prefix in engine.config.prefixes:  # a broken contract file is bad config: fail before reading QA
+        if prefix.contract:
+            contract = load_contract(prefix.contract)
+            log.info("preflight ok: %s has contract %s v%d", prefix.label, contract.name, contract.version)
     report = engine.preflight()
     for row in engine.check_mlflow(mlflow_tracking_uri()):
         log.info("preflight ok: no RUNNING run in MLflow experiment %s", row["experiment"])
@@ -58,6 +66,170 @@ def plan(only: list[str] | None) -> list[dict[str, Any]]:
     return summaries
 
 
+def gx_operator_validate(contract, qa_schema: dict, sample: list[dict] | None, now) -> dict[str, Any]:
+    """Validate the contract with the GX provider's ``GXValidateDataFrameOperator`` (ephemeral context).
+
+    The operator builds its DataFrame in ``__init__``, so it is created here, at run time, over the
+    schema frame of the QA artefact (never at DAG parse time: GX takes seconds to import). Its
+    ``describe_dict()`` result is turned into greenlight's gate format (which expectation, which
+    check, observed vs expected).
+    """
+    from great_expectations_provider.common.errors import GXValidationFailed
+    from great_expectations_provider.operators.validate_dataframe import GXValidateDataFrameOperator
+
+    from greenlight import contracts
+
+    frame = contracts.schema_frame(qa_schema, sample)
+    built: dict[str, Any] = {}
+
+    def expectations(context):
+        built["suite"] = contracts.gx_suite(contract, now=now, sample=sample is not None, context=context)
+        return built["suite"]
+
+    class _Pushed:  # receives the operator's XCom push; the gate task returns the converted result
+        value: dict[str, Any] = {}
+
+        def xcom_push(self, key: str, value: Any) -> None:
+            self.value = value
+
+    pushed = _Pushed()
+    operator = GXValidateDataFrameOperator(
+        task_id=f"gx_{contract.name}",
+        configure_dataframe=lambda: frame,
+        configure_expectations=expectations,
+        result_format="SUMMARY",
+    )
+    try:
+        operator.execute({"ti": pushed})
+    except GXValidationFailed:
+        pass  # the gate reports it; halting is the branch's decision
+    described = pushed.value
+    suite = built.get("suite")
+    meta = {}
+    for exp in suite.expectations if suite else ():
+        cfg = exp.configuration.to_json_dict()
+        meta[(cfg["type"], (cfg.get("kwargs") or {}).get("column"))] = (cfg.get("meta") or {}).get("greenlight_check")
+    results = []
+    for item in described.get("expectations", ()):
+        kwargs = {k: v for k, v in (item.get("kwargs") or {}).items() if k != "batch_id"}
+        result = item.get("result") or {}
+        entry = {
+            "expectation": item.get("expectation_type"),
+            "check": meta.get((item.get("expectation_type"), kwargs.get("column"))),
+            "kwargs": kwargs,
+            "success": bool(item.get("success")),
+            "observed": contracts._gx_observed(result),
+        }
+        if "value_set" in kwargs:
+            entry["missing"] = sorted(map(str, result.get("partial_missing_list") or []))
+            entry["unexpected"] = sorted(map(str, result.get("partial_unexpected_list") or []))
+        results.append(entry)
+    out = {
+        "success": bool(described.get("success")),
+        "suite": suite.name if suite else None,
+        "operator": "GXValidateDataFrameOperator",
+        "statistics": described.get("statistics"),
+        "results": results,
+    }
+    return json.loads(json.dumps(out, default=str))
+
+
+@triaged
+def gate(planned: dict[str, Any], *, run_id: str) -> dict[str, Any]:
+    """Check one prefix's QA artefact against its contract and prod's schema (never changes prod)."""
+    from greenlight.gates import evaluate_gate, log_gate, record_gate
+
+    engine = _engine([planned["prefix"]])
+    (prefix,) = engine.config.prefixes
+    result = evaluate_gate(engine.client, prefix, store=engine.manifests, validate=gx_operator_validate)
+    result["manifest"] = record_gate(engine.manifests, run_id, prefix, result)
+    log_gate(result)
+    return result
+
+
+def decide(gates: list[dict[str, Any]]) -> str:
+    """The branch: every gate passed -> promote; any failed -> halt_prod_consumers."""
+    failed = [g["name"] or g["prefix"] for g in gates if not g["passed"]]
+    if failed:
+        log.error("contract gate failed for %s: halting prod consumers, promoting nothing", ", ".join(failed))
+        return "halt_prod_consumers"
+    log.info("all %d contract gates passed: promoting", len(gates))
+    return "promote"
+
+
+@triaged
+def halt_prod_consumers(gates: list[dict[str, Any]], *, run_id: str, dag_id: str, dry_run: bool) -> dict[str, Any]:
+    """Pause the failed prefixes' consumer DAGs (REST API), record why, then fail the run (no retry).
+
+    Rerunning it is safe: DAGs it paused earlier stay on its list; DAGs paused by someone else are
+    never put on it, so a later ``resume_consumers`` will not unpause them.
+    """
+    from airflow.sdk import Variable
+
+    from greenlight import halt
+    from greenlight.gates import GateFailedError
+
+    gates = list(gates)
+    engine = _engine([g["prefix"] for g in gates])
+    consumers = halt.consumers_for(engine.config, gates)
+    previous = Variable.get(halt.HALT_VARIABLE, default=None, deserialize_json=True)
+    paused: dict[str, Any] = {"paused_by_greenlight": [], "already_paused": [], "missing": []}
+    pause_error = None
+    if consumers:
+        try:
+            paused = halt.pause(airflow_api(), consumers, previous, dry_run=dry_run)
+        except GreenlightError as exc:
+            if exc.retryable:
+                raise  # API unreachable: the task is retried; the gates' verdict stays in XCom
+            pause_error = str(exc)
+            log.error("could not pause consumers %s: %s", consumers, exc)
+    else:
+        log.warning("no consumers configured for the failed prefixes: nothing to pause")
+    manifest = None
+    if not dry_run:
+        doc = halt.record(run_id=run_id, dag_id=dag_id, gates=gates, paused=paused, manifest=None)
+        doc["gates"] = gates
+        if engine.manifests:
+            from greenlight.manifest import safe_name
+
+            manifest = engine.manifests.write(f"promotions/{safe_name(run_id)}/halt.json", doc)
+        record = halt.record(run_id=run_id, dag_id=dag_id, gates=gates, paused=paused, manifest=manifest)
+        Variable.set(halt.HALT_VARIABLE, record, serialize_json=True)
+        log.error("halt recorded in Variable %s and %s", halt.HALT_VARIABLE, manifest)
+    error = GateFailedError(gates)  # not retryable: ``triaged`` fails the task (and the run) at once
+    tail = f"; paused consumers: {', '.join(paused['paused_by_greenlight']) or 'none'}"
+    if pause_error:
+        tail += f"; COULD NOT PAUSE {consumers}: {pause_error}"
+    error.args = (str(error) + tail,)
+    raise error
+
+
+@triaged
+def resume_consumers(*, run_id: str, enabled: bool, dry_run: bool) -> dict[str, Any]:
+    """After a verified promotion: with ``resume_consumers`` on, unpause what a halt paused."""
+    from airflow.sdk import Variable
+
+    from greenlight import halt
+
+    record = Variable.get(halt.HALT_VARIABLE, default=None, deserialize_json=True)
+    if not record or not record.get("halted"):
+        log.info("no halt in force: nothing to resume")
+        return {"resumed": [], "halt": None}
+    paused = record.get("paused_by_greenlight") or []
+    if not enabled or dry_run:
+        log.warning(
+            "halt of run %s is still in force; consumers %s stay paused. Trigger with resume_consumers=true "
+            "(after a clean promotion) to unpause them",
+            record.get("run_id"),
+            paused,
+        )
+        return {"resumed": [], "halt": record.get("run_id")}
+    outcome = halt.resume(airflow_api(), record, run_id=run_id)
+    Variable.set(halt.HALT_VARIABLE, outcome["record"], serialize_json=True)
+    log.warning("halt of run %s lifted; resumed %s", record.get("run_id"), outcome["resumed"])
+    return {"resumed": outcome["resumed"], "halt": record.get("run_id")}
+
+
 @triaged
 def promote(planned: dict[str, Any], *, run_id: str, dry_run: bool) -> dict[str, Any]:
     """Promote one prefix (one mapped task per prefix): re-plan, re-check, copy, delete, manifest.
@@ -66,14 +238,14 @@ def promote(planned: dict[str, Any], *, run_id: str, dry_run: bool) -> dict[str,
     merges into the same run's manifest, keeping the first attempt's pre-promotion versions.
     """
     from greenlight.progress import Progress
-    from greenlight.sync import prefix_line
+    from greenlight.sync import contract_record, prefix_line
 
     progress = Progress(tty=False, interval=10.0)
     engine = _engine([planned["prefix"]], progress=progress)
     (prefix,) = engine.config.prefixes
     current = engine.plan(prefix)
     progress.start(len(current.copies) + len(current.deletes), current.bytes_to_copy)
-    result = engine.execute(current, run_id, dry_run=dry_run)
+    result = engine.execute(current, run_id, dry_run=dry_run, record=contract_record(prefix))
     progress.finish()
     row = result.as_dict()
     log.info("promoted %s", prefix_line(row))
@@ -83,16 +255,20 @@ def promote(planned: dict[str, Any], *, run_id: str, dry_run: bool) -> dict[str,
 
 
 @triaged
-def verify(results: list[dict[str, Any]], *, dry_run: bool) -> list[dict[str, Any]]:
+def verify(results: list[dict[str, Any]], *, run_id: str, dry_run: bool) -> list[dict[str, Any]]:
     """Runbook §4 verification, done for every object: prod equals QA for each promoted prefix."""
     if dry_run:
         log.info("dry run: nothing was changed, nothing to verify")
         return []
     engine = _engine([r["prefix"] for r in results])
+    by_prefix = {r["prefix"]: r for r in results}
     checks = []
     for prefix in engine.config.prefixes:
         checks.append(engine.verify(prefix))
         log.info("verified %s: %d objects equal in %s", prefix.label, checks[-1]["objects"], prefix.destination)
+        # Only a verified prefix moves its current pointer.
+        manifest = by_prefix.get(prefix.label, {}).get("manifest")
+        checks[-1]["pointer"] = engine.publish_verified(prefix, run_id, manifest, checks[-1]["objects"])
     return checks
 
 

@@ -56,6 +56,31 @@ def mlflow_tracking_uri(conn_id: str = MLFLOW_CONN_ID) -> str | None:
     return os.environ.get("MLFLOW_TRACKING_URI") or None
 
 
+AIRFLOW_API_CONN_ID = "airflow_api"
+AIRFLOW_API_CONN_ENV = "GREENLIGHT_AIRFLOW_API_CONN_ID"
+
+
+def airflow_api(conn_id: str | None = None):
+    """A REST client for this Airflow (pausing consumer DAGs) from the connection ``airflow_api``:
+    host = API base URL (e.g. ``http://airflow-apiserver:8080``), login + password of an API user."""
+    from airflow.sdk import BaseHook
+
+    from greenlight.airflow_api import AirflowApi, base_url_from
+    from greenlight.errors import ConfigError
+
+    conn_id = conn_id or os.environ.get(AIRFLOW_API_CONN_ENV, AIRFLOW_API_CONN_ID)
+    try:
+        conn = BaseHook.get_connection(conn_id)
+    except Exception as exc:  # noqa: BLE001 - the SDK raises its own not-found type
+        raise ConfigError(
+            f"Airflow connection {conn_id!r} is not defined: it is needed to pause prod consumer DAGs "
+            "(host = the API base URL, login/password = an API user)"
+        ) from exc
+    if not conn.login:
+        raise ConfigError(f"Airflow connection {conn_id!r} has no login: pausing DAGs needs an API user")
+    return AirflowApi(base_url_from(conn.host, conn.port, conn.schema), conn.login, conn.password or "")
+
+
 def triaged(func: F) -> F:
     """Run a task body; errors that a retry cannot fix fail the task at once (no retries).
 
