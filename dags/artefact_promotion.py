@@ -10,12 +10,17 @@ rolled back exactly.
 |---|---|
 | `preflight` | §2 preconditions: config valid, QA and prod buckets reachable, prod versioning Enabled |
 | `plan` | §3 step 2: read the prefix list; refuses a missing/empty QA prefix, a delete-heavy plan, a destination outside the `qa-` → `prod-` rule |
+| `gate` (one mapped task per prefix) | §2 "delivery CSVs validated": the prefix's contract (`include/contracts/`) and drift against prod's schema, validated with GX (`GXValidateDataFrameOperator`) |
+| `decide` | branch: all gates passed → `promote`; any failed → `halt_prod_consumers` |
+| `halt_prod_consumers` | §5c "halt consumers": promotes nothing, pauses the prefix's consumer DAGs (REST API, connection `airflow_api`), records why in Variable `greenlight_promotion_halt`, fails the run without retry |
 | `promote` (one mapped task per prefix) | §3 step 3: the copy itself, server-side and parallel; deletes only after every copy succeeded; per-object lines in the log (never `--quiet`) |
 | `verify` | §4 verification: re-list both sides, prove prod equals QA object by object; then emit one Asset event per verified prod prefix (`s3://prod-…/path/`, extra: copied, deleted, manifest) |
 | `summary` | the final `promotion_done` line and the run index manifest (the handle for a rollback) |
+| `resume_consumers` | with `resume_consumers`, unpauses the DAGs a halt paused (only those) |
 
 **Params** — `dry_run` (log the per-object plan, change nothing), `only` (a subset of the
-configured prefixes, by source URI or name).
+configured prefixes, by source URI or name), `resume_consumers` (after a halt: unpause the
+consumers it paused once this run has verified prod).
 **Config** — `include/config/promotion.yaml` (or `$GREENLIGHT_PROMOTION_CONFIG`); S3 through the
 Airflow connection `aws_default` (endpoint URL in its extra).
 **Failures** — refusals, bad config and stale prefixes fail at once without retry; S3 network
@@ -104,7 +109,9 @@ def artefact_promotion():
         checks = steps.verify(list(results), run_id=run_id, dry_run=params["dry_run"])
         # Only a verified promotion emits its prod prefix's Asset event (none on dry run or failure).
         for event in steps.asset_events(list(results), checks, run_id=run_id):
-            outlet_events[AssetAlias(steps.PROMOTED_ALIAS)].add(Asset(event["uri"]), extra=event["extra"])
+            outlet_events[AssetAlias(steps.PROMOTED_ALIAS)].add(
+                Asset(uri=event["uri"], name=event["name"]), extra=event["extra"]
+            )
         return checks
 
     @task

@@ -23,7 +23,7 @@ log = logging.getLogger("greenlight.consumer")
 
 # The prod prefixes come from the same promotion.yaml the producer uses (a local file read: no
 # connection, no Variable, no network at parse time).
-PROD_ASSETS = [Asset(uri=str(p.destination), name=f"prod:{p.name or p.destination}") for p in load_config().prefixes]
+PROD_ASSETS = [Asset(uri=str(p.destination), name=p.asset_name) for p in load_config().prefixes]
 
 
 @dag(

@@ -7,16 +7,31 @@ checks that the rerun converges.
 
 from __future__ import annotations
 
+import datetime as dt
 import json
+import secrets
 import time
 import urllib.request
 
 import pytest
-from helpers import put, rel_listing, write_config
+from helpers import put, rel_listing, versions, write_config
 
-from greenlight import devstack
+from greenlight import demo_data, devstack
 
 pytestmark = pytest.mark.e2e
+
+CONSUMER = "commodity_hindcast_prod"
+
+
+def seed_deliveries(s3, bucket: str, prefix: str, variant: str) -> None:
+    """The demo's weekly CSV deliveries (``variant`` as in demo_data.VARIANTS) under ``prefix``."""
+    artefacts = demo_data.build_qa_artefacts(dt.date.today(), variant=variant)
+    wanted = {
+        k[len(demo_data.DELIVERY_CSV_PREFIX) :]: v
+        for k, v in artefacts.items()
+        if k.startswith(demo_data.DELIVERY_CSV_PREFIX)
+    }
+    demo_data.seed_bucket(s3, bucket, wanted, prefix=prefix, delete_extra_under=[""])
 
 
 class Api:
@@ -58,14 +73,23 @@ def wait_for(predicate, timeout: float, what: str, interval: float = 2.0, descri
 
 
 @pytest.fixture(scope="module")
-def stack(s3env, tmp_path_factory, buckets):
+def stack(s3env, s3, tmp_path_factory, buckets):
     home = tmp_path_factory.mktemp("airflow_e2e")
     qa, prod = buckets
     area = f"e2e-{int(time.time())}/"
     config = write_config(
         home / "promotion.yaml",
-        {"prefixes": [f"s3://{qa}/{area}a/", f"s3://{qa}/{area}b/"], "manifest_uri": f"s3://{prod}/_greenlight/{area}"},
+        {
+            "prefixes": [
+                f"s3://{qa}/{area}a/",
+                f"s3://{qa}/{area}b/",
+                {"name": "deliveries", "source": f"s3://{qa}/{area}c/", "contract": "deliveries_csv"},
+            ],
+            "manifest_uri": f"s3://{prod}/_greenlight/{area}",
+            "defaults": {"consumers": [CONSUMER]},
+        },
     )
+    seed_deliveries(s3, qa, f"{area}c/", "clean")
     env = devstack.airflow_env(
         home,
         s3env,
@@ -76,10 +100,19 @@ def stack(s3env, tmp_path_factory, buckets):
         },
     )
     devstack.airflow(env, "db", "migrate")
-    standalone = devstack.Standalone(env).start()
+    standalone = devstack.Standalone(env)
+    # The halt path pauses consumers through this same API server: preset the admin password and
+    # hand it to the tasks as the airflow_api connection, as a deployment would.
+    password = secrets.token_urlsafe(16)
+    (home / "simple_auth_manager_passwords.json.generated").write_text(json.dumps({"admin": password}))
+    standalone.env["AIRFLOW_CONN_AIRFLOW_API"] = json.dumps(
+        {"conn_type": "http", "host": standalone.url, "login": "admin", "password": password}
+    )
+    standalone.start()
     try:
         api = Api(standalone.url, standalone.admin_password())
         wait_for(lambda: api.get("/dags/artefact_promotion"), 180, "the DAG to be parsed")
+        wait_for(lambda: api.get(f"/dags/{CONSUMER}"), 180, "the consumer DAG to be parsed")
         yield standalone, api, area
     finally:
         standalone.stop()
@@ -162,3 +195,55 @@ def test_trigger_then_clear_and_rerun_converges(stack, s3, buckets):
     assert wait_for(rerun_done, 240, "the cleared run to finish", describe=describe) == "success"
     for side in "ab":
         assert rel_listing(s3, prod, f"{area}{side}/") == rel_listing(s3, qa, f"{area}{side}/")
+
+
+def consumer_runs(api) -> list[dict]:
+    page = api.get(f"/dags/{CONSUMER}/dagRuns?order_by=-run_after&limit=100")
+    return page["dag_runs"] if page else []
+
+
+def test_asset_triggered_consumer_then_halt_pauses_it(stack, s3, buckets):
+    """Under the real scheduler: a verified promotion triggers the consumer through its Assets; a
+    QA delivery with a renamed column halts, pauses the consumer, and no consumer run follows."""
+    standalone, api, area = stack
+    qa, prod = buckets
+
+    def trigger(conf: dict) -> str:
+        out = devstack.airflow(
+            standalone.env, "dags", "trigger", "artefact_promotion", "--conf", json.dumps(conf), "--output", "json"
+        ).stdout
+        (line,) = [ln for ln in out.splitlines() if ln.startswith("[{")]
+        return json.loads(line)[0]["dag_run_id"]
+
+    for side in "ab":  # (also when this test runs alone)
+        put(s3, qa, f"{area}{side}/obj-0.csv", f"{side},0\n")
+
+    # Every prod prefix gets a verified event from this run -> the consumer is scheduled by the Assets.
+    runs_before = {r["dag_run_id"] for r in consumer_runs(api)}
+    run_id = trigger({})
+    state = wait_for(lambda: run_state(api, run_id), 300, f"run {run_id} to finish")
+    assert state == "success", [(t["task_id"], t["map_index"], t["state"]) for t in task_instances(api, run_id)]
+
+    def new_consumer_run_done():
+        fresh = [r for r in consumer_runs(api) if r["dag_run_id"] not in runs_before]
+        return fresh if fresh and all(r["state"] in ("success", "failed") for r in fresh) else None
+
+    fresh = wait_for(new_consumer_run_done, 240, "the Asset-triggered consumer run")
+    assert {r["run_type"] for r in fresh} == {"asset_triggered"} and {r["state"] for r in fresh} == {"success"}
+    assert api.get(f"/dags/{CONSUMER}")["is_paused"] is False
+
+    # QA breaks the delivery contract: the run halts, pauses the consumer, prod is untouched.
+    seed_deliveries(s3, qa, f"{area}c/", "renamed_column")
+    before = versions(s3, prod, f"{area}c/")
+    runs_before = {r["dag_run_id"] for r in consumer_runs(api)}
+    run_id = trigger({})
+    assert wait_for(lambda: run_state(api, run_id), 300, f"run {run_id} to finish") == "failed"
+    states = {(t["task_id"], t["map_index"]): t["state"] for t in task_instances(api, run_id)}
+    assert states[("halt_prod_consumers", -1)] == "failed", states
+    assert all(v == "skipped" for (task, _), v in states.items() if task in ("promote", "verify", "summary"))
+    assert api.get(f"/dags/{CONSUMER}")["is_paused"] is True
+    halt = api.get("/variables/greenlight_promotion_halt")
+    assert json.loads(halt["value"])["paused_by_greenlight"] == [CONSUMER]
+    assert versions(s3, prod, f"{area}c/") == before
+    time.sleep(15)  # a few scheduler loops: an Asset event would have queued a consumer run by now
+    assert {r["dag_run_id"] for r in consumer_runs(api)} == runs_before

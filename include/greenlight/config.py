@@ -63,6 +63,12 @@ class PrefixConfig:
     def label(self) -> str:
         return str(self.source)
 
+    @property
+    def asset_name(self) -> str:
+        """The name of the prod prefix's Airflow Asset. Airflow identifies an Asset by name *and* URI,
+        so the producer's events and every consumer's schedule must use this same name."""
+        return f"prod:{self.name or self.destination}"
+
 
 @dataclass(frozen=True)
 class DestinationRule:

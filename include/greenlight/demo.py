@@ -32,6 +32,7 @@ def say(text: str = "") -> None:
 
 QA_EXPERIMENT = "commodity_hindcast_qa"
 SIGNOFF_MARKER = "deliveries/csv/_QA_SIGNED_OFF"
+CONSUMER = "commodity_hindcast_prod"
 
 
 def mlflow_uri() -> str:
@@ -112,29 +113,50 @@ def demo_env(s3) -> dict[str, str]:
     return devstack.airflow_env(
         devstack.LOCAL / "airflow",
         s3,
-        extra={"GREENLIGHT_PROMOTION_CONFIG": str(CONFIG), "MLFLOW_TRACKING_URI": mlflow_uri()},
+        extra={
+            "GREENLIGHT_PROMOTION_CONFIG": str(CONFIG),
+            "MLFLOW_TRACKING_URI": mlflow_uri(),
+            "AIRFLOW__CORE__DAGS_ARE_PAUSED_AT_CREATION": "False",
+        },
     )
 
 
-def run_dag(env: dict[str, str], dag_id: str, conf: dict, log_path: Path) -> bool:
+def run_dag(env: dict[str, str], dag_id: str, conf: dict, log_path: Path, *, expect_failure: bool = False) -> bool:
     """``airflow dags test`` with its (long) log in a file; returns True on success."""
     started = time.monotonic()
     proc = devstack.airflow(env, "dags", "test", dag_id, "--conf", json.dumps(conf), check=False, timeout=1800)
     log_path.write_text(proc.stdout + proc.stderr)
     ok = proc.returncode == 0 and "state=failed" not in proc.stdout and "DagRunState.FAILED" not in proc.stdout
     say(
-        f"  airflow dags test {dag_id}: {'success' if ok else 'FAILED'} in {time.monotonic() - started:.0f}s (log: {log_path})"
+        f"  airflow dags test {dag_id}: {'success' if ok else ('failed, as expected' if expect_failure else 'FAILED')} in {time.monotonic() - started:.0f}s (log: {log_path})"
     )
-    if not ok:
+    if not ok and not expect_failure:
         tail = "\n".join((proc.stdout + proc.stderr).splitlines()[-40:])
         say(tail)
     return ok
 
 
+def prod_versions(client) -> list[tuple[str, str]]:
+    """(key, version id) of every current prod object: equal lists mean prod is byte-identical."""
+    out = []
+    for page in client.get_paginator("list_object_versions").paginate(Bucket=PROD_BUCKET):
+        out += [(v["Key"], v["VersionId"]) for v in page.get("Versions", ()) if v["IsLatest"]]
+        out += [(m["Key"], "delete-marker") for m in page.get("DeleteMarkers", ()) if m["IsLatest"]]
+    return sorted(kv for kv in out if not kv[0].startswith("_greenlight/"))
+
+
+def read_json(client, uri: str) -> dict:
+    from greenlight.manifest import read_manifest_uri
+
+    return read_manifest_uri(uri, client)
+
+
 def cmd_run(args: argparse.Namespace) -> int:
-    say("greenlight demo: SeaweedFS S3 + Airflow (SQLite) on 127.0.0.1, state under .local/")
+    say("greenlight demo: SeaweedFS S3 + Airflow (SQLite + API server) on 127.0.0.1, state under .local/")
     s3 = devstack.start_s3("demo")
+    api_server = None
     try:
+        from greenlight.airflow_api import AirflowApi
         from greenlight.s3 import make_client
 
         client = make_client(endpoint_url=s3.endpoint_url, access_key=s3.access_key, secret_key=s3.secret_key)
@@ -147,7 +169,12 @@ def cmd_run(args: argparse.Namespace) -> int:
         )
         env = demo_env(s3)
         devstack.airflow(env, "db", "migrate")
-        say("2. promoting QA -> prod with the artefact_promotion DAG")
+        # The halt path pauses consumer DAGs through the REST API, as in a deployment.
+        api_server = devstack.ApiServer(env, log_path=devstack.LOCAL / "demo" / "api-server.log").start()
+        env["AIRFLOW_CONN_AIRFLOW_API"] = api_server.connection()
+        api = AirflowApi(api_server.url, "admin", api_server.password)
+
+        say("2. promoting QA -> prod with the artefact_promotion DAG (contract gates, then copy)")
         if not run_dag(env, "artefact_promotion", {"dry_run": False}, devstack.LOCAL / "demo" / "promotion.log"):
             return 1
         index = latest_run_index(client)
@@ -155,21 +182,54 @@ def cmd_run(args: argparse.Namespace) -> int:
             say("no run manifest found")
             return 1
         print_run(index)
+        api.set_paused(CONSUMER, False)  # the prod consumer is live
+        say(f"   prod consumer {CONSUMER}: running (not paused)")
+
+        say("3. QA delivers a CSV + parquet forecast with a renamed column (forecast_yield -> yield_forecast)")
+        seed(client, as_of, variant="renamed_column")
+        before = prod_versions(client)
+        ok = run_dag(env, "artefact_promotion", {}, devstack.LOCAL / "demo" / "halt.log", expect_failure=True)
+        halt = json.loads(api.get_variable("greenlight_promotion_halt") or "{}")
+        after = prod_versions(client)
+        if ok or not halt.get("halted"):
+            say("   expected the contract gate to halt this run, but it did not")
+            return 1
+        say("   halted by the contract gates; reasons:")
+        for reason in halt["reasons"][:6]:
+            say(f"   - {reason}")
+        say(
+            f"   paused consumer DAGs: {', '.join(halt['paused_by_greenlight']) or 'none'} (halt record: {halt['manifest']})"
+        )
+        say(
+            f"   prod unchanged: {len(after)} objects, same version ids before and after: {after == before}; "
+            f"{CONSUMER} paused: {api.get_dag(CONSUMER)['is_paused']}"
+        )
+        if after != before:
+            return 1
+
+        say("4. QA fixes the delivery; rerun with resume_consumers=true")
+        seed(client, as_of)
+        if not run_dag(env, "artefact_promotion", {"resume_consumers": True}, devstack.LOCAL / "demo" / "resume.log"):
+            return 1
+        say(f"   {CONSUMER} paused: {api.get_dag(CONSUMER)['is_paused']} (resumed by greenlight)")
+
         from greenlight.rollback import rollback
 
         plan = rollback(index["location"], client, dry_run=True)
         if not plan["plan_lines"]:
-            say("3. prod did not change in this run: nothing to roll back")
+            say("5. prod did not change in step 2: nothing to roll back")
             return 0
         restores = sum(1 for line in plan["plan_lines"] if line.startswith("restore"))
         say(
-            f"3. rollback (dry run) of this promotion: {restores} object(s) would be restored to their "
+            f"5. rollback (dry run) of step 2's promotion: {restores} object(s) would be restored to their "
             f"recorded version, {len(plan['plan_lines']) - restores} removed (they did not exist before). To apply,"
         )
         say("   with AWS_ENDPOINT_URL and the keys from .local/credentials.env (or the artefact_rollback DAG):")
         say(f"   python -m greenlight rollback --manifest {index['location']}")
         return 0
     finally:
+        if api_server is not None:
+            api_server.stop()
         s3.stop()
 
 

@@ -193,7 +193,12 @@ def evaluate_gate(
     )
     validate = validate or contracts.validate_with_gx
     gx_result = validate(contract, qa_schema, sample, now)
-    reasons = [f"{label}: {m['message']}" for m in mismatches]
+    # One line per problem: a drift finding about a column the contract check already reported
+    # (e.g. a renamed column is both) stays in ``mismatches`` but is not repeated in ``reasons``.
+    seen = {(m["role"], m["name"]) for m in mismatches if m["layer"] == "contract"}
+    reasons = [
+        f"{label}: {m['message']}" for m in mismatches if m["layer"] == "contract" or (m["role"], m["name"]) not in seen
+    ]
     if not mismatches:  # GX states the same contract: report it only when it alone disagrees
         reasons += _gx_reasons(label, gx_result)
     return {

@@ -264,7 +264,7 @@ def verify(results: list[dict[str, Any]], *, run_id: str, dry_run: bool) -> list
     by_prefix = {r["prefix"]: r for r in results}
     checks = []
     for prefix in engine.config.prefixes:
-        checks.append(engine.verify(prefix))
+        checks.append({**engine.verify(prefix), "asset_name": prefix.asset_name})
         log.info("verified %s: %d objects equal in %s", prefix.label, checks[-1]["objects"], prefix.destination)
         # Only a verified prefix moves its current pointer.
         manifest = by_prefix.get(prefix.label, {}).get("manifest")
@@ -281,6 +281,7 @@ def asset_events(results: list[dict[str, Any]], checks: list[dict[str, Any]], *,
         events.append(
             {
                 "uri": check["destination"],
+                "name": check.get("asset_name") or check["destination"],
                 "extra": {
                     "run_id": run_id,
                     "source": check["prefix"],
