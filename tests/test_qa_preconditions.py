@@ -97,3 +97,40 @@ def test_signoff_marker_required_and_newer_than_data(s3, buckets, area):
     summary = promote(cfg, s3, run_id="r3")
     assert summary["copied"] == 1
     assert set(listing(s3, prod, area)) == {f"{area}delivery.csv"}  # the marker itself is not promoted
+
+
+def test_running_qa_run_fails_the_dag_in_preflight(
+    airflow_db, s3, buckets, area, mlflow_uri, experiment, tmp_path, monkeypatch
+):
+    """The same precondition in ``artefact_promotion`` (``dag.test()``): preflight fails without
+    retry, nothing is gated or promoted, no Asset event."""
+    from dagrun import asset_events, run_dag
+    from helpers import write_config
+
+    qa, prod = buckets
+    client, name = experiment
+    running = client.create_run(client.get_experiment_by_name(name).experiment_id, run_name="hindcast-live")
+    put(s3, qa, f"{area}a.csv", "a\n1\n")
+    cfg = write_config(
+        tmp_path / "promotion.yaml",
+        {
+            "prefixes": [{"source": f"s3://{qa}/{area}", "mlflow_experiments": [name]}],
+            "manifest_uri": f"s3://{prod}/_greenlight/{area}",
+        },
+    )
+    monkeypatch.setenv("GREENLIGHT_PROMOTION_CONFIG", str(cfg))
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", mlflow_uri)
+    before = versions(s3, prod, area)
+
+    state, tis, _, run_id = run_dag("artefact_promotion", {})
+
+    assert state == "failed"
+    assert tis["preflight"] == ("failed", 1), tis  # a precondition is not retried
+    assert not any(k.startswith(("gate", "promote")) and v[0] == "success" for k, v in tis.items()), tis
+    assert versions(s3, prod, area) == before
+    assert asset_events([f"s3://{prod}/{area}"], run_id) == {f"s3://{prod}/{area}": []}
+
+    client.set_terminated(running.info.run_id, "FINISHED")
+    state, tis, _, _ = run_dag("artefact_promotion", {})
+    assert state == "success", tis
+    assert listing(s3, prod, area)
