@@ -13,6 +13,8 @@ from helpers import body, listing, put, versions
 
 from greenlight.config import parse_config
 from greenlight.errors import RefusedError
+from greenlight.gates import read_pointer
+from greenlight.manifest import ManifestStore
 from greenlight.rollback import rollback
 from greenlight.sync import promote
 
@@ -59,6 +61,11 @@ def test_rollback_restores_prod_exactly(s3, buckets, area, promoted):
     assert (summary["restored"], summary["deleted"], summary["unchanged"]) == (2, 1, 0)
     # b.csv was not touched by the promotion: not even a new version.
     assert s3.head_object(Bucket=prod, Key=area + "b.csv")["VersionId"] == b_version
+    # The prefix's current pointer is back on the promotion prod now matches again.
+    cfg = config(buckets, area)
+    pointer = read_pointer(ManifestStore(cfg.manifest_uri, s3), cfg.prefixes[0])
+    assert (pointer["run_id"], pointer["restored_from"]) == ("night-1", "night-2")
+    assert summary["pointers_restored"] == [f"s3://{prod}/{area}"]
 
 
 def test_rollback_dry_run_changes_nothing(s3, buckets, area, promoted):

@@ -151,6 +151,43 @@ def read_json(client, uri: str) -> dict:
     return read_manifest_uri(uri, client)
 
 
+def show_rollback(client, index: dict) -> bool:
+    """Roll back step 2's promotion (dry run first, then for real) and show prod restored."""
+    from greenlight.rollback import rollback
+
+    plan = rollback(index["location"], client, dry_run=True)
+    if not plan["plan_lines"]:
+        say("5. prod did not change in step 2: nothing to roll back")
+        return True
+    restores = sum(1 for line in plan["plan_lines"] if line.startswith("restore"))
+    say(
+        f"5. rolling back step 2's promotion from its manifest: {restores} object(s) to restore to their "
+        f"recorded version, {len(plan['plan_lines']) - restores} to remove (they did not exist before)"
+    )
+    say(f"   (the same as: python -m greenlight rollback --manifest {index['location']})")
+    done = rollback(index["location"], client)
+    say(
+        f"   prod restored and verified object by object: restored={done['restored']} deleted={done['deleted']} "
+        f"unchanged={done['unchanged']}; current pointers restored: {len(done.get('pointers_restored', []))}; "
+        f"rollback manifests: {len(done.get('rollback_manifests', []))} (a rollback can itself be rolled back)"
+    )
+    return True
+
+
+def features_step() -> int:
+    """PostgreSQL -> Feast (Redis) on embedded servers: materialize the last hour, check parity."""
+    from greenlight.features import run_demo
+
+    say("6. feature materialization: PostgreSQL (embedded) -> Feast -> Redis, then the parity check")
+    summary = run_demo(devstack.LOCAL / "demo")
+    for row in summary["materialized"]:
+        say(f"   materialized {json.dumps(row, default=str)}")
+    for row in summary["parity"]:
+        say(f"   parity {row['view']}: {row['checked']} entities checked, {len(row['mismatches'])} mismatches")
+    say(f"   window {summary['window']}; {summary['duration_s']}s")
+    return 0 if all(not row["mismatches"] for row in summary["parity"]) else 1
+
+
 def cmd_run(args: argparse.Namespace) -> int:
     say("greenlight demo: SeaweedFS S3 + Airflow (SQLite + API server) on 127.0.0.1, state under .local/")
     s3 = devstack.start_s3("demo")
@@ -213,20 +250,8 @@ def cmd_run(args: argparse.Namespace) -> int:
             return 1
         say(f"   {CONSUMER} paused: {api.get_dag(CONSUMER)['is_paused']} (resumed by greenlight)")
 
-        from greenlight.rollback import rollback
-
-        plan = rollback(index["location"], client, dry_run=True)
-        if not plan["plan_lines"]:
-            say("5. prod did not change in step 2: nothing to roll back")
-            return 0
-        restores = sum(1 for line in plan["plan_lines"] if line.startswith("restore"))
-        say(
-            f"5. rollback (dry run) of step 2's promotion: {restores} object(s) would be restored to their "
-            f"recorded version, {len(plan['plan_lines']) - restores} removed (they did not exist before). To apply,"
-        )
-        say("   with AWS_ENDPOINT_URL and the keys from .local/credentials.env (or the artefact_rollback DAG):")
-        say(f"   python -m greenlight rollback --manifest {index['location']}")
-        return 0
+        show_rollback(client, index)
+        return features_step()
     finally:
         if api_server is not None:
             api_server.stop()

@@ -84,9 +84,12 @@ def publish_pointer(store: ManifestStore, prefix: PrefixConfig, **fields: Any) -
     return store.write(rel, doc)
 
 
-def restore_pointer(store: ManifestStore, prefix: PrefixConfig, run_id: str) -> bool:
-    """After a rollback of ``run_id``: put back the pointer that run replaced (if it is current)."""
-    rel = pointer_path(prefix)
+def restore_pointer(store: ManifestStore, prefix: PrefixConfig | str, run_id: str) -> bool:
+    """After a rollback of ``run_id``: put back the pointer that run replaced (if it is current).
+
+    ``prefix`` is a configured prefix or the prod destination URI a manifest records."""
+    dest = prefix.removeprefix("s3://") if isinstance(prefix, str) else None
+    rel = f"current/{safe_name(dest)}.json" if dest is not None else pointer_path(prefix)
     current = store.read(rel)
     if not current or current.get("run_id") != run_id:
         return False

@@ -227,6 +227,12 @@ def rollback(
     summary["duration_s"] = round(time.monotonic() - started, 3)
     if problems:
         raise VerificationError(uri, problems)
+    # Prod is back where it was: so is each prefix's current pointer (the contract version it follows).
+    from greenlight.gates import restore_pointer
+
+    for loc, manifest in manifests:
+        if restore_pointer(stores[loc], manifest["destination"], manifest["run_id"]):
+            summary.setdefault("pointers_restored", []).append(manifest["destination"])
     return summary
 
 
