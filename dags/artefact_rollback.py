@@ -23,6 +23,7 @@ import pendulum
 from airflow.sdk import Param, dag, task
 
 from greenlight.dagsupport import promotion as steps
+from greenlight.notify import default_notifier
 
 
 @dag(
@@ -34,6 +35,7 @@ from greenlight.dagsupport import promotion as steps
     doc_md=__doc__,
     default_args={
         "owner": "platform",
+        "on_failure_callback": default_notifier(),
         "retries": 2,
         "retry_delay": timedelta(seconds=20),
         "retry_exponential_backoff": 2.0,

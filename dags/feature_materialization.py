@@ -36,12 +36,14 @@ import pendulum
 from airflow.sdk import Asset, AssetAlias, Param, dag, get_current_context, task
 
 from greenlight.dagsupport import features as steps
+from greenlight.notify import default_notifier
 
 # Cron in UTC; "none" for manual runs only. An env var, not a Variable: read at parse time for free.
 SCHEDULE = os.environ.get("GREENLIGHT_FEATURES_SCHEDULE", "@hourly")
 
 DEFAULT_ARGS = {
     "owner": "platform",
+    "on_failure_callback": default_notifier(),  # log / SMTP / Slack / Sentry as configured
     "retries": 3,
     "retry_delay": timedelta(seconds=20),
     "retry_exponential_backoff": 2.0,

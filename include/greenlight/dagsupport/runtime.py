@@ -84,24 +84,30 @@ def airflow_api(conn_id: str | None = None):
 def triaged(func: F) -> F:
     """Run a task body; errors that a retry cannot fix fail the task at once (no retries).
 
-    Refusals, bad config, stale prefixes and verification/contract failures raise
-    ``AirflowFailException``; anything else (network, 5xx, throttling) propagates so Airflow
-    retries it with exponential backoff.
+    :func:`greenlight.triage.classify` decides: refusals, bad config or params, permission
+    errors (AccessDenied, bad keys), contract and verification failures and stale prefixes raise
+    ``AirflowFailException("[kind] message")``; transient errors (network, timeouts, S3 5xx,
+    throttling) and unknown ones propagate unchanged so Airflow retries them with exponential
+    backoff. Either way the log names the class and the operator hint. Airflow's own flow-control
+    exceptions (skip, defer, reschedule) pass through untouched.
     """
 
     @functools.wraps(func)
     def wrapper(*args: Any, **kwargs: Any) -> Any:
-        from airflow.sdk.exceptions import AirflowFailException
-
-        from greenlight.errors import GreenlightError
-
         try:
             return func(*args, **kwargs)
-        except GreenlightError as exc:
-            if exc.retryable:
-                log.warning("transient failure (%s), Airflow will retry: %s", exc.kind, exc)
+        except Exception as exc:
+            from airflow.sdk.exceptions import AirflowFailException
+
+            from greenlight.triage import classify, is_control_flow
+
+            if is_control_flow(exc) or isinstance(exc, AirflowFailException):
                 raise
-            log.error("%s: %s", exc.kind, exc)
-            raise AirflowFailException(f"[{exc.kind}] {exc}") from exc
+            triage = classify(exc)
+            if triage.retryable:
+                log.warning("[%s] %s — Airflow will retry. Hint: %s", triage.kind, exc, triage.hint)
+                raise
+            log.error("[%s] %s — failing without retry. Hint: %s", triage.kind, exc, triage.hint)
+            raise AirflowFailException(f"[{triage.kind}] {exc}") from exc
 
     return wrapper  # type: ignore[return-value]
