@@ -10,8 +10,10 @@ object/version"), using the promotion manifest instead of a hand search through 
 | `restore` | copies each recorded VersionId back over its key, deletes keys that did not exist before, leaves untouched keys alone, verifies object by object and writes a rollback manifest (which can itself be rolled back) |
 
 **Params** — `manifest` (required), `only` (prefixes, QA or prod URI), `dry_run` (plan only),
-`allow_partial`. Clearing and rerunning is safe: keys already at their recorded state are skipped.
-Prod consumers stay paused (see `artefact_promotion`'s halt path) until someone resumes them.
+`allow_partial`, `resume_consumers`. Clearing and rerunning is safe: keys already at their recorded state are skipped.
+Prod consumers paused by a contract halt (see `artefact_promotion`) stay paused unless
+`resume_consumers` is set: then `resume_consumers` unpauses them (only those) after the rollback
+verified.
 The same rollback runs from a terminal: `python -m greenlight rollback --manifest URI [--dry-run]`.
 """
 
@@ -50,6 +52,11 @@ from greenlight.notify import default_notifier
         "only": Param([], type="array", items={"type": "string"}, description="Roll back only these prefixes."),
         "dry_run": Param(False, type="boolean", description="Only log what would be restored or deleted."),
         "allow_partial": Param(False, type="boolean", description="Restore what can be restored if versions are gone."),
+        "resume_consumers": Param(
+            False,
+            type="boolean",
+            description="After the rollback is verified, unpause the consumer DAGs a contract halt paused.",
+        ),
     },
 )
 def artefact_rollback():
@@ -63,7 +70,11 @@ def artefact_rollback():
             return planned
         return steps.rollback_apply(params["manifest"], params["only"], params["allow_partial"], run_id=run_id)
 
-    restore(plan())
+    @task
+    def resume_consumers(params=None, run_id=None) -> dict:
+        return steps.resume_consumers(run_id=run_id, enabled=params["resume_consumers"], dry_run=params["dry_run"])
+
+    restore(plan()) >> resume_consumers()
 
 
 artefact_rollback()

@@ -150,6 +150,33 @@ def diff(source: dict[str, ObjectInfo], dest: dict[str, ObjectInfo], prefix: Pre
     return plan
 
 
+class EndpointUnreachableError(ConnectionError):
+    """A copy skipped because the S3 endpoint already refused connections in this prefix."""
+
+
+_UNREACHABLE = {
+    "ConnectionRefusedError",
+    "NewConnectionError",
+    "EndpointConnectionError",
+    "ConnectTimeoutError",
+    "ConnectTimeout",
+}
+
+
+def _is_unreachable(exc: BaseException | None) -> bool:
+    """True when the endpoint could not be connected to at all (refused / connect timeout)."""
+    seen = 0
+    while exc is not None and seen < 10:
+        if type(exc).__name__ in _UNREACHABLE:
+            return True
+        reason = getattr(exc, "reason", None)
+        if isinstance(reason, BaseException) and type(reason).__name__ in _UNREACHABLE:
+            return True
+        exc = exc.__cause__ or exc.__context__
+        seen += 1
+    return False
+
+
 class Engine:
     """Promotes the prefixes of a :class:`PromotionConfig` with one shared S3 client.
 
@@ -335,8 +362,17 @@ class Engine:
         lock = threading.Lock()
 
         failures: list[str] = []
+        # Circuit breaker: once the S3 endpoint refuses connections (after the client's own retries),
+        # the remaining copies are not attempted; the task fails fast and Airflow retries it later.
+        unreachable = threading.Event()
+
+        def copy(src: ObjectInfo):
+            if unreachable.is_set():
+                raise EndpointUnreachableError(f"not attempted: {p.destination.bucket} endpoint unreachable")
+            return self._copy_one(p, src)
+
         with ThreadPoolExecutor(max_workers=self.workers, thread_name_prefix="gl-copy") as pool:
-            futures = {pool.submit(self._copy_one, p, src): src for src, _ in plan.copies}
+            futures = {pool.submit(copy, src): src for src, _ in plan.copies}
             for fut in as_completed(futures):
                 src = futures[fut]
                 key = p.destination.join(src.rel)
@@ -345,7 +381,11 @@ class Engine:
                 except Exception as exc:  # noqa: BLE001 - collected and reported below
                     code = error_code(exc) or type(exc).__name__
                     failures.append(f"copy {src.rel}: {code}: {exc}")
-                    log.error("copy failed: %s -> %s: %s", p.source.join(src.rel), key, exc)
+                    if _is_unreachable(exc) and not unreachable.is_set():
+                        unreachable.set()
+                        log.error("S3 endpoint unreachable (%s): not attempting the remaining copies", exc)
+                    elif not isinstance(exc, EndpointUnreachableError):
+                        log.error("copy failed: %s -> %s: %s", p.source.join(src.rel), key, exc)
                     continue
                 with lock:
                     entry = entries[key]
