@@ -175,3 +175,30 @@ def test_fixed_qa_then_resume_unpauses_only_what_the_halt_paused(use_config, s3,
     assert _halt_variable(api)["halted"] is False
     for rel, _ in PREFIXES.values():
         assert rel_listing(s3, prod, area + rel) == rel_listing(s3, qa, area + rel)
+
+
+def test_rollback_after_a_halt_resumes_consumers_when_asked(use_config, s3, buckets):
+    """``artefact_rollback`` with ``resume_consumers``: prod goes back to before the first promotion
+    of this module, and only the consumer the halt paused is unpaused."""
+    qa, prod = buckets
+    area, api = use_config["area"], use_config["api"]
+    api.set_paused(CONSUMER, False)
+    api.set_paused(HAND_PAUSED, True)
+    use_config["seed"]("dropped_column")
+    state, _, _, _ = run_dag("artefact_promotion", {})
+    assert state == "failed" and api.get_dag(CONSUMER)["is_paused"] is True
+
+    indexes = [
+        o["Key"]
+        for o in s3.list_objects_v2(Bucket=prod, Prefix=f"_greenlight/{area}promotions/")["Contents"]
+        if o["Key"].endswith("/index.json")
+    ]
+    first = min(indexes, key=lambda k: s3.head_object(Bucket=prod, Key=k)["LastModified"])
+    state, tis, xcoms, _ = run_dag("artefact_rollback", {"manifest": f"s3://{prod}/{first}", "resume_consumers": True})
+
+    assert state == "success", tis
+    for rel, _ in PREFIXES.values():
+        assert rel_listing(s3, prod, area + rel) == {}  # prod had none of it before the first promotion
+    assert _value(xcoms["resume_consumers"])["resumed"] == [CONSUMER]
+    assert api.get_dag(CONSUMER)["is_paused"] is False and api.get_dag(HAND_PAUSED)["is_paused"] is True
+    assert _halt_variable(api)["halted"] is False
