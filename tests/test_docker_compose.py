@@ -384,3 +384,14 @@ def test_mlflow_uses_postgres_and_minio():
     assert re.search(r"postgresql(\+\w+)?://[^\s]*@postgres:\d+/mlflow\b", script), "backend store is not PostgreSQL"
     assert f"s3://{MLFLOW_BUCKET}" in script, "artifacts do not go to the MinIO bucket"
     assert env.get("MLFLOW_S3_ENDPOINT_URL") == "http://minio:9000"
+
+
+def test_feature_store_connections_and_database():
+    env = environment(compose()["x-airflow-common"])
+    pg = json.loads(env["AIRFLOW_CONN_GREENLIGHT_POSTGRES"].replace("${FEATURES_DB_PASSWORD:-features}", "pw"))
+    redis = json.loads(env["AIRFLOW_CONN_GREENLIGHT_REDIS"])
+    assert (pg["conn_type"], pg["host"], pg["schema"], pg["login"]) == ("postgres", "postgres", "features", "features")
+    assert (redis["host"], redis["extra"]["db"]) == ("redis", 1)  # db 0 is the Celery broker
+    assert env["AIRFLOW__CELERY__BROKER_URL"].endswith("/0")
+    init = "\n".join(services()["mlflow-db-init"]["command"])
+    assert "CREATE DATABASE features OWNER features" in init
