@@ -13,6 +13,7 @@ import os
 import sys
 from datetime import UTC, datetime
 
+from greenlight import reconcile_cli
 from greenlight.errors import GreenlightError
 
 
@@ -35,6 +36,7 @@ def _parser() -> argparse.ArgumentParser:
         "--allow-partial", action="store_true", help="restore what can be restored if some versions are gone"
     )
     rb.add_argument("--run-id", help="run id for the rollback manifest")
+    reconcile_cli.add_parser(sub)
     return parser
 
 
@@ -101,7 +103,7 @@ def main(argv: list[str] | None = None) -> int:
     )
     for noisy in ("botocore", "boto3", "urllib3", "s3transfer"):
         logging.getLogger(noisy).setLevel(logging.WARNING)
-    handler = {"promote": cmd_promote, "rollback": cmd_rollback}[args.command]
+    handler = {"promote": cmd_promote, "rollback": cmd_rollback, "reconcile": reconcile_cli.run}[args.command]
     try:
         return handler(args)
     except GreenlightError as exc:

@@ -14,9 +14,12 @@ Nothing here imports Airflow or Feast.
 
 from __future__ import annotations
 
+import hashlib
 import os
+import shutil
 import signal
 import subprocess
+import tempfile
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -26,10 +29,48 @@ from greenlight.localstack import free_port, stop_pid
 PG_SYSTEM_USER = "embedded_postgres"
 
 
-def _pg_bin(name: str) -> str:
+def _others_can_traverse(path: Path) -> bool:
+    return all(p.stat().st_mode & 0o001 for p in [path, *path.parents])
+
+
+def _pg_install() -> Path:
+    """The PostgreSQL install (``bin/``, ``lib/``, ``share/``) the server user can reach.
+
+    As root the server runs as another user, who must be able to traverse every folder above the
+    binaries. A venv under ``/root`` (mode 700, e.g. CI's cached venv) is not traversable: then
+    the install is copied once to a folder under the temp dir (PostgreSQL is relocatable) instead
+    of opening up ``/root``.
+    """
     from embedded_postgres._commands import POSTGRES_BIN_PATH
 
-    return str(POSTGRES_BIN_PATH / name)
+    source = POSTGRES_BIN_PATH.parent
+    if os.geteuid() != 0 or _others_can_traverse(source):
+        return source
+    key = f"{source}:{os.stat(source / 'bin' / 'postgres').st_mtime_ns}".encode()
+    target = Path(tempfile.gettempdir()) / f"greenlight-pginstall-{hashlib.sha256(key).hexdigest()[:16]}"
+    # Keep the site-packages layout: the binaries find their bundled libraries through an RPATH
+    # relative to themselves ($ORIGIN/../../../embedded_postgres.libs).
+    site = source.parents[1]
+    if not (target / ".complete").exists():
+        staging = Path(tempfile.mkdtemp(prefix="greenlight-pginstall-", dir=tempfile.gettempdir()))
+        shutil.copytree(source, staging / "root" / source.relative_to(site), symlinks=True)
+        for libs in site.glob("embedded_postgres*.libs"):
+            shutil.copytree(libs, staging / "root" / libs.name, symlinks=True)
+        for folder, dirs, _files in os.walk(staging):
+            Path(folder).chmod(0o755)
+            for d in dirs:
+                (Path(folder) / d).chmod(0o755)
+        (staging / "root" / ".complete").touch()
+        try:
+            (staging / "root").rename(target)
+        except OSError:  # another process finished first: use theirs
+            pass
+        shutil.rmtree(staging, ignore_errors=True)
+    return target / source.relative_to(site)
+
+
+def _pg_bin(name: str) -> str:
+    return str(_pg_install() / "bin" / name)
 
 
 def _redis_bin() -> str:

@@ -1,0 +1,88 @@
+"""
+### artefact_reconciliation — are DVC remotes, MLflow artifacts and `dvc.lock` in sync with S3 and git?
+
+Automates the sync-recovery runbook's DVC → S3, MLflow → S3 and Git ↔ DVC sections: checks every
+configured target, repairs what a configured source can, and writes a report (JSON + a Markdown
+table) with the run's manifests. Unlike `dvc status -c`, a file deleted from the remote *inside a
+tracked directory* is found (DVC trusts the `.dir` manifest); the remote is listed once instead of
+one HEAD per file.
+
+| task | runbook step it automates |
+|---|---|
+| `targets` | reads `include/config/reconcile.yaml` (or `$GREENLIGHT_RECONCILE_CONFIG`), applies `only`; bad config fails here without retry |
+| `reconcile_target` (one mapped task per target) | **dvc**: steps 1-2 (`dvc status -c`, `mc ls` of the remote) as one listing diffed against every `.dvc`/`dvc.lock` at the ref; step 3 (`dvc push` from the cache) and step 4 (the backup remote) as repairs. **mlflow**: steps 2-3 (runs, artifact store) and 5 (artifacts accessible), orphans; step 4 (re-upload) from `restore_dir`. **git_dvc**: steps 1-2 (`git status`, `dvc status`) on the committed ref; step 3 (`dvc repro`) stays a human decision |
+| `report` | the verification checklist: report + Markdown table in the log; fails the run (no retry) listing what is unrecoverable |
+
+**Params** — `repair` (push/copy/upload missing objects; only absent keys are written, never an
+overwrite or delete), `dry_run` (say what would be repaired, change nothing), `only` (target names).
+**Report columns** — checked, missing, repaired, unrecoverable (no configured source; a human must
+act), orphans (present but referenced by nothing; never deleted). See `docs/reconciliation.md`.
+**Connections** — S3 `aws_default` (endpoint in its extra); MLflow `mlflow_default` or
+`$MLFLOW_TRACKING_URI`. Schedule: `$GREENLIGHT_RECONCILE_SCHEDULE` (cron, UTC; `none` = manual).
+"""
+
+from __future__ import annotations
+
+import os
+from datetime import timedelta
+
+import pendulum
+from airflow.sdk import Param, dag, get_current_context, task
+
+from greenlight.dagsupport import reconcile as steps
+
+SCHEDULE = os.environ.get("GREENLIGHT_RECONCILE_SCHEDULE", "30 2 * * *")
+
+DEFAULT_ARGS = {
+    "owner": "platform",
+    "retries": 2,
+    "retry_delay": timedelta(seconds=30),
+    "retry_exponential_backoff": 2.0,
+    "max_retry_delay": timedelta(minutes=10),
+}
+
+
+@dag(
+    dag_id="artefact_reconciliation",
+    schedule=None if SCHEDULE.lower() == "none" else SCHEDULE,
+    start_date=pendulum.datetime(2026, 1, 1, tz="UTC"),
+    catchup=False,
+    max_active_runs=1,
+    doc_md=__doc__,
+    default_args=DEFAULT_ARGS,
+    tags=["greenlight", "reconciliation", "dvc", "mlflow"],
+    params={
+        "repair": Param(
+            True,
+            type="boolean",
+            description="Repair missing objects from the local cache, a fallback remote or the restore dir. "
+            "Only absent keys are written.",
+        ),
+        "dry_run": Param(False, type="boolean", description="Report what would be repaired; change nothing."),
+        "only": Param(
+            [],
+            type="array",
+            items={"type": "string", "pattern": "^[A-Za-z0-9][A-Za-z0-9_.-]{0,99}$"},
+            uniqueItems=True,
+            description="Reconcile only these configured targets (by name). Empty = all.",
+        ),
+    },
+)
+def artefact_reconciliation():
+    @task
+    def targets(params=None) -> list[dict]:
+        return steps.targets(params["only"])
+
+    @task(map_index_template="{{ reconciled_target }}")
+    def reconcile_target(target: dict, params=None, run_id=None) -> dict:
+        get_current_context()["reconciled_target"] = target["name"]
+        return steps.reconcile_target(target, run_id=run_id, repair=params["repair"], dry_run=params["dry_run"])
+
+    @task
+    def report(results: list[dict], params=None, run_id=None) -> dict:
+        return steps.report(list(results), run_id=run_id, repair=params["repair"], dry_run=params["dry_run"])
+
+    report(reconcile_target.expand(target=targets()))
+
+
+artefact_reconciliation()

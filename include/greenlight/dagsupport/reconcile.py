@@ -1,0 +1,90 @@
+"""Task bodies of the ``artefact_reconciliation`` DAG; each calls the same library code as the CLI.
+
+No task touches the Airflow metadata database: S3 through the ``aws_default`` connection, MLflow
+through ``mlflow_default`` / ``$MLFLOW_TRACKING_URI``, results through XCom, the report through
+:class:`greenlight.manifest.ManifestStore` at the config's ``report_uri``.
+"""
+
+from __future__ import annotations
+
+import logging
+from typing import Any
+
+from greenlight.dagsupport.runtime import mlflow_tracking_uri, s3_client, triaged
+
+log = logging.getLogger("greenlight.tasks.reconcile")
+
+
+def _config(only: list[str] | None = None):
+    from greenlight.reconcile_config import load_config
+
+    return load_config().select(only or None)
+
+
+@triaged
+def targets(only: list[str] | None) -> list[dict[str, Any]]:
+    """Validate the config and the ``only`` param (bad input fails here, without retry)."""
+    config = _config(only)
+    rows = [{"name": t.name, "kind": t.kind} for t in config.targets]
+    for row in rows:
+        log.info("target %s (%s)", row["name"], row["kind"])
+    return rows
+
+
+@triaged
+def reconcile_target(target: dict[str, Any], *, run_id: str, repair: bool, dry_run: bool) -> dict[str, Any]:
+    """Check one target and, with ``repair``, fix what a configured source can (one mapped task per
+    target). Runbook: DVC steps 1-4, MLflow steps 2-5, git↔DVC steps 1-2 (see the DAG doc).
+
+    Succeeds whatever it finds: the ``report`` task decides the run's outcome, so every target is
+    checked and reported even when one has unrecoverable findings.
+    """
+    from greenlight.reconcile import check_target
+    from greenlight.reconcile_common import INLINE_ENTRIES
+    from greenlight.s3fast import FastS3
+
+    config = _config([target["name"]])
+    (chosen,) = config.targets
+    client = s3_client(max_pool=config.workers + 8)
+    result = check_target(
+        config,
+        chosen,
+        client,
+        run_id=run_id,
+        repair=repair,
+        dry_run=dry_run,
+        tracking_uri=mlflow_tracking_uri() if chosen.kind == "mlflow" else None,
+        lister=FastS3.from_client(client, max_pool=config.workers + 8),
+    )
+    return result.as_dict(inline=INLINE_ENTRIES)
+
+
+@triaged
+def report(results: list[dict[str, Any]], *, run_id: str, repair: bool, dry_run: bool) -> dict[str, Any]:
+    """Write report.json + report.md with the run's manifests, log the table, and fail the run
+    (no retry) when anything is unrecoverable, or still missing after a repair run."""
+    from greenlight.reconcile import COUNT_KEYS, build_report, problems, report_store, write_report
+    from greenlight.reconcile_common import ReconcileError
+
+    results = sorted(results, key=lambda r: r["target"])
+    config = _config()
+    doc = build_report(results, run_id=run_id, repair=repair, dry_run=dry_run)
+    written = write_report(report_store(config, s3_client()), doc)
+    log.info("reconciliation report %s\n%s", written["report"], written["markdown"])
+    totals = doc["totals"]
+    summary = {
+        **totals,
+        "report": written["report"],
+        "report_md": written["report_md"],
+        "targets": {r["target"]: {k: r[k] for k in COUNT_KEYS} for r in results},
+    }
+    failing = problems(results, include_outstanding=repair and not dry_run)
+    if failing:
+        for line in failing:
+            log.error("%s", line)
+        raise ReconcileError(failing, written["report"])
+    if totals["outstanding"]:
+        log.warning(
+            "%d missing object(s) can be repaired: trigger with repair=true (dry_run=false)", totals["outstanding"]
+        )
+    return summary
