@@ -30,10 +30,12 @@ import pendulum
 from airflow.sdk import Param, dag, get_current_context, task
 
 from greenlight.dagsupport import reconcile as steps
+from greenlight.notify import default_notifier
 
 SCHEDULE = os.environ.get("GREENLIGHT_RECONCILE_SCHEDULE", "30 2 * * *")
 
 DEFAULT_ARGS = {
+    "on_failure_callback": default_notifier(),
     "owner": "platform",
     "retries": 2,
     "retry_delay": timedelta(seconds=30),

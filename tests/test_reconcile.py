@@ -190,9 +190,7 @@ def test_dvc_remote_read_from_dvc_config_at_the_ref_and_dir_expanded_from_remote
     from greenlight.reconcile_config import load_config
     from greenlight.reconcile_dvc import check_dvc
 
-    config = load_config(
-        _config(tmp_path, [{"name": "d", "kind": "dvc", "repo": golden.path.as_uri()}])
-    )
+    config = load_config(_config(tmp_path, [{"name": "d", "kind": "dvc", "repo": golden.path.as_uri()}]))
     result = check_dvc(config.targets[0], s3, repair=True).as_dict()
     assert result["details"]["remote"] == golden.remote
     assert (result["checked"], result["missing"]) == (7, 0)

@@ -188,6 +188,107 @@ def features_step() -> int:
     return 0 if all(not row["mismatches"] for row in summary["parity"]) else 1
 
 
+DVC_BUCKET = "dvc-greenlight-demo"
+DVC_BACKUP_BUCKET = "dvc-greenlight-demo-backup"
+
+
+def _sh(cmd: list[str], cwd: Path) -> None:
+    import os
+    import subprocess
+
+    env = {
+        **os.environ,
+        "DVC_NO_ANALYTICS": "1",
+        "GIT_AUTHOR_NAME": "greenlight-demo",
+        "GIT_AUTHOR_EMAIL": "demo@example.invalid",
+        "GIT_COMMITTER_NAME": "greenlight-demo",
+        "GIT_COMMITTER_EMAIL": "demo@example.invalid",
+    }
+    proc = subprocess.run(cmd, cwd=cwd, capture_output=True, text=True, env=env, timeout=600)
+    if proc.returncode != 0:
+        raise RuntimeError(f"{' '.join(cmd)} failed: {proc.stderr[-1000:]}")
+
+
+def reconcile_step(s3, client) -> int:
+    """A DVC repo pushed to the demo S3 (and a backup), two objects lost from the remote, then
+    ``python -m greenlight reconcile --repair``: one comes back from the local cache, one from the
+    backup remote."""
+    import hashlib
+    import shutil
+    import subprocess
+
+    import yaml
+
+    say("7. reconciliation: a DVC repo whose remote lost two objects; greenlight finds and repairs them")
+    work = devstack.LOCAL / "demo" / "reconcile"
+    shutil.rmtree(work, ignore_errors=True)
+    repo = work / "repo"
+    repo.mkdir(parents=True)
+    devstack.ensure_buckets(client, [DVC_BUCKET, DVC_BACKUP_BUCKET], versioned=False)
+    dvc = str(Path(sys.executable).parent / "dvc")
+    _sh(["git", "init", "-q", "-b", "main"], repo)
+    _sh([dvc, "init", "-q"], repo)
+    prefix = f"store-{time.strftime('%Y%m%d%H%M%S')}/"
+    for name, url, default in (
+        ("storage", f"s3://{DVC_BUCKET}/{prefix}", True),
+        ("backup", f"s3://{DVC_BACKUP_BUCKET}/{prefix}", False),
+    ):
+        _sh([dvc, "remote", "add", *(["-d"] if default else []), name, url], repo)
+        for key, value in (
+            ("endpointurl", s3.endpoint_url),
+            ("access_key_id", s3.access_key),
+            ("secret_access_key", s3.secret_key),
+        ):
+            _sh([dvc, "remote", "modify", "--local", name, key, value], repo)  # credentials never committed
+    files = {f"data/yields/part-{i}.csv": f"county,yield\n{i},{170 + i}.5\n".encode() for i in range(6)}
+    for rel, data in files.items():
+        (repo / rel).parent.mkdir(parents=True, exist_ok=True)
+        (repo / rel).write_bytes(data)
+    _sh([dvc, "add", "-q", "data/yields"], repo)
+    _sh([dvc, "push", "-q"], repo)
+    _sh([dvc, "push", "-q", "-r", "backup"], repo)
+    _sh(["git", "add", "-A"], repo)
+    _sh(["git", "commit", "-qm", "yields"], repo)
+    lost = [hashlib.md5(files[f"data/yields/part-{i}.csv"]).hexdigest() for i in (1, 4)]
+    for h in lost:
+        client.delete_object(Bucket=DVC_BUCKET, Key=f"{prefix}files/md5/{h[:2]}/{h[2:]}")
+    (repo / ".dvc" / "cache" / "files" / "md5" / lost[1][:2] / lost[1][2:]).unlink()  # only the backup has it
+    config = work / "reconcile.yaml"
+    config.write_text(
+        yaml.safe_dump(
+            {
+                "report_uri": f"s3://{PROD_BUCKET}/_greenlight/reconcile/",
+                "targets": [
+                    {
+                        "name": "yields",
+                        "kind": "dvc",
+                        "repo": str(repo),
+                        "rev": "main",
+                        "fallback_remotes": [f"s3://{DVC_BACKUP_BUCKET}/{prefix}"],
+                    },
+                    {"name": "pipeline", "kind": "git_dvc", "repo": str(repo), "rev": "main"},
+                ],
+            },
+            sort_keys=False,
+        )
+    )
+    env = {**__import__("os").environ, **s3.env()}
+    for label, extra in (("check", []), ("repair", ["--repair"])):
+        proc = subprocess.run(
+            [sys.executable, "-m", "greenlight", "reconcile", "--config", str(config), *extra],
+            capture_output=True,
+            text=True,
+            env=env,
+            timeout=600,
+        )
+        summary = json.loads(proc.stdout.strip().splitlines()[-1])
+        say(
+            f"   {label}: exit {proc.returncode}; checked={summary.get('checked')} missing={summary.get('missing')} "
+            f"repaired={summary.get('repaired')} unrecoverable={summary.get('unrecoverable')} report={summary.get('report')}"
+        )
+    return 0 if proc.returncode == 0 and summary.get("repaired") == 2 else 1
+
+
 def cmd_run(args: argparse.Namespace) -> int:
     say("greenlight demo: SeaweedFS S3 + Airflow (SQLite + API server) on 127.0.0.1, state under .local/")
     s3 = devstack.start_s3("demo")
@@ -251,7 +352,9 @@ def cmd_run(args: argparse.Namespace) -> int:
         say(f"   {CONSUMER} paused: {api.get_dag(CONSUMER)['is_paused']} (resumed by greenlight)")
 
         show_rollback(client, index)
-        return features_step()
+        if features_step() != 0:
+            return 1
+        return reconcile_step(s3, client)
     finally:
         if api_server is not None:
             api_server.stop()
