@@ -67,12 +67,23 @@ def test_promotion_dag_promotes_each_prefix_and_verifies(s3, buckets, promotion_
     assert events[uris[0]][0]["copied"] == 2 and events[uris[1]][0]["copied"] == 1
     assert events[uris[0]][0]["manifest"].startswith(f"s3://{prod}/_greenlight/")
 
-    # The nightly rerun with nothing new is a success and changes nothing.
+    # Each verified prefix's current pointer names this run's manifest.
+    area = zarr[: -len("zarr/")]
+
+    def pointers():
+        keys = [o["Key"] for o in s3.list_objects_v2(Bucket=prod, Prefix=f"_greenlight/{area}current/")["Contents"]]
+        return {k: json.loads(s3.get_object(Bucket=prod, Key=k)["Body"].read())["run_id"] for k in keys}
+
+    assert set(pointers().values()) == {run_id} and len(pointers()) == 2
+
+    # The nightly rerun with nothing new is a success and changes nothing, not even the pointers
+    # (they keep naming the promotion that made prod what it is).
     before = versions(s3, prod, zarr) + versions(s3, prod, csv)
     state, tis, xcoms, _ = run_dag("artefact_promotion", {})
     assert state == "success", tis
     assert _value(xcoms["summary"])["unchanged"] == 3
     assert versions(s3, prod, zarr) + versions(s3, prod, csv) == before
+    assert set(pointers().values()) == {run_id}
 
 
 def test_dry_run_param_changes_nothing(s3, buckets, promotion_config):

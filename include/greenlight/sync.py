@@ -636,15 +636,21 @@ class Engine:
 
     # ------------------------------------------------------------------ verify
     def publish_verified(self, prefix: PrefixConfig, run_id: str, manifest: str | None, objects: int) -> str | None:
-        """Move the prefix's current pointer to this verified promotion (see :mod:`greenlight.gates`)."""
+        """Move the prefix's current pointer to this verified promotion (see :mod:`greenlight.gates`).
+
+        A verified run that changed nothing moves it only when the contract version changed."""
         if not self.manifests:
             return None
-        from greenlight.gates import publish_pointer
+        from greenlight.gates import pointer_path, publish_pointer, read_pointer
 
+        record = contract_record(prefix)
+        current = read_pointer(self.manifests, prefix)
+        if manifest is None and current and all(current.get(k) == v for k, v in record.items()):
+            # A no-op run proves nothing new: the pointer keeps naming the promotion that made prod
+            # what it is, so rolling that promotion back also restores the pointer before it.
+            return self.manifests.uri(pointer_path(prefix))
         self._guard(self.config.manifest_uri.bucket)
-        return publish_pointer(
-            self.manifests, prefix, run_id=run_id, manifest=manifest, objects=objects, **contract_record(prefix)
-        )
+        return publish_pointer(self.manifests, prefix, run_id=run_id, manifest=manifest, objects=objects, **record)
 
     def verify(self, prefix: PrefixConfig) -> dict[str, Any]:
         """Re-list both sides and prove the destination equals the source for this prefix."""
