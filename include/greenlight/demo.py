@@ -179,7 +179,11 @@ def features_step() -> int:
     from greenlight.features import run_demo
 
     say("6. feature materialization: PostgreSQL (embedded) -> Feast -> Redis, then the parity check")
-    summary = run_demo(devstack.LOCAL / "demo")
+    import contextlib
+    import io
+
+    with contextlib.redirect_stdout(io.StringIO()):  # Feast prints coloured progress lines to stdout
+        summary = run_demo(devstack.LOCAL / "demo")
     for row in summary["materialized"]:
         say(f"   materialized {json.dumps(row, default=str)}")
     for row in summary["parity"]:
