@@ -30,31 +30,20 @@ rerun does only what is still missing.
 
 from __future__ import annotations
 
-import os
-from datetime import timedelta
-
 import pendulum
 from airflow.sdk import Asset, AssetAlias, Param, dag, get_current_context, task
 
 from greenlight.dagsupport import promotion as steps
-from greenlight.notify import default_notifier
+from greenlight.dagsupport.defaults import default_args, schedule_from_env
 
-# Cron in UTC; "none" for manual runs only. An env var, not a Variable: read at parse time for free.
-SCHEDULE = os.environ.get("GREENLIGHT_PROMOTION_SCHEDULE", "0 8 * * *")
+SCHEDULE = schedule_from_env("GREENLIGHT_PROMOTION_SCHEDULE", "0 8 * * *")
 
-DEFAULT_ARGS = {
-    "owner": "platform",
-    "on_failure_callback": default_notifier(),  # log / SMTP / Slack / Sentry as configured
-    "retries": 3,
-    "retry_delay": timedelta(seconds=20),
-    "retry_exponential_backoff": 2.0,
-    "max_retry_delay": timedelta(minutes=10),
-}
+DEFAULT_ARGS = default_args()
 
 
 @dag(
     dag_id="artefact_promotion",
-    schedule=None if SCHEDULE.lower() == "none" else SCHEDULE,
+    schedule=SCHEDULE,
     start_date=pendulum.datetime(2026, 1, 1, tz="UTC"),
     catchup=False,
     max_active_runs=1,

@@ -23,30 +23,20 @@ act), orphans (present but referenced by nothing; never deleted). See `docs/reco
 
 from __future__ import annotations
 
-import os
-from datetime import timedelta
-
 import pendulum
 from airflow.sdk import Param, dag, get_current_context, task
 
 from greenlight.dagsupport import reconcile as steps
-from greenlight.notify import default_notifier
+from greenlight.dagsupport.defaults import default_args, schedule_from_env
 
-SCHEDULE = os.environ.get("GREENLIGHT_RECONCILE_SCHEDULE", "30 2 * * *")
+SCHEDULE = schedule_from_env("GREENLIGHT_RECONCILE_SCHEDULE", "30 2 * * *")
 
-DEFAULT_ARGS = {
-    "on_failure_callback": default_notifier(),
-    "owner": "platform",
-    "retries": 2,
-    "retry_delay": timedelta(seconds=30),
-    "retry_exponential_backoff": 2.0,
-    "max_retry_delay": timedelta(minutes=10),
-}
+DEFAULT_ARGS = default_args(retries=2, retry_delay_s=30)
 
 
 @dag(
     dag_id="artefact_reconciliation",
-    schedule=None if SCHEDULE.lower() == "none" else SCHEDULE,
+    schedule=SCHEDULE,
     start_date=pendulum.datetime(2026, 1, 1, tz="UTC"),
     catchup=False,
     max_active_runs=1,

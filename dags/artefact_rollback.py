@@ -19,13 +19,11 @@ The same rollback runs from a terminal: `python -m greenlight rollback --manifes
 
 from __future__ import annotations
 
-from datetime import timedelta
-
 import pendulum
 from airflow.sdk import Param, dag, task
 
 from greenlight.dagsupport import promotion as steps
-from greenlight.notify import default_notifier
+from greenlight.dagsupport.defaults import default_args
 
 
 @dag(
@@ -35,13 +33,7 @@ from greenlight.notify import default_notifier
     catchup=False,
     max_active_runs=1,
     doc_md=__doc__,
-    default_args={
-        "owner": "platform",
-        "on_failure_callback": default_notifier(),
-        "retries": 2,
-        "retry_delay": timedelta(seconds=20),
-        "retry_exponential_backoff": 2.0,
-    },
+    default_args=default_args(retries=2),
     tags=["greenlight", "rollback"],
     params={
         "manifest": Param(

@@ -18,7 +18,7 @@ import pendulum
 from airflow.sdk import Asset, dag, task
 
 from greenlight.config import load_config
-from greenlight.notify import default_notifier
+from greenlight.dagsupport.defaults import default_args
 
 log = logging.getLogger("greenlight.consumer")
 
@@ -34,7 +34,7 @@ PROD_ASSETS = [Asset(uri=str(p.destination), name=p.asset_name) for p in load_co
     catchup=False,
     max_active_runs=1,
     doc_md=__doc__,
-    default_args={"owner": "forecasting", "retries": 1, "on_failure_callback": default_notifier()},
+    default_args=default_args(owner="forecasting", retries=1),
     tags=["greenlight", "consumer", "example"],
 )
 def commodity_hindcast_prod():

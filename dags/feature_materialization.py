@@ -29,33 +29,22 @@ is in docs/features.md.
 
 from __future__ import annotations
 
-import os
-from datetime import timedelta
-
 import pendulum
 from airflow.sdk import Asset, AssetAlias, Param, dag, get_current_context, task
 
 from greenlight.dagsupport import features as steps
-from greenlight.notify import default_notifier
+from greenlight.dagsupport.defaults import default_args, schedule_from_env
 
-# Cron in UTC; "none" for manual runs only. An env var, not a Variable: read at parse time for free.
-SCHEDULE = os.environ.get("GREENLIGHT_FEATURES_SCHEDULE", "@hourly")
+SCHEDULE = schedule_from_env("GREENLIGHT_FEATURES_SCHEDULE", "@hourly")
 
-DEFAULT_ARGS = {
-    "owner": "platform",
-    "on_failure_callback": default_notifier(),  # log / SMTP / Slack / Sentry as configured
-    "retries": 3,
-    "retry_delay": timedelta(seconds=20),
-    "retry_exponential_backoff": 2.0,
-    "max_retry_delay": timedelta(minutes=10),
-}
+DEFAULT_ARGS = default_args()
 
 ISO_OR_NULL = {"type": ["null", "string"], "format": "date-time"}
 
 
 @dag(
     dag_id="feature_materialization",
-    schedule=None if SCHEDULE.lower() == "none" else SCHEDULE,
+    schedule=SCHEDULE,
     start_date=pendulum.datetime(2026, 1, 1, tz="UTC"),
     catchup=False,
     max_active_runs=1,

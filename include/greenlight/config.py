@@ -311,19 +311,26 @@ def _unique_key_loader():
     return Loader
 
 
-def load_config(path: str | os.PathLike | None = None) -> PromotionConfig:
-    """Read and validate the promotion config (``$GREENLIGHT_PROMOTION_CONFIG`` or the packaged one)."""
+def read_yaml(path: Path, what: str = "config file") -> Any:
+    """Parse a YAML config file; a missing or unreadable file, bad YAML or a duplicate key is a
+    :class:`ConfigError` naming the file (and the line of a duplicate key)."""
     import yaml
 
-    resolved = Path(path or os.environ.get(CONFIG_ENV) or DEFAULT_CONFIG_PATH)
     try:
-        text = resolved.read_text()
+        text = path.read_text()
     except FileNotFoundError as exc:
-        raise ConfigError(f"config file {resolved} does not exist") from exc
+        raise ConfigError(f"{what} {path} does not exist") from exc
+    except OSError as exc:
+        raise ConfigError(f"{what} {path} cannot be read: {exc}") from exc
     try:
-        raw = yaml.load(text, Loader=_unique_key_loader())  # noqa: S506 - a SafeLoader subclass
+        return yaml.load(text, Loader=_unique_key_loader())  # noqa: S506 - a SafeLoader subclass
     except ConfigError as exc:
-        raise ConfigError(f"{resolved}: {exc}") from exc
+        raise ConfigError(f"{path}: {exc}") from exc
     except yaml.YAMLError as exc:
-        raise ConfigError(f"{resolved}: not valid YAML: {exc}") from exc
-    return parse_config(raw, path=str(resolved))
+        raise ConfigError(f"{path}: not valid YAML: {exc}") from exc
+
+
+def load_config(path: str | os.PathLike | None = None) -> PromotionConfig:
+    """Read and validate the promotion config (``$GREENLIGHT_PROMOTION_CONFIG`` or the packaged one)."""
+    resolved = Path(path or os.environ.get(CONFIG_ENV) or DEFAULT_CONFIG_PATH)
+    return parse_config(read_yaml(resolved), path=str(resolved))

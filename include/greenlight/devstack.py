@@ -150,6 +150,24 @@ def stop_tree(pid: int, timeout: float = 20.0) -> None:
                 pass
 
 
+def _wait_healthy(proc: subprocess.Popen, url: str, timeout: float, healthy, log_path: Path) -> bool:
+    """Poll an Airflow health endpoint until ``healthy(answer)``; False on timeout. A process that
+    exits meanwhile raises (its log says why)."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if proc.poll() is not None:
+            what = " ".join(map(str, proc.args[2:4]))
+            raise RuntimeError(f"{what} exited early (code {proc.returncode}); see {log_path}")
+        try:
+            with urllib.request.urlopen(url, timeout=3) as resp:
+                if healthy(json.loads(resp.read())):
+                    return True
+        except (urllib.error.URLError, OSError, ValueError):
+            pass
+        time.sleep(0.5)
+    return False
+
+
 class Standalone:
     """``airflow standalone`` on a chosen port, stopped with all its children."""
 
@@ -184,18 +202,9 @@ class Standalone:
             start_new_session=True,
         )
         log.close()
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
-            if self.proc.poll() is not None:
-                raise RuntimeError(f"airflow standalone exited early; see {self.log_path}")
-            try:
-                with urllib.request.urlopen(f"{self.url}/api/v2/monitor/health", timeout=3) as resp:
-                    health = json.loads(resp.read())
-                if health.get("scheduler", {}).get("status") == "healthy":
-                    return self
-            except (urllib.error.URLError, OSError, ValueError):
-                pass
-            time.sleep(1)
+        healthy = lambda health: health.get("scheduler", {}).get("status") == "healthy"  # noqa: E731
+        if _wait_healthy(self.proc, f"{self.url}/api/v2/monitor/health", timeout, healthy, self.log_path):
+            return self
         self.stop()
         raise RuntimeError(f"airflow standalone not healthy after {timeout}s; see {self.log_path}")
 
@@ -247,15 +256,8 @@ class ApiServer:
             start_new_session=True,
         )
         log.close()
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
-            if self.proc.poll() is not None:
-                raise RuntimeError(f"airflow api-server exited early; see {self.log_path}")
-            try:
-                with urllib.request.urlopen(f"{self.url}/api/v2/monitor/health", timeout=3):
-                    return self
-            except (urllib.error.URLError, OSError, ValueError):
-                time.sleep(0.5)
+        if _wait_healthy(self.proc, f"{self.url}/api/v2/monitor/health", timeout, lambda _h: True, self.log_path):
+            return self
         self.stop()
         raise RuntimeError(f"airflow api-server not answering after {timeout}s; see {self.log_path}")
 

@@ -210,16 +210,10 @@ def list_keys(lister, bucket: str, prefixes: Iterable[str], pool: ThreadPoolExec
 
 
 def exists(client, bucket: str, key: str) -> dict[str, Any] | None:
-    """HEAD ``key``: its ETag/size, or None when there is no such object."""
-    from greenlight.s3 import error_code, normalize_etag
+    """HEAD ``key``: its ETag/size (and version), or None when there is no such object."""
+    from greenlight.s3 import object_state
 
-    try:
-        head = client.head_object(Bucket=bucket, Key=key)
-    except Exception as exc:
-        if error_code(exc) in ("404", "NoSuchKey", "NotFound"):
-            return None
-        raise
-    return {"etag": normalize_etag(head.get("ETag")), "size": int(head.get("ContentLength", 0))}
+    return object_state(client, bucket, key)
 
 
 def upload_file(client, path: str, bucket: str, key: str) -> None:

@@ -229,17 +229,7 @@ def parse_config(raw: Any, *, path: str = "<config>") -> ReconcileConfig:
 
 def load_config(path: str | os.PathLike | None = None) -> ReconcileConfig:
     """Read ``path`` (default ``$GREENLIGHT_RECONCILE_CONFIG``, else the packaged file)."""
-    import yaml
+    from greenlight.config import read_yaml
 
     chosen = Path(path or os.environ.get(CONFIG_ENV) or DEFAULT_CONFIG_PATH)
-    try:
-        text = chosen.read_text()
-    except FileNotFoundError as exc:
-        raise ConfigError(f"reconcile config {chosen} does not exist") from exc
-    except OSError as exc:
-        raise ConfigError(f"reconcile config {chosen} cannot be read: {exc}") from exc
-    try:
-        raw = yaml.safe_load(text)
-    except yaml.YAMLError as exc:
-        raise ConfigError(f"{chosen}: not valid YAML: {exc}") from exc
-    return parse_config(raw, path=str(chosen))
+    return parse_config(read_yaml(chosen, "reconcile config"), path=str(chosen))

@@ -1,0 +1,33 @@
+"""What every greenlight DAG shares: default task arguments and the schedule-from-env rule."""
+
+from __future__ import annotations
+
+import os
+from datetime import timedelta
+from typing import Any
+
+
+def default_args(*, owner: str = "platform", retries: int = 3, retry_delay_s: int = 20, **extra: Any) -> dict:
+    """Retries with exponential backoff (capped at 10 min) and the failure notifier on every task.
+
+    Failures that a retry cannot fix never use these retries: task bodies are ``triaged``.
+    """
+    from greenlight.notify import default_notifier
+
+    return {
+        "owner": owner,
+        "on_failure_callback": default_notifier(),  # log / SMTP / Slack / Sentry as configured
+        "retries": retries,
+        "retry_delay": timedelta(seconds=retry_delay_s),
+        "retry_exponential_backoff": 2.0,
+        "max_retry_delay": timedelta(minutes=10),
+        **extra,
+    }
+
+
+def schedule_from_env(var: str, default: str) -> str | None:
+    """A cron (UTC) from ``$var``, ``default`` when unset; ``none`` = manual runs only.
+
+    An env var, not a Variable: read at parse time for free."""
+    value = os.environ.get(var, default)
+    return None if value.strip().lower() == "none" else value
