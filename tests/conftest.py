@@ -165,3 +165,23 @@ def airflow_api(airflow_db):
     finally:
         server.stop()
         os.environ.pop("AIRFLOW_CONN_AIRFLOW_API", None)
+
+
+@pytest.fixture
+def promotion_config(tmp_path, monkeypatch, buckets, area):
+    """A two-prefix promotion config (``<area>zarr/``, ``<area>csv/``) that the DAGs read through
+    ``$GREENLIGHT_PROMOTION_CONFIG``; returns the two relative prefixes."""
+    from helpers import write_config
+
+    qa, prod = buckets
+    areas = [f"{area}zarr/", f"{area}csv/"]
+    path = write_config(
+        tmp_path / "promotion.yaml",
+        {
+            "prefixes": [f"s3://{qa}/{a}" for a in areas],
+            "manifest_uri": f"s3://{prod}/_greenlight/{area}",
+            "defaults": {"stale_after_hours": 24},
+        },
+    )
+    monkeypatch.setenv("GREENLIGHT_PROMOTION_CONFIG", str(path))
+    return areas

@@ -11,12 +11,12 @@ import datetime as dt
 import json
 import secrets
 import time
-import urllib.request
 
 import pytest
 from helpers import put, rel_listing, versions, write_config
 
 from greenlight import demo_data, devstack
+from greenlight.airflow_api import AirflowApi, AirflowApiUnavailable
 
 pytestmark = pytest.mark.e2e
 
@@ -35,29 +35,16 @@ def seed_deliveries(s3, bucket: str, prefix: str, variant: str) -> None:
 
 
 class Api:
+    """greenlight's REST client, polling-tolerant: a missing resource, or a busy API server slow to
+    answer (2 cores shared with the scheduler and the tasks), is None and the caller polls again."""
+
     def __init__(self, base: str, password: str):
-        self.base = base
-        req = urllib.request.Request(
-            f"{base}/auth/token",
-            data=json.dumps({"username": "admin", "password": password}).encode(),
-            headers={"Content-Type": "application/json"},
-            method="POST",
-        )
-        with urllib.request.urlopen(req, timeout=30) as resp:
-            self.token = json.loads(resp.read())["access_token"]
+        self.client = AirflowApi(base, "admin", password)
 
     def get(self, path: str):
-        """GET a REST resource; None when it does not exist (yet) or the busy API server is slow
-        to answer (2 cores shared with the scheduler and the tasks): the caller polls again."""
-        req = urllib.request.Request(f"{self.base}/api/v2{path}", headers={"Authorization": f"Bearer {self.token}"})
         try:
-            with urllib.request.urlopen(req, timeout=30) as resp:
-                return json.loads(resp.read())
-        except urllib.error.HTTPError as exc:
-            if exc.code == 404:
-                return None
-            raise
-        except (TimeoutError, urllib.error.URLError, ConnectionError):
+            return self.client.get(f"/api/v2{path}")
+        except AirflowApiUnavailable:
             return None
 
 

@@ -6,25 +6,9 @@ import json
 
 import pytest
 from dagrun import asset_events, run_dag
-from helpers import put, rel_listing, versions, write_config
+from helpers import put, rel_listing, versions
 
 pytestmark = pytest.mark.usefixtures("airflow_db")
-
-
-@pytest.fixture
-def promotion_config(tmp_path, monkeypatch, buckets, area):
-    qa, prod = buckets
-    areas = [f"{area}zarr/", f"{area}csv/"]
-    path = write_config(
-        tmp_path / "promotion.yaml",
-        {
-            "prefixes": [f"s3://{qa}/{a}" for a in areas],
-            "manifest_uri": f"s3://{prod}/_greenlight/{area}",
-            "defaults": {"stale_after_hours": 24},
-        },
-    )
-    monkeypatch.setenv("GREENLIGHT_PROMOTION_CONFIG", str(path))
-    return areas
 
 
 def _value(xcom):

@@ -4,9 +4,6 @@ with S3 artifacts, the CLI as a subprocess and the DAG through ``dag.test()``.""
 from __future__ import annotations
 
 import json
-import os
-import subprocess
-import sys
 import uuid
 from pathlib import Path
 
@@ -24,6 +21,7 @@ from reconcilefixtures import (
     make_dvc_repo,
     md5,
 )
+from test_cli import cli as run_cli
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -353,38 +351,10 @@ def test_mlflow_missing_artifacts_orphans_and_repair_from_restore_dir(mlflow_sto
 
 
 # ------------------------------------------------------------------------------------------- CLI
-SHIM = """
-import sys
-from greenlight import cli, reconcile_cli
-argv = sys.argv[1:]
-try:
-    sub = cli._parser()._subparsers._group_actions[0].choices
-except Exception:
-    sub = {}
-if "reconcile" in sub:
-    raise SystemExit(cli.main(argv))
-# cli.py does not register the subcommand yet: same handling as cli.main, for this subcommand only.
-import argparse, logging
-from greenlight.errors import GreenlightError
-parser = argparse.ArgumentParser(prog="python -m greenlight")
-reconcile_cli.add_parser(parser.add_subparsers(dest="command", required=True))
-args = parser.parse_args(argv)
-logging.basicConfig(level=logging.INFO, stream=sys.stderr)
-try:
-    raise SystemExit(reconcile_cli.run(args))
-except GreenlightError as exc:
-    cli._emit({"error": str(exc), "kind": exc.kind, "exit_code": exc.exit_code})
-    raise SystemExit(exc.exit_code)
-"""
-
-
 def cli(s3env, *args: str) -> tuple[int, dict, str]:
-    env = {**os.environ, **s3env.env(), "PYTHONPATH": str(ROOT / "include")}
-    proc = subprocess.run(
-        [sys.executable, "-c", SHIM, *args], capture_output=True, text=True, env=env, timeout=300, cwd=ROOT
-    )
-    last = proc.stdout.strip().splitlines()[-1] if proc.stdout.strip() else "{}"
-    return proc.returncode, json.loads(last), proc.stderr
+    """``python -m greenlight reconcile ...`` as an operator runs it: (exit code, JSON summary, stderr)."""
+    code, summary, _stdout, stderr = run_cli(s3env, *args)
+    return code, summary, stderr
 
 
 def test_cli_exit_codes_summary_and_report(scenario, golden, s3env, s3, tmp_path):

@@ -17,7 +17,7 @@ from unittest import mock
 import pytest
 from dagrun import ROOT, run_dag
 from faultproxy import FaultProxy
-from helpers import put, write_config
+from helpers import put
 from test_notify import HttpSink, SmtpSink
 
 from greenlight.manifest import safe_name
@@ -84,22 +84,6 @@ def test_airflow_loads_the_listener_plugin_from_the_plugins_folder():
 
 
 # ------------------------------------------------------------------ the real promotion DAG, S3 root
-@pytest.fixture
-def promotion_config(tmp_path, monkeypatch, buckets, area):
-    qa, prod = buckets
-    areas = [f"{area}zarr/", f"{area}csv/"]
-    path = write_config(
-        tmp_path / "promotion.yaml",
-        {
-            "prefixes": [f"s3://{qa}/{a}" for a in areas],
-            "manifest_uri": f"s3://{prod}/_greenlight/{area}",
-            "defaults": {"stale_after_hours": 24},
-        },
-    )
-    monkeypatch.setenv("GREENLIGHT_PROMOTION_CONFIG", str(path))
-    return areas
-
-
 def test_every_task_of_a_promotion_run_leaves_a_manifest_on_s3(s3, s3env, buckets, area, promotion_config, monkeypatch):
     qa, prod = buckets
     zarr, csv = promotion_config

@@ -70,23 +70,22 @@ class AirflowApi:
             self._token = answer["access_token"]
         return self._token
 
-    def get_dag(self, dag_id: str) -> dict[str, Any] | None:
+    def get(self, path: str) -> Any:
+        """GET ``path`` (e.g. ``/api/v2/dags/x``); None when the resource does not exist."""
         try:
-            return self._request("GET", f"/api/v2/dags/{urllib.parse.quote(dag_id, safe='')}")
+            return self._request("GET", path)
         except AirflowApiError as exc:
             if "HTTP 404" in str(exc):
                 return None
             raise
 
+    def get_dag(self, dag_id: str) -> dict[str, Any] | None:
+        return self.get(f"/api/v2/dags/{urllib.parse.quote(dag_id, safe='')}")
+
     def get_variable(self, key: str) -> str | None:
         """A Variable's raw value (None when it does not exist)."""
-        try:
-            answer = self._request("GET", f"/api/v2/variables/{urllib.parse.quote(key, safe='')}")
-        except AirflowApiError as exc:
-            if "HTTP 404" in str(exc):
-                return None
-            raise
-        return answer.get("value")
+        answer = self.get(f"/api/v2/variables/{urllib.parse.quote(key, safe='')}")
+        return None if answer is None else answer.get("value")
 
     def set_paused(self, dag_id: str, paused: bool) -> dict[str, Any]:
         return self._request(

@@ -119,7 +119,8 @@ _DAG_ID = re.compile(r"^[A-Za-z0-9_.-]{1,250}$")
 _RULE_KEYS = {"source_bucket_prefix", "destination_bucket_prefix"}
 
 
-def _check_keys(mapping: dict, allowed: set[str], where: str) -> None:
+def check_keys(mapping: dict, allowed: set[str], where: str) -> None:
+    """Unknown keys are an error naming the key, with the closest allowed one as a hint."""
     for key in mapping:
         if key not in allowed:
             close = difflib.get_close_matches(str(key), sorted(allowed), n=1)
@@ -168,7 +169,7 @@ def parse_config(raw: Any, *, path: str = "<config>") -> PromotionConfig:
     """Validate a parsed YAML document and return a :class:`PromotionConfig`."""
     if not isinstance(raw, dict):
         raise ConfigError(f"{path}: expected a mapping with a 'prefixes' list at the top level")
-    _check_keys(raw, _TOP_KEYS, path)
+    check_keys(raw, _TOP_KEYS, path)
     if "prefixes" not in raw:
         raise ConfigError(f"{path}: missing required key 'prefixes'")
     entries = raw["prefixes"]
@@ -178,13 +179,13 @@ def parse_config(raw: Any, *, path: str = "<config>") -> PromotionConfig:
     defaults_raw = raw.get("defaults") or {}
     if not isinstance(defaults_raw, dict):
         raise ConfigError(f"{path}: 'defaults' must be a mapping")
-    _check_keys(defaults_raw, _SETTING_KEYS, f"{path}: defaults")
+    check_keys(defaults_raw, _SETTING_KEYS, f"{path}: defaults")
     defaults = _settings(defaults_raw, PrefixSettings(), "defaults")
 
     rule_raw = raw.get("destination_rule") or {}
     if not isinstance(rule_raw, dict):
         raise ConfigError(f"{path}: 'destination_rule' must be a mapping")
-    _check_keys(rule_raw, _RULE_KEYS, f"{path}: destination_rule")
+    check_keys(rule_raw, _RULE_KEYS, f"{path}: destination_rule")
     rule = DestinationRule(
         source_prefix=str(rule_raw.get("source_bucket_prefix", "qa-")),
         destination_prefix=str(rule_raw.get("destination_bucket_prefix", "prod-")),
@@ -203,7 +204,7 @@ def parse_config(raw: Any, *, path: str = "<config>") -> PromotionConfig:
             entry = {"source": entry}
         if not isinstance(entry, dict):
             raise ConfigError(f"{where}: expected an s3:// URI or a mapping with 'source', got {entry!r}")
-        _check_keys(entry, _PREFIX_KEYS, where)
+        check_keys(entry, _PREFIX_KEYS, where)
         if "source" not in entry:
             raise ConfigError(f"{where}: missing required key 'source'")
         source = parse_s3_uri(entry["source"], what=f"{where}.source")

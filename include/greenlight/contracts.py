@@ -329,21 +329,17 @@ def _code(exc: BaseException) -> str:
 
 def _list(client, bucket: str, prefix: str, *, delimiter: str | None = None) -> tuple[list[dict], list[str]]:
     """(objects, sub-prefixes) under ``prefix``, all pages."""
+    from greenlight.s3 import list_pages
+
     objects: list[dict] = []
     subdirs: list[str] = []
-    kwargs: dict[str, Any] = {"Bucket": bucket, "Prefix": prefix, "MaxKeys": 1000}
-    if delimiter:
-        kwargs["Delimiter"] = delimiter
-    while True:
-        try:
-            page = client.list_objects_v2(**kwargs)
-        except _s3_errors() as exc:
-            raise ContractError(_loc(bucket, prefix), f"cannot list the prefix: {_code(exc) or exc}") from exc
-        objects.extend(page.get("Contents", ()))
-        subdirs.extend(cp["Prefix"] for cp in page.get("CommonPrefixes", ()))
-        if not page.get("IsTruncated"):
-            return objects, subdirs
-        kwargs["ContinuationToken"] = page["NextContinuationToken"]
+    try:
+        for page in list_pages(client, bucket, prefix, delimiter=delimiter):
+            objects.extend(page.get("Contents", ()))
+            subdirs.extend(cp["Prefix"] for cp in page.get("CommonPrefixes", ()))
+    except _s3_errors() as exc:
+        raise ContractError(_loc(bucket, prefix), f"cannot list the prefix: {_code(exc) or exc}") from exc
+    return objects, subdirs
 
 
 def _get(client, bucket: str, key: str, *, byte_range: str | None = None, missing_ok: bool = False) -> bytes | None:
@@ -1442,24 +1438,39 @@ def validate_with_gx(
     for item in outcome.results:
         doc = item.to_json_dict()
         config = doc.get("expectation_config") or {}
-        kwargs = {k: v for k, v in (config.get("kwargs") or {}).items() if k not in ("batch_id",)}
-        result = doc.get("result") or {}
-        entry: dict[str, Any] = {
-            "expectation": config.get("type"),
-            "check": (config.get("meta") or {}).get("greenlight_check"),
-            "kwargs": kwargs,
-            "success": bool(doc.get("success")),
-            "observed": _gx_observed(result),
-        }
-        if "value_set" in kwargs:  # set expectations: what the contract lacks / what is new
-            entry["missing"] = sorted(map(str, result.get("partial_missing_list") or []))
-            entry["unexpected"] = sorted(map(str, result.get("partial_unexpected_list") or []))
         info = doc.get("exception_info") or {}
-        if info.get("raised_exception"):
-            entry["exception"] = info.get("exception_message")
-        results.append(entry)
+        results.append(
+            gx_result_entry(
+                config.get("type"),
+                (config.get("meta") or {}).get("greenlight_check"),
+                config.get("kwargs"),
+                doc.get("success"),
+                doc.get("result"),
+                info.get("exception_message") if info.get("raised_exception") else None,
+            )
+        )
     out = {"success": bool(outcome.success), "suite": suite.name, "results": results}
     return json.loads(json.dumps(out, default=str))
+
+
+def gx_result_entry(expectation, check, kwargs, success, result, exception=None) -> dict[str, Any]:
+    """One expectation's outcome in greenlight's gate format (shared by the ephemeral-context
+    validation here and the GX provider operator's ``describe_dict()`` in the DAG)."""
+    kwargs = {k: v for k, v in (kwargs or {}).items() if k != "batch_id"}
+    result = result or {}
+    entry: dict[str, Any] = {
+        "expectation": expectation,
+        "check": check,
+        "kwargs": kwargs,
+        "success": bool(success),
+        "observed": _gx_observed(result),
+    }
+    if "value_set" in kwargs:  # set expectations: what the contract lacks / what is new
+        entry["missing"] = sorted(map(str, result.get("partial_missing_list") or []))
+        entry["unexpected"] = sorted(map(str, result.get("partial_unexpected_list") or []))
+    if exception:
+        entry["exception"] = exception
+    return entry
 
 
 # ------------------------------------------------------------------------------------ one gate

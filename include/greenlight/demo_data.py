@@ -40,7 +40,7 @@ from typing import Any
 
 import numpy as np
 
-from greenlight.s3 import normalize_etag
+from greenlight.s3 import list_pages, normalize_etag
 
 Artefacts = dict[str, tuple[bytes, str]]
 
@@ -674,15 +674,11 @@ def _covering_prefixes(prefixes: Iterable[str]) -> list[str]:
 
 def _list_etags(client, bucket: str, prefix: str) -> dict[str, str]:
     """key -> normalised ETag for every object under ``prefix`` (all ListObjectsV2 pages)."""
-    out: dict[str, str] = {}
-    kwargs: dict[str, Any] = {"Bucket": bucket, "Prefix": prefix, "MaxKeys": 1000}
-    while True:
-        page = client.list_objects_v2(**kwargs)
-        for obj in page.get("Contents", ()):
-            out[obj["Key"]] = normalize_etag(obj.get("ETag"))
-        if not page.get("IsTruncated"):
-            return out
-        kwargs["ContinuationToken"] = page["NextContinuationToken"]
+    return {
+        obj["Key"]: normalize_etag(obj.get("ETag"))
+        for page in list_pages(client, bucket, prefix)
+        for obj in page.get("Contents", ())
+    }
 
 
 def seed_bucket(

@@ -49,11 +49,13 @@ class GateFailedError(GreenlightError):
 # ------------------------------------------------------------------------------ current pointers
 
 
-def _dest_name(prefix: PrefixConfig) -> str:
-    return safe_name(prefix.destination.bucket + "/" + prefix.destination.prefix)
+def _dest_name(prefix: PrefixConfig | str) -> str:
+    """A prod prefix (configured, or its ``s3://`` URI as manifests record it) as a file name."""
+    dest = prefix if isinstance(prefix, str) else str(prefix.destination)
+    return safe_name(dest.removeprefix("s3://"))
 
 
-def pointer_path(prefix: PrefixConfig) -> str:
+def pointer_path(prefix: PrefixConfig | str) -> str:
     return f"current/{_dest_name(prefix)}.json"
 
 
@@ -88,8 +90,7 @@ def restore_pointer(store: ManifestStore, prefix: PrefixConfig | str, run_id: st
     """After a rollback of ``run_id``: put back the pointer that run replaced (if it is current).
 
     ``prefix`` is a configured prefix or the prod destination URI a manifest records."""
-    dest = prefix.removeprefix("s3://") if isinstance(prefix, str) else None
-    rel = f"current/{safe_name(dest)}.json" if dest is not None else pointer_path(prefix)
+    rel = pointer_path(prefix)
     current = store.read(rel)
     if not current or current.get("run_id") != run_id:
         return False

@@ -17,6 +17,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from greenlight.errors import ConfigError, GreenlightError
+from greenlight.s3 import list_pages
 
 log = logging.getLogger("greenlight.reconcile")
 
@@ -191,29 +192,12 @@ def list_keys(lister, bucket: str, prefixes: Iterable[str], pool: ThreadPoolExec
     """
 
     def one(prefix: str) -> list[str]:
-        keys: list[str] = []
-        token = None
-        while True:
-            kwargs: dict[str, Any] = {"Bucket": bucket, "Prefix": prefix, "MaxKeys": 1000}
-            if token:
-                kwargs["ContinuationToken"] = token
-            page = lister.list_objects_v2(**kwargs)
-            keys.extend(o["Key"] for o in page.get("Contents", ()))
-            if not page.get("IsTruncated"):
-                return keys
-            token = page["NextContinuationToken"]
+        return [o["Key"] for page in list_pages(lister, bucket, prefix) for o in page.get("Contents", ())]
 
     out: set[str] = set()
     for chunk in pool.map(one, list(prefixes)):
         out.update(chunk)
     return out
-
-
-def exists(client, bucket: str, key: str) -> dict[str, Any] | None:
-    """HEAD ``key``: its ETag/size (and version), or None when there is no such object."""
-    from greenlight.s3 import object_state
-
-    return object_state(client, bucket, key)
 
 
 def upload_file(client, path: str, bucket: str, key: str) -> None:

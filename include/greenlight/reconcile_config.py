@@ -20,6 +20,7 @@ from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
+from greenlight.config import check_keys
 from greenlight.errors import ConfigError
 from greenlight.s3 import S3Uri, parse_s3_uri
 
@@ -102,14 +103,6 @@ class ReconcileConfig:
         return self.select([name]).targets[0]
 
 
-def _check_keys(mapping: dict, allowed: set[str], where: str) -> None:
-    for key in mapping:
-        if key not in allowed:
-            close = difflib.get_close_matches(str(key), sorted(allowed), n=1)
-            hint = f" (did you mean {close[0]!r}?)" if close else ""
-            raise ConfigError(f"{where}: unknown key {key!r}{hint}; allowed: {', '.join(sorted(allowed))}")
-
-
 def _string(value: Any, where: str, *, allow_none: bool = False) -> str | None:
     if value is None and allow_none:
         return None
@@ -152,7 +145,7 @@ def _target(entry: Any, index: int, base: Path) -> Target:
     kind = entry["kind"]
     if kind not in KINDS:
         raise ConfigError(f"{where}.kind: {kind!r} is not one of {', '.join(KINDS)}")
-    _check_keys(entry, _KEYS[kind], where)
+    check_keys(entry, _KEYS[kind], where)
     values: dict[str, Any] = {"name": name, "kind": kind}
     if "description" in entry:
         values["description"] = str(entry["description"] or "")
@@ -202,7 +195,7 @@ def parse_config(raw: Any, *, path: str = "<config>") -> ReconcileConfig:
     """Validate a parsed YAML document and return a :class:`ReconcileConfig`."""
     if not isinstance(raw, dict):
         raise ConfigError(f"{path}: expected a mapping with 'targets' and 'report_uri' at the top level")
-    _check_keys(raw, _TOP_KEYS, path)
+    check_keys(raw, _TOP_KEYS, path)
     for key in ("targets", "report_uri"):
         if key not in raw:
             raise ConfigError(f"{path}: missing required key {key!r}")

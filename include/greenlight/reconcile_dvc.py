@@ -39,12 +39,11 @@ from greenlight.reconcile_common import (
     UNRECOVERABLE,
     GitTree,
     TargetResult,
-    exists,
     file_md5,
     list_keys,
     upload_file,
 )
-from greenlight.s3 import S3Uri, error_code, parse_s3_uri
+from greenlight.s3 import S3Uri, error_code, object_state, parse_s3_uri
 
 log = logging.getLogger("greenlight.reconcile.dvc")
 
@@ -329,7 +328,7 @@ class DvcCheck:
             else:
                 tried.append(f"not in cache {self.cache_dir}")
         for uri in self.target.fallback_remotes:
-            head = exists(self.client, uri.bucket, uri.prefix + item.rel)
+            head = object_state(self.client, uri.bucket, uri.prefix + item.rel)
             if head is None:
                 tried.append(f"not in {uri}")
                 continue

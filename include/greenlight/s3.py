@@ -257,26 +257,34 @@ class LazyClient:
         return getattr(self._client, name)
 
 
-def _list_flat(client, bucket: str, prefix: str, base: str) -> list[ObjectInfo]:
-    out: list[ObjectInfo] = []
-    token = None
+def list_pages(client, bucket: str, prefix: str, *, delimiter: str | None = None):
+    """Every ListObjectsV2 page under ``prefix`` (following continuation tokens).
+
+    ``client`` is anything with botocore's ``list_objects_v2`` signature (a botocore client or
+    :class:`greenlight.s3fast.FastS3`). The one listing loop of the package.
+    """
+    kwargs: dict[str, Any] = {"Bucket": bucket, "Prefix": prefix, "MaxKeys": 1000}
+    if delimiter:
+        kwargs["Delimiter"] = delimiter
     while True:
-        kwargs = {"Bucket": bucket, "Prefix": prefix, "MaxKeys": 1000}
-        if token:
-            kwargs["ContinuationToken"] = token
         page = client.list_objects_v2(**kwargs)
-        for obj in page.get("Contents", ()):
-            out.append(
-                ObjectInfo(
-                    rel=obj["Key"][len(base) :],
-                    size=int(obj["Size"]),
-                    etag=normalize_etag(obj.get("ETag")),
-                    last_modified=obj.get("LastModified"),
-                )
-            )
+        yield page
         if not page.get("IsTruncated"):
-            return out
-        token = page["NextContinuationToken"]
+            return
+        kwargs["ContinuationToken"] = page["NextContinuationToken"]
+
+
+def _info(obj: dict, base: str) -> ObjectInfo:
+    return ObjectInfo(
+        rel=obj["Key"][len(base) :],
+        size=int(obj["Size"]),
+        etag=normalize_etag(obj.get("ETag")),
+        last_modified=obj.get("LastModified"),
+    )
+
+
+def _list_flat(client, bucket: str, prefix: str, base: str) -> list[ObjectInfo]:
+    return [_info(obj, base) for page in list_pages(client, bucket, prefix) for obj in page.get("Contents", ())]
 
 
 def list_prefix(client, uri: S3Uri, *, pool: ThreadPoolExecutor | None = None) -> dict[str, ObjectInfo]:
@@ -291,24 +299,11 @@ def list_prefix(client, uri: S3Uri, *, pool: ThreadPoolExecutor | None = None) -
 
     result: dict[str, ObjectInfo] = {}
     subprefixes: list[str] = []
-    token = None
-    while True:
-        kwargs = {"Bucket": uri.bucket, "Prefix": uri.prefix, "Delimiter": "/", "MaxKeys": 1000}
-        if token:
-            kwargs["ContinuationToken"] = token
-        page = client.list_objects_v2(**kwargs)
+    for page in list_pages(client, uri.bucket, uri.prefix, delimiter="/"):
         for obj in page.get("Contents", ()):
-            info = ObjectInfo(
-                rel=obj["Key"][len(uri.prefix) :],
-                size=int(obj["Size"]),
-                etag=normalize_etag(obj.get("ETag")),
-                last_modified=obj.get("LastModified"),
-            )
+            info = _info(obj, uri.prefix)
             result[info.rel] = info
         subprefixes.extend(cp["Prefix"] for cp in page.get("CommonPrefixes", ()))
-        if not page.get("IsTruncated"):
-            break
-        token = page["NextContinuationToken"]
     for chunk in pool.map(lambda p: _list_flat(client, uri.bucket, p, uri.prefix), subprefixes):
         for info in chunk:
             result[info.rel] = info

@@ -86,13 +86,12 @@ def gx_operator_validate(contract, qa_schema: dict, sample: list[dict] | None, n
         built["suite"] = contracts.gx_suite(contract, now=now, sample=sample is not None, context=context)
         return built["suite"]
 
-    class _Pushed:  # receives the operator's XCom push; the gate task returns the converted result
-        value: dict[str, Any] = {}
+    pushed: dict[str, Any] = {}
 
+    class _TaskInstance:  # receives the operator's XCom push; the gate task returns the converted result
         def xcom_push(self, key: str, value: Any) -> None:
-            self.value = value
+            pushed["value"] = value
 
-    pushed = _Pushed()
     operator = GXValidateDataFrameOperator(
         task_id=f"gx_{contract.name}",
         configure_dataframe=lambda: frame,
@@ -100,33 +99,28 @@ def gx_operator_validate(contract, qa_schema: dict, sample: list[dict] | None, n
         result_format="SUMMARY",
     )
     try:
-        operator.execute({"ti": pushed})
+        operator.execute({"ti": _TaskInstance()})
     except GXValidationFailed:
         pass  # the gate reports it; halting is the branch's decision
-    described = pushed.value
-    suite = built.get("suite")
-    meta = {}
-    for exp in suite.expectations if suite else ():
+    described = pushed["value"]
+    suite = built["suite"]
+    checks = {}
+    for exp in suite.expectations:
         cfg = exp.configuration.to_json_dict()
-        meta[(cfg["type"], (cfg.get("kwargs") or {}).get("column"))] = (cfg.get("meta") or {}).get("greenlight_check")
-    results = []
-    for item in described.get("expectations", ()):
-        kwargs = {k: v for k, v in (item.get("kwargs") or {}).items() if k != "batch_id"}
-        result = item.get("result") or {}
-        entry = {
-            "expectation": item.get("expectation_type"),
-            "check": meta.get((item.get("expectation_type"), kwargs.get("column"))),
-            "kwargs": kwargs,
-            "success": bool(item.get("success")),
-            "observed": contracts._gx_observed(result),
-        }
-        if "value_set" in kwargs:
-            entry["missing"] = sorted(map(str, result.get("partial_missing_list") or []))
-            entry["unexpected"] = sorted(map(str, result.get("partial_unexpected_list") or []))
-        results.append(entry)
+        checks[(cfg["type"], (cfg.get("kwargs") or {}).get("column"))] = (cfg.get("meta") or {}).get("greenlight_check")
+    results = [
+        contracts.gx_result_entry(
+            item.get("expectation_type"),
+            checks.get((item.get("expectation_type"), (item.get("kwargs") or {}).get("column"))),
+            item.get("kwargs"),
+            item.get("success"),
+            item.get("result"),
+        )
+        for item in described.get("expectations", ())
+    ]
     out = {
         "success": bool(described.get("success")),
-        "suite": suite.name if suite else None,
+        "suite": suite.name,
         "operator": "GXValidateDataFrameOperator",
         "statistics": described.get("statistics"),
         "results": results,
@@ -185,15 +179,14 @@ def halt_prod_consumers(gates: list[dict[str, Any]], *, run_id: str, dag_id: str
             log.error("could not pause consumers %s: %s", consumers, exc)
     else:
         log.warning("no consumers configured for the failed prefixes: nothing to pause")
-    manifest = None
     if not dry_run:
-        doc = halt.record(run_id=run_id, dag_id=dag_id, gates=gates, paused=paused, manifest=None)
-        doc["gates"] = gates
-        if engine.manifests:
-            from greenlight.manifest import safe_name
+        from greenlight.manifest import safe_name
 
-            manifest = engine.manifests.write(f"promotions/{safe_name(run_id)}/halt.json", doc)
+        rel = f"promotions/{safe_name(run_id)}/halt.json"
+        manifest = engine.manifests.uri(rel) if engine.manifests else None
         record = halt.record(run_id=run_id, dag_id=dag_id, gates=gates, paused=paused, manifest=manifest)
+        if engine.manifests:
+            engine.manifests.write(rel, {**record, "gates": gates})
         Variable.set(halt.HALT_VARIABLE, record, serialize_json=True)
         log.error("halt recorded in Variable %s and %s", halt.HALT_VARIABLE, manifest)
     error = GateFailedError(gates)  # not retryable: ``triaged`` fails the task (and the run) at once
