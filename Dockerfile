@@ -2,7 +2,7 @@
 #
 # The base tag must match the apache-airflow pin in requirements.txt; constraints.txt locks the
 # full resolved set (it pins apache-airflow itself too), so the install below cannot silently
-# up- or downgrade Airflow. tests/test_docker_compose.py checks that the two stay in step.
+# up- or downgrade Airflow. tests/unit/test_docker_compose.py checks that the two stay in step.
 FROM apache/airflow:3.3.0-python3.11
 
 # Dependency files live outside AIRFLOW_HOME so they do not clutter /opt/airflow.

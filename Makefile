@@ -8,12 +8,11 @@ REQ_HASH := $(shell cat requirements.txt requirements-dev.txt constraints.txt | 
 STAMP := $(VENV)/.greenlight-installed-$(REQ_HASH)
 PYTEST_ARGS ?=
 
-export PYTHONPATH := $(CURDIR)/include
 export MLFLOW_DISABLE_TELEMETRY := true
 export DO_NOT_TRACK := true
 export MPLCONFIGDIR := $(CURDIR)/.local/mpl
 
-.PHONY: help venv test lint unit demo airflow bench clean-local lock
+.PHONY: help venv install test test-unit test-integration test-dags test-e2e lint demo airflow bench clean-local lock
 
 help:
 	@echo "make demo     seed a demo QA bucket on a local S3 server and promote it with Airflow"
@@ -30,7 +29,13 @@ $(STAMP):
 	@rm -f $(VENV)/.greenlight-installed-*
 	@touch $@
 
-venv: $(STAMP)
+# The project itself, editable, with its `greenlight` console script. Redone whenever the venv's
+# greenlight is not this checkout's (a cached CI venv is shared by fresh clones in other folders).
+install: $(STAMP)
+	@env -u PYTHONPATH $(BIN)/python -c "import greenlight, sys; sys.exit(greenlight.__file__ != '$(CURDIR)/include/greenlight/__init__.py')" 2>/dev/null \
+	  || $(BIN)/python -m pip install -q --no-deps -e .
+
+venv: install
 
 lint: venv
 	$(BIN)/ruff check .
@@ -39,11 +44,16 @@ lint: venv
 test: lint
 	$(BIN)/python -m pytest $(PYTEST_ARGS)
 
+# Each kind of test alone: unit (no servers), integration (real S3/PostgreSQL/Redis/MLflow),
+# dags (DagBag, dag.test()), e2e (a real scheduler).
+test-unit test-integration test-dags test-e2e: venv
+	$(BIN)/python -m pytest tests/$(@:test-%=%) $(PYTEST_ARGS)
+
 demo: venv
-	$(BIN)/python -m greenlight.demo run
+	$(BIN)/python -m greenlight.dev.demo run
 
 airflow: venv
-	$(BIN)/python -m greenlight.demo airflow
+	$(BIN)/python -m greenlight.dev.demo airflow
 
 bench: venv
 	$(BIN)/python bench/sync_bench.py

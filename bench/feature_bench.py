@@ -105,7 +105,7 @@ def main() -> int:
     stack, workdir = None, None
     pg_uri, redis_url = os.environ.get("GREENLIGHT_PG_URI"), os.environ.get("GREENLIGHT_REDIS_URL")
     if not (pg_uri and redis_url):
-        from greenlight.featurestack import start_stack
+        from greenlight.dev.featurestack import start_stack
 
         workdir = tempfile.mkdtemp(prefix="greenlight-feature-bench-")
         stack = start_stack(workdir)

@@ -8,7 +8,7 @@ This is a benchmark, not a test: it measures and reports.
 
 What it does
 ------------
-* Starts SeaweedFS (``greenlight.localstack.start_seaweedfs``) in a temp dir, stops it by PID at the
+* Starts SeaweedFS (``greenlight.dev.localstack.start_seaweedfs``) in a temp dir, stops it by PID at the
   end (also on error).
 * ``git init`` + ``dvc init`` + ``dvc remote add`` (endpoint and keys with ``dvc remote modify
   --local``), then writes a tracked directory of N small files *directly in DVC's layout*: the
@@ -49,10 +49,10 @@ sys.path.insert(0, str(INCLUDE))
 GREENLIGHT_CHECK = """
 import json, sys, time
 t0 = time.monotonic()
-from greenlight.reconcile_config import parse_config
-from greenlight.reconcile_dvc import check_dvc
-from greenlight.s3 import make_client
-from greenlight.s3fast import FastS3
+from greenlight.reconcile.config import parse_config
+from greenlight.reconcile.dvc import check_dvc
+from greenlight.storage.s3 import make_client
+from greenlight.storage.fast import FastS3
 repo, remote = sys.argv[1], sys.argv[2]
 config = parse_config({"report_uri": "/tmp", "targets": [{"name": "bench", "kind": "dvc", "repo": repo,
                        "remote": remote, "cache_dir": repo + "/.dvc/cache"}]})
@@ -132,9 +132,9 @@ def main() -> int:
     parser.add_argument("--json", help="also write the results to this file")
     args = parser.parse_args()
 
-    from greenlight.localstack import start_seaweedfs
-    from greenlight.s3 import make_client
-    from greenlight.s3fast import FastS3
+    from greenlight.dev.localstack import start_seaweedfs
+    from greenlight.storage.fast import FastS3
+    from greenlight.storage.s3 import make_client
 
     tmp = Path(tempfile.mkdtemp(prefix="reconcile-bench-"))
     key, secret = "bench-" + uuid.uuid4().hex[:8], uuid.uuid4().hex

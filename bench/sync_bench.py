@@ -8,7 +8,7 @@ This is a benchmark, not a test: it asserts nothing, it measures and reports.
 
 What it does
 ------------
-* Starts SeaweedFS (``greenlight.localstack.start_seaweedfs``) with its data in a temp dir and
+* Starts SeaweedFS (``greenlight.dev.localstack.start_seaweedfs``) with its data in a temp dir and
   stops it at the end, also on Ctrl-C, SIGTERM or an error.
 * Creates, per tool, a source bucket ``qa-bench-<tool>`` and a destination ``prod-bench-<tool>``
   (versioning Enabled for every tool), and uploads the same content to every source: small objects
@@ -86,7 +86,7 @@ sys.path.insert(0, str(INCLUDE))
 import boto3  # noqa: E402
 from botocore.config import Config  # noqa: E402
 
-from greenlight.localstack import start_seaweedfs  # noqa: E402
+from greenlight.dev.localstack import start_seaweedfs  # noqa: E402
 
 _T0 = time.monotonic()
 
@@ -309,8 +309,8 @@ class Bench:
     def startup_seconds(self, runs: int = 3) -> list[float]:
         """Wall time of starting Python and importing what the CLI imports, plus one client: no S3 call."""
         code = (
-            "import greenlight.cli, greenlight.config, greenlight.sync, greenlight.progress, yaml; "
-            "from greenlight.s3 import make_client; make_client()"
+            "import greenlight.cli, greenlight.promotion.config, greenlight.promotion.engine, greenlight.promotion.progress, yaml; "
+            "from greenlight.storage.s3 import make_client; make_client()"
         )
         times = []
         for _ in range(runs):

@@ -17,8 +17,8 @@ import logging
 import pendulum
 from airflow.sdk import Asset, dag, task
 
-from greenlight.config import load_config
 from greenlight.dagsupport.defaults import default_args
+from greenlight.promotion.config import load_config
 
 log = logging.getLogger("greenlight.consumer")
 

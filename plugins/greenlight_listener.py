@@ -1,5 +1,5 @@
 """Airflow plugin: a listener that writes a task manifest for every task of every DAG tagged
-``greenlight`` (see ``include/greenlight/taskmanifest.py`` and docs/manifests.md).
+``greenlight`` (see ``include/greenlight/dagsupport/taskmanifest.py`` and docs/manifests.md).
 
 Airflow 3 calls task-instance listeners inside the task process (the Task SDK runner, and the
 in-process runner of ``dag.test()``): ``on_task_instance_running`` after the templates are
@@ -29,7 +29,7 @@ def _record(task_instance, event: str, error=None) -> None:
     if type(task_instance).__name__ != "RuntimeTaskInstance":
         return  # a state change made through the API server (ORM TaskInstance): not recorded
     try:
-        from greenlight.taskmanifest import record
+        from greenlight.dagsupport.taskmanifest import record
 
         record(task_instance, event, error)
     except Exception:  # noqa: BLE001 - a listener must never break the task it observes

@@ -73,7 +73,7 @@ class S3Env:
         )
 
     def client(self):
-        from greenlight.s3 import make_client
+        from greenlight.storage.s3 import make_client
 
         return make_client(
             endpoint_url=self.endpoint_url, access_key=self.access_key, secret_key=self.secret_key, max_pool=32
@@ -87,7 +87,7 @@ def s3env():
     if endpoint:
         env = S3Env(endpoint, S3_ACCESS_KEY, S3_SECRET_KEY)
     else:
-        from greenlight.localstack import start_seaweedfs
+        from greenlight.dev.localstack import start_seaweedfs
 
         server = start_seaweedfs(_TMP / "seaweedfs", S3_ACCESS_KEY, S3_SECRET_KEY)
         env = S3Env(server.endpoint_url, S3_ACCESS_KEY, S3_SECRET_KEY, server=server)
@@ -156,7 +156,7 @@ def airflow_db():
 def airflow_api(airflow_db):
     """A real ``airflow api-server`` on the test DB; tasks reach it through the ``airflow_api``
     connection (set in the environment), as they would in a deployment."""
-    from greenlight.devstack import ApiServer
+    from greenlight.dev.devstack import ApiServer
 
     server = ApiServer(os.environ.copy()).start()
     os.environ["AIRFLOW_CONN_AIRFLOW_API"] = server.connection()

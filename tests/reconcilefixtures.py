@@ -1,4 +1,4 @@
-"""Real DVC and MLflow setups for tests/test_reconcile.py: a git repo with ``dvc init``/``dvc add``/
+"""Real DVC and MLflow setups for tests/integration/test_reconcile.py: a git repo with ``dvc init``/``dvc add``/
 ``dvc repro``/``dvc push`` to the test S3 server, and an MLflow SQLite store with S3 artifacts."""
 
 from __future__ import annotations

@@ -48,8 +48,9 @@ from pathlib import Path
 from typing import Any
 
 from greenlight.errors import ConfigError, ContractError
+from greenlight.paths import INCLUDE_DIR
 
-CONTRACTS_DIR = Path(__file__).resolve().parents[1] / "contracts"
+CONTRACTS_DIR = INCLUDE_DIR / "contracts"
 CONTRACTS_ENV = "GREENLIGHT_CONTRACTS_DIR"
 
 LOGICAL_TYPES = ("string", "int", "float", "date", "datetime", "bool")
@@ -329,7 +330,7 @@ def _code(exc: BaseException) -> str:
 
 def _list(client, bucket: str, prefix: str, *, delimiter: str | None = None) -> tuple[list[dict], list[str]]:
     """(objects, sub-prefixes) under ``prefix``, all pages."""
-    from greenlight.s3 import list_pages
+    from greenlight.storage.s3 import list_pages
 
     objects: list[dict] = []
     subdirs: list[str] = []

@@ -40,10 +40,11 @@ from typing import Any
 from urllib.parse import parse_qs, quote, unquote, urlsplit
 
 from greenlight.errors import ConfigError, GreenlightError
+from greenlight.paths import INCLUDE_DIR
 
 log = logging.getLogger("greenlight.features")
 
-REPO_PATH = Path(__file__).resolve().parents[1] / "feature_repo"
+REPO_PATH = INCLUDE_DIR / "feature_repo"
 REGISTRY_SCHEMA = "feast_registry"
 ENTITY = "symbol"
 BAR = timedelta(minutes=5)
@@ -942,7 +943,7 @@ def run_demo(workdir: str | os.PathLike, *, n_symbols: int = 5, keep_running: bo
 
     Returns a JSON-able summary. Servers are stopped by PID at the end unless ``keep_running``.
     """
-    from greenlight.featurestack import start_stack
+    from greenlight.dev.featurestack import start_stack
 
     started = time.monotonic()
     stack = start_stack(Path(workdir) / "features")

@@ -12,7 +12,7 @@ def default_args(*, owner: str = "platform", retries: int = 3, retry_delay_s: in
 
     Failures that a retry cannot fix never use these retries: task bodies are ``triaged``.
     """
-    from greenlight.notify import default_notifier
+    from greenlight.dagsupport.notify import default_notifier
 
     return {
         "owner": owner,

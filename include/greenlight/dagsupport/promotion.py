@@ -17,8 +17,8 @@ PROMOTED_ALIAS = "greenlight-promoted-prefixes"
 
 
 def _engine(only: list[str] | None = None, progress=None):
-    from greenlight.config import load_config
-    from greenlight.sync import Engine
+    from greenlight.promotion.config import load_config
+    from greenlight.promotion.engine import Engine
 
     config = load_config().select(only or None)
     return Engine(config, s3_client(max_pool=config.workers), progress=progress)
@@ -131,7 +131,7 @@ def gx_operator_validate(contract, qa_schema: dict, sample: list[dict] | None, n
 @triaged
 def gate(planned: dict[str, Any], *, run_id: str) -> dict[str, Any]:
     """Check one prefix's QA artefact against its contract and prod's schema (never changes prod)."""
-    from greenlight.gates import evaluate_gate, log_gate, record_gate
+    from greenlight.promotion.gates import evaluate_gate, log_gate, record_gate
 
     engine = _engine([planned["prefix"]])
     (prefix,) = engine.config.prefixes
@@ -160,8 +160,8 @@ def halt_prod_consumers(gates: list[dict[str, Any]], *, run_id: str, dag_id: str
     """
     from airflow.sdk import Variable
 
-    from greenlight import halt
-    from greenlight.gates import GateFailedError
+    from greenlight.promotion import halt
+    from greenlight.promotion.gates import GateFailedError
 
     gates = list(gates)
     engine = _engine([g["prefix"] for g in gates])
@@ -180,7 +180,7 @@ def halt_prod_consumers(gates: list[dict[str, Any]], *, run_id: str, dag_id: str
     else:
         log.warning("no consumers configured for the failed prefixes: nothing to pause")
     if not dry_run:
-        from greenlight.manifest import safe_name
+        from greenlight.storage.manifests import safe_name
 
         rel = f"promotions/{safe_name(run_id)}/halt.json"
         manifest = engine.manifests.uri(rel) if engine.manifests else None
@@ -202,7 +202,7 @@ def resume_consumers(*, run_id: str, enabled: bool, dry_run: bool) -> dict[str, 
     """After a verified promotion: with ``resume_consumers`` on, unpause what a halt paused."""
     from airflow.sdk import Variable
 
-    from greenlight import halt
+    from greenlight.promotion import halt
 
     record = Variable.get(halt.HALT_VARIABLE, default=None, deserialize_json=True)
     if not record or not record.get("halted"):
@@ -230,8 +230,8 @@ def promote(planned: dict[str, Any], *, run_id: str, dry_run: bool) -> dict[str,
     Re-planning makes a cleared-and-rerun task converge: it does only what is still missing and
     merges into the same run's manifest, keeping the first attempt's pre-promotion versions.
     """
-    from greenlight.progress import Progress
-    from greenlight.sync import contract_record, prefix_line
+    from greenlight.promotion.engine import contract_record, prefix_line
+    from greenlight.promotion.progress import Progress
 
     progress = Progress(tty=False, interval=10.0)
     engine = _engine([planned["prefix"]], progress=progress)
@@ -293,7 +293,7 @@ def summary(
     results: list[dict[str, Any]], verified: list[dict[str, Any]], *, run_id: str, dry_run: bool
 ) -> dict[str, Any]:
     """The final summary line (what the runbook's ``qa_to_prod_done`` line reported) and run index."""
-    from greenlight.sync import summarize
+    from greenlight.promotion.engine import summarize
 
     started = time.monotonic()
     total = summarize(list(results), run_id=run_id, dry_run=dry_run, duration=sum(r["duration_s"] for r in results))
@@ -319,7 +319,7 @@ def summary(
 @triaged
 def rollback_plan(manifest: str, only: list[str] | None, allow_partial: bool) -> dict[str, Any]:
     """What a rollback would restore or delete (a dry run); refuses if a recorded version is gone."""
-    from greenlight.rollback import rollback
+    from greenlight.promotion.rollback import rollback
 
     summary = rollback(manifest, s3_client(), only=only or None, dry_run=True, allow_partial=allow_partial)
     for line in summary["plan_lines"]:
@@ -332,7 +332,7 @@ def rollback_plan(manifest: str, only: list[str] | None, allow_partial: bool) ->
 @triaged
 def rollback_apply(manifest: str, only: list[str] | None, allow_partial: bool, *, run_id: str) -> dict[str, Any]:
     """Restore every touched key to its recorded version, verify object by object, write a manifest."""
-    from greenlight.rollback import rollback
+    from greenlight.promotion.rollback import rollback
 
     summary = rollback(manifest, s3_client(), only=only or None, allow_partial=allow_partial, run_id=run_id)
     summary.pop("plan_lines", None)

@@ -2,7 +2,7 @@
 
 No task touches the Airflow metadata database: S3 through the ``aws_default`` connection, MLflow
 through ``mlflow_default`` / ``$MLFLOW_TRACKING_URI``, results through XCom, the report through
-:class:`greenlight.manifest.ManifestStore` at the config's ``report_uri``.
+:class:`greenlight.storage.manifests.ManifestStore` at the config's ``report_uri``.
 """
 
 from __future__ import annotations
@@ -16,7 +16,7 @@ log = logging.getLogger("greenlight.tasks.reconcile")
 
 
 def _config(only: list[str] | None = None):
-    from greenlight.reconcile_config import load_config
+    from greenlight.reconcile.config import load_config
 
     return load_config().select(only or None)
 
@@ -39,9 +39,9 @@ def reconcile_target(target: dict[str, Any], *, run_id: str, repair: bool, dry_r
     Succeeds whatever it finds: the ``report`` task decides the run's outcome, so every target is
     checked and reported even when one has unrecoverable findings.
     """
-    from greenlight.reconcile import check_target
-    from greenlight.reconcile_common import INLINE_ENTRIES
-    from greenlight.s3fast import FastS3
+    from greenlight.reconcile.common import INLINE_ENTRIES
+    from greenlight.reconcile.run import check_target
+    from greenlight.storage.fast import FastS3
 
     config = _config([target["name"]])
     (chosen,) = config.targets
@@ -63,8 +63,8 @@ def reconcile_target(target: dict[str, Any], *, run_id: str, repair: bool, dry_r
 def report(results: list[dict[str, Any]], *, run_id: str, repair: bool, dry_run: bool) -> dict[str, Any]:
     """Write report.json + report.md with the run's manifests, log the table, and fail the run
     (no retry) when anything is unrecoverable, or still missing after a repair run."""
-    from greenlight.reconcile import COUNT_KEYS, build_report, problems, report_store, write_report
-    from greenlight.reconcile_common import ReconcileError
+    from greenlight.reconcile.common import ReconcileError
+    from greenlight.reconcile.run import COUNT_KEYS, build_report, problems, report_store, write_report
 
     results = sorted(results, key=lambda r: r["target"])
     config = _config()

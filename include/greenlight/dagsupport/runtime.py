@@ -28,7 +28,7 @@ def s3_client(conn_id: str | None = None, *, max_pool: int = 64):
     """
     from airflow.providers.amazon.aws.hooks.base_aws import AwsBaseHook
 
-    from greenlight.s3 import client_config, tune_client
+    from greenlight.storage.s3 import client_config, tune_client
 
     hook = AwsBaseHook(aws_conn_id=conn_id or aws_conn_id(), client_type="s3")
     return tune_client(hook.get_client_type(config=client_config(max_pool=max_pool)))
@@ -65,7 +65,7 @@ def airflow_api(conn_id: str | None = None):
     host = API base URL (e.g. ``http://airflow-apiserver:8080``), login + password of an API user."""
     from airflow.sdk import BaseHook
 
-    from greenlight.airflow_api import AirflowApi, base_url_from
+    from greenlight.dagsupport.api import AirflowApi, base_url_from
     from greenlight.errors import ConfigError
 
     conn_id = conn_id or os.environ.get(AIRFLOW_API_CONN_ENV, AIRFLOW_API_CONN_ID)

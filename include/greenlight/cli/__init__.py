@@ -1,0 +1,54 @@
+"""``greenlight`` / ``python -m greenlight``: the runbooks' manual fallback, calling the same library as the DAGs.
+
+Each subcommand is a module of this package with ``add_parser(subparsers)`` and ``run(args) -> int``,
+listed in :data:`COMMANDS`. Exit codes: 0 ok, 2 refused or bad input (nothing changed), 1 failure.
+The last line on stdout is a JSON summary; per-object actions and progress go to stderr.
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import sys
+
+from greenlight.cli import promote, reconcile, rollback
+from greenlight.cli.output import emit
+from greenlight.errors import GreenlightError
+
+#: Subcommand modules, in the order ``--help`` lists them.
+COMMANDS = (promote, rollback, reconcile)
+
+
+def _parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="greenlight", description=__doc__.splitlines()[0])
+    parser.add_argument("-v", "--verbose", action="store_true", help="debug logging")
+    sub = parser.add_subparsers(dest="command", required=True)
+    for command in COMMANDS:
+        command.add_parser(sub)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = _parser().parse_args(argv)
+    logging.basicConfig(
+        level=logging.DEBUG if args.verbose else logging.INFO,
+        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+        stream=sys.stderr,
+    )
+    for noisy in ("botocore", "boto3", "urllib3", "s3transfer"):
+        logging.getLogger(noisy).setLevel(logging.WARNING)
+    try:
+        return args.handler(args)
+    except GreenlightError as exc:
+        logging.getLogger("greenlight").error("%s", exc)
+        emit({"error": str(exc), "kind": exc.kind, "exit_code": exc.exit_code})
+        return exc.exit_code
+    except Exception as exc:  # noqa: BLE001 - the CLI reports every failure as exit 1
+        logging.getLogger("greenlight").exception("%s failed", args.command)
+        emit({"error": f"{type(exc).__name__}: {exc}", "kind": "unknown", "exit_code": 1})
+        return 1
+
+
+def console() -> None:
+    """Entry point of the ``greenlight`` console script."""
+    sys.exit(main())

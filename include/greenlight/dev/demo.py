@@ -1,0 +1,412 @@
+"""``make demo`` / ``make airflow``: greenlight on embedded defaults, no Docker needed.
+
+``python -m greenlight.dev.demo run``      seed a demo QA bucket and run ``artefact_promotion`` with
+                                       ``airflow dags test``, then print what was promoted.
+``python -m greenlight.dev.demo airflow``  the same stack plus ``airflow standalone`` (web UI on
+                                       localhost); Ctrl-C stops everything it started.
+Running either twice is safe: state lives under ``.local/`` and the promotion converges.
+"""
+
+from __future__ import annotations
+
+import argparse
+import datetime as dt
+import json
+import logging
+import signal
+import sys
+import time
+from pathlib import Path
+
+from greenlight.dev import devstack
+
+QA_BUCKET = "qa-greenlight-demo"
+PROD_BUCKET = "prod-greenlight-demo"
+CONFIG = devstack.ROOT / "include" / "config" / "promotion.yaml"
+log = logging.getLogger("greenlight.dev.demo")
+
+
+def say(text: str = "") -> None:
+    print(text, flush=True)
+
+
+QA_EXPERIMENT = "commodity_hindcast_qa"
+SIGNOFF_MARKER = "deliveries/csv/_QA_SIGNED_OFF"
+CONSUMER = "commodity_hindcast_prod"
+
+
+def mlflow_uri() -> str:
+    return f"sqlite:///{devstack.LOCAL / 'demo' / 'mlflow.db'}"
+
+
+def seed(client, as_of: dt.date, variant: str = "clean") -> dict[str, int]:
+    """QA bucket content for ``as_of``, the QA sign-off marker, and a FINISHED QA run in MLflow."""
+    from greenlight.dev.demo_data import DEMO_PREFIXES, build_qa_artefacts, seed_bucket
+
+    devstack.ensure_buckets(client, [QA_BUCKET, PROD_BUCKET], versioned=True)
+    artefacts = build_qa_artefacts(as_of, variant=variant)
+    counts = seed_bucket(client, QA_BUCKET, artefacts, delete_extra_under=list(DEMO_PREFIXES))
+    # QA signs off after the data is written (the marker must be newer than every object).
+    client.put_object(
+        Bucket=QA_BUCKET, Key=SIGNOFF_MARKER, Body=f"signed off as_of={as_of}\n".encode(), ContentType="text/plain"
+    )
+    record_qa_run(as_of)
+    return counts
+
+
+def record_qa_run(as_of: dt.date) -> None:
+    """One finished QA hindcast run per as_of date in a local MLflow store (SQLite)."""
+    from mlflow.tracking import MlflowClient
+
+    logging.getLogger("mlflow").setLevel(logging.ERROR)
+    logging.getLogger("alembic").setLevel(logging.ERROR)
+    client = MlflowClient(tracking_uri=mlflow_uri())
+    experiment = client.get_experiment_by_name(QA_EXPERIMENT)
+    exp_id = experiment.experiment_id if experiment else client.create_experiment(QA_EXPERIMENT)
+    name = f"qa-hindcast-{as_of}"
+    if client.search_runs([exp_id], filter_string=f"attributes.run_name = '{name}'"):
+        return
+    run = client.create_run(exp_id, run_name=name, tags={"as_of": str(as_of)})
+    client.log_metric(run.info.run_id, "rmse_corn", 7.9)
+    client.set_terminated(run.info.run_id, "FINISHED")
+
+
+def latest_run_index(client) -> dict | None:
+    """The newest promotion run index under the configured manifest location."""
+    from greenlight.promotion.config import load_config
+    from greenlight.storage.manifests import ManifestStore
+
+    config = load_config(CONFIG)
+    root = config.manifest_uri
+    newest = None
+    for page in client.get_paginator("list_objects_v2").paginate(
+        Bucket=root.bucket, Prefix=root.prefix + "promotions/"
+    ):
+        for obj in page.get("Contents", ()):
+            if obj["Key"].endswith("/index.json") and (newest is None or obj["LastModified"] > newest["LastModified"]):
+                newest = obj
+    if newest is None:
+        return None
+    doc = ManifestStore(root, client).read(newest["Key"][len(root.prefix) :])
+    doc["location"] = f"s3://{root.bucket}/{newest['Key']}"
+    return doc
+
+
+def print_run(index: dict) -> None:
+    rows = index.get("prefixes", [])
+    width = max((len(r["prefix"]) for r in rows), default=10)
+    say(f"{'prefix':<{width}}  {'copied':>6}  {'deleted':>7}  {'unchanged':>9}  {'bytes':>9}")
+    for r in rows:
+        say(
+            f"{r['prefix']:<{width}}  {r.get('copied', 0):>6}  {r.get('deleted', 0):>7}  "
+            f"{r.get('unchanged', 0):>9}  {r.get('bytes_copied', 0):>9}"
+        )
+    total = {k: sum(r.get(k, 0) or 0 for r in rows) for k in ("copied", "deleted", "unchanged", "bytes_copied")}
+    say(
+        f"promotion_done run_id={index['run_id']} copied={total['copied']} deleted={total['deleted']} "
+        f"unchanged={total['unchanged']} bytes_copied={total['bytes_copied']}"
+    )
+    say(f"run manifest: {index['location']}")
+
+
+def demo_env(s3) -> dict[str, str]:
+    return devstack.airflow_env(
+        devstack.LOCAL / "airflow",
+        s3,
+        extra={
+            "GREENLIGHT_PROMOTION_CONFIG": str(CONFIG),
+            "MLFLOW_TRACKING_URI": mlflow_uri(),
+            "AIRFLOW__CORE__DAGS_ARE_PAUSED_AT_CREATION": "False",
+        },
+    )
+
+
+def run_dag(env: dict[str, str], dag_id: str, conf: dict, log_path: Path, *, expect_failure: bool = False) -> bool:
+    """``airflow dags test`` with its (long) log in a file; returns True on success."""
+    started = time.monotonic()
+    proc = devstack.airflow(env, "dags", "test", dag_id, "--conf", json.dumps(conf), check=False, timeout=1800)
+    log_path.write_text(proc.stdout + proc.stderr)
+    ok = proc.returncode == 0 and "state=failed" not in proc.stdout and "DagRunState.FAILED" not in proc.stdout
+    say(
+        f"  airflow dags test {dag_id}: {'success' if ok else ('failed, as expected' if expect_failure else 'FAILED')} in {time.monotonic() - started:.0f}s (log: {log_path})"
+    )
+    if not ok and not expect_failure:
+        tail = "\n".join((proc.stdout + proc.stderr).splitlines()[-40:])
+        say(tail)
+    return ok
+
+
+def prod_versions(client) -> list[tuple[str, str]]:
+    """(key, version id) of every current prod object: equal lists mean prod is byte-identical."""
+    out = []
+    for page in client.get_paginator("list_object_versions").paginate(Bucket=PROD_BUCKET):
+        out += [(v["Key"], v["VersionId"]) for v in page.get("Versions", ()) if v["IsLatest"]]
+        out += [(m["Key"], "delete-marker") for m in page.get("DeleteMarkers", ()) if m["IsLatest"]]
+    return sorted(kv for kv in out if not kv[0].startswith("_greenlight/"))
+
+
+def read_json(client, uri: str) -> dict:
+    from greenlight.storage.manifests import read_manifest_uri
+
+    return read_manifest_uri(uri, client)
+
+
+def show_rollback(client, index: dict) -> bool:
+    """Roll back step 2's promotion (dry run first, then for real) and show prod restored."""
+    from greenlight.promotion.rollback import rollback
+
+    plan = rollback(index["location"], client, dry_run=True)
+    if not plan["plan_lines"]:
+        say("5. prod did not change in step 2: nothing to roll back")
+        return True
+    restores = sum(1 for line in plan["plan_lines"] if line.startswith("restore"))
+    say(
+        f"5. rolling back step 2's promotion from its manifest: {restores} object(s) to restore to their "
+        f"recorded version, {len(plan['plan_lines']) - restores} to remove (they did not exist before)"
+    )
+    say(f"   (the same as: python -m greenlight rollback --manifest {index['location']})")
+    done = rollback(index["location"], client)
+    say(
+        f"   prod restored and verified object by object: restored={done['restored']} deleted={done['deleted']} "
+        f"unchanged={done['unchanged']}; current pointers restored: {len(done.get('pointers_restored', []))}; "
+        f"rollback manifests: {len(done.get('rollback_manifests', []))} (a rollback can itself be rolled back)"
+    )
+    return True
+
+
+def features_step() -> int:
+    """PostgreSQL -> Feast (Redis) on embedded servers: materialize the last hour, check parity."""
+    from greenlight.features import run_demo
+
+    say("6. feature materialization: PostgreSQL (embedded) -> Feast -> Redis, then the parity check")
+    import contextlib
+    import io
+
+    with contextlib.redirect_stdout(io.StringIO()):  # Feast prints coloured progress lines to stdout
+        summary = run_demo(devstack.LOCAL / "demo")
+    for row in summary["materialized"]:
+        say(f"   materialized {json.dumps(row, default=str)}")
+    for row in summary["parity"]:
+        say(f"   parity {row['view']}: {row['checked']} entities checked, {len(row['mismatches'])} mismatches")
+    say(f"   window {summary['window']}; {summary['duration_s']}s")
+    return 0 if all(not row["mismatches"] for row in summary["parity"]) else 1
+
+
+DVC_BUCKET = "dvc-greenlight-demo"
+DVC_BACKUP_BUCKET = "dvc-greenlight-demo-backup"
+
+
+def _sh(cmd: list[str], cwd: Path) -> None:
+    import os
+    import subprocess
+
+    env = {
+        **os.environ,
+        "DVC_NO_ANALYTICS": "1",
+        "GIT_AUTHOR_NAME": "greenlight-demo",
+        "GIT_AUTHOR_EMAIL": "demo@example.invalid",
+        "GIT_COMMITTER_NAME": "greenlight-demo",
+        "GIT_COMMITTER_EMAIL": "demo@example.invalid",
+    }
+    proc = subprocess.run(cmd, cwd=cwd, capture_output=True, text=True, env=env, timeout=600)
+    if proc.returncode != 0:
+        raise RuntimeError(f"{' '.join(cmd)} failed: {proc.stderr[-1000:]}")
+
+
+def reconcile_step(s3, client) -> int:
+    """A DVC repo pushed to the demo S3 (and a backup), two objects lost from the remote, then
+    ``python -m greenlight reconcile --repair``: one comes back from the local cache, one from the
+    backup remote."""
+    import hashlib
+    import shutil
+    import subprocess
+
+    import yaml
+
+    say("7. reconciliation: a DVC repo whose remote lost two objects; greenlight finds and repairs them")
+    work = devstack.LOCAL / "demo" / "reconcile"
+    shutil.rmtree(work, ignore_errors=True)
+    repo = work / "repo"
+    repo.mkdir(parents=True)
+    devstack.ensure_buckets(client, [DVC_BUCKET, DVC_BACKUP_BUCKET], versioned=False)
+    dvc = str(Path(sys.executable).parent / "dvc")
+    _sh(["git", "init", "-q", "-b", "main"], repo)
+    _sh([dvc, "init", "-q"], repo)
+    prefix = f"store-{time.strftime('%Y%m%d%H%M%S')}/"
+    for name, url, default in (
+        ("storage", f"s3://{DVC_BUCKET}/{prefix}", True),
+        ("backup", f"s3://{DVC_BACKUP_BUCKET}/{prefix}", False),
+    ):
+        _sh([dvc, "remote", "add", *(["-d"] if default else []), name, url], repo)
+        for key, value in (
+            ("endpointurl", s3.endpoint_url),
+            ("access_key_id", s3.access_key),
+            ("secret_access_key", s3.secret_key),
+        ):
+            _sh([dvc, "remote", "modify", "--local", name, key, value], repo)  # credentials never committed
+    files = {f"data/yields/part-{i}.csv": f"county,yield\n{i},{170 + i}.5\n".encode() for i in range(6)}
+    for rel, data in files.items():
+        (repo / rel).parent.mkdir(parents=True, exist_ok=True)
+        (repo / rel).write_bytes(data)
+    _sh([dvc, "add", "-q", "data/yields"], repo)
+    _sh([dvc, "push", "-q"], repo)
+    _sh([dvc, "push", "-q", "-r", "backup"], repo)
+    _sh(["git", "add", "-A"], repo)
+    _sh(["git", "commit", "-qm", "yields"], repo)
+    lost = [hashlib.md5(files[f"data/yields/part-{i}.csv"]).hexdigest() for i in (1, 4)]
+    for h in lost:
+        client.delete_object(Bucket=DVC_BUCKET, Key=f"{prefix}files/md5/{h[:2]}/{h[2:]}")
+    (repo / ".dvc" / "cache" / "files" / "md5" / lost[1][:2] / lost[1][2:]).unlink()  # only the backup has it
+    config = work / "reconcile.yaml"
+    config.write_text(
+        yaml.safe_dump(
+            {
+                "report_uri": f"s3://{PROD_BUCKET}/_greenlight/reconcile/",
+                "targets": [
+                    {
+                        "name": "yields",
+                        "kind": "dvc",
+                        "repo": str(repo),
+                        "rev": "main",
+                        "fallback_remotes": [f"s3://{DVC_BACKUP_BUCKET}/{prefix}"],
+                    },
+                    {"name": "pipeline", "kind": "git_dvc", "repo": str(repo), "rev": "main"},
+                ],
+            },
+            sort_keys=False,
+        )
+    )
+    env = {**__import__("os").environ, **s3.env()}
+    for label, extra in (("check", []), ("repair", ["--repair"])):
+        proc = subprocess.run(
+            [sys.executable, "-m", "greenlight", "reconcile", "--config", str(config), *extra],
+            capture_output=True,
+            text=True,
+            env=env,
+            timeout=600,
+        )
+        summary = json.loads(proc.stdout.strip().splitlines()[-1])
+        say(
+            f"   {label}: exit {proc.returncode}; checked={summary.get('checked')} missing={summary.get('missing')} "
+            f"repaired={summary.get('repaired')} unrecoverable={summary.get('unrecoverable')} report={summary.get('report')}"
+        )
+    return 0 if proc.returncode == 0 and summary.get("repaired") == 2 else 1
+
+
+def cmd_run(args: argparse.Namespace) -> int:
+    say("greenlight demo: SeaweedFS S3 + Airflow (SQLite + API server) on 127.0.0.1, state under .local/")
+    s3 = devstack.start_s3("demo")
+    api_server = None
+    try:
+        from greenlight.dagsupport.api import AirflowApi
+        from greenlight.storage.s3 import make_client
+
+        client = make_client(endpoint_url=s3.endpoint_url, access_key=s3.access_key, secret_key=s3.secret_key)
+        as_of = dt.date.today()
+        counts = seed(client, as_of)
+        say(
+            f"1. seeded s3://{QA_BUCKET}/ for as_of={as_of}: {counts['uploaded']} uploaded, "
+            f"{counts['unchanged']} unchanged, {counts['deleted']} removed; QA signed off; "
+            f"QA run finished in MLflow ({mlflow_uri()})"
+        )
+        env = demo_env(s3)
+        devstack.airflow(env, "db", "migrate")
+        # The halt path pauses consumer DAGs through the REST API, as in a deployment.
+        api_server = devstack.ApiServer(env, log_path=devstack.LOCAL / "demo" / "api-server.log").start()
+        env["AIRFLOW_CONN_AIRFLOW_API"] = api_server.connection()
+        api = AirflowApi(api_server.url, "admin", api_server.password)
+
+        say("2. promoting QA -> prod with the artefact_promotion DAG (contract gates, then copy)")
+        if not run_dag(env, "artefact_promotion", {"dry_run": False}, devstack.LOCAL / "demo" / "promotion.log"):
+            return 1
+        index = latest_run_index(client)
+        if index is None:
+            say("no run manifest found")
+            return 1
+        print_run(index)
+        api.set_paused(CONSUMER, False)  # the prod consumer is live
+        say(f"   prod consumer {CONSUMER}: running (not paused)")
+
+        say("3. QA delivers a CSV + parquet forecast with a renamed column (forecast_yield -> yield_forecast)")
+        seed(client, as_of, variant="renamed_column")
+        before = prod_versions(client)
+        ok = run_dag(env, "artefact_promotion", {}, devstack.LOCAL / "demo" / "halt.log", expect_failure=True)
+        halt = json.loads(api.get_variable("greenlight_promotion_halt") or "{}")
+        after = prod_versions(client)
+        if ok or not halt.get("halted"):
+            say("   expected the contract gate to halt this run, but it did not")
+            return 1
+        say("   halted by the contract gates; reasons:")
+        for reason in halt["reasons"][:6]:
+            say(f"   - {reason}")
+        say(
+            f"   paused consumer DAGs: {', '.join(halt['paused_by_greenlight']) or 'none'} (halt record: {halt['manifest']})"
+        )
+        say(
+            f"   prod unchanged: {len(after)} objects, same version ids before and after: {after == before}; "
+            f"{CONSUMER} paused: {api.get_dag(CONSUMER)['is_paused']}"
+        )
+        if after != before:
+            return 1
+
+        say("4. QA fixes the delivery; rerun with resume_consumers=true")
+        seed(client, as_of)
+        if not run_dag(env, "artefact_promotion", {"resume_consumers": True}, devstack.LOCAL / "demo" / "resume.log"):
+            return 1
+        say(f"   {CONSUMER} paused: {api.get_dag(CONSUMER)['is_paused']} (resumed by greenlight)")
+
+        show_rollback(client, index)
+        if features_step() != 0:
+            return 1
+        return reconcile_step(s3, client)
+    finally:
+        if api_server is not None:
+            api_server.stop()
+        s3.stop()
+
+
+def cmd_airflow(args: argparse.Namespace) -> int:
+    s3 = devstack.start_s3("demo")
+    standalone = None
+    try:
+        from greenlight.storage.s3 import make_client
+
+        client = make_client(endpoint_url=s3.endpoint_url, access_key=s3.access_key, secret_key=s3.secret_key)
+        seed(client, dt.date.today())
+        env = demo_env(s3)
+        devstack.airflow(env, "db", "migrate")
+        standalone = devstack.Standalone(env, port=args.port)
+        say(f"starting airflow standalone on {standalone.url} (log: {standalone.log_path}) ...")
+        standalone.start()
+        say(
+            f"Airflow UI: {standalone.url}  user: admin  password: in {standalone.home}/simple_auth_manager_passwords.json.generated"
+        )
+        say(f"S3 (SeaweedFS): {s3.endpoint_url}  credentials: .local/credentials.env")
+        say("Ctrl-C stops Airflow and SeaweedFS.")
+        signal.signal(signal.SIGTERM, lambda *_: (_ for _ in ()).throw(KeyboardInterrupt()))
+        while standalone.proc and standalone.proc.poll() is None:
+            time.sleep(1)
+        return 1
+    except KeyboardInterrupt:
+        say("\nstopping ...")
+        return 0
+    finally:
+        if standalone is not None:
+            standalone.stop()
+        s3.stop()
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m greenlight.dev.demo", description=__doc__.splitlines()[0])
+    sub = parser.add_subparsers(dest="command")
+    sub.add_parser("run", help="seed QA and run the promotion DAG (default)")
+    af = sub.add_parser("airflow", help="local Airflow with the web UI")
+    af.add_argument("--port", type=int, default=8080)
+    args = parser.parse_args(argv)
+    logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
+    handler = {"airflow": cmd_airflow}.get(args.command, cmd_run)
+    return handler(args)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

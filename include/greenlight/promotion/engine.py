@@ -1,0 +1,804 @@
+"""The promotion engine: plan, guard, execute, verify one S3 prefix at a time.
+
+Decisions are made on size and ETag from the listings, never on modification time, so a
+same-size change is copied and a prod object rolled back to an older version is restored.
+Execution is parallel and server-side (CopyObject; UploadPartCopy for objects above 5 GiB);
+deletes run only after every copy succeeded. Every overwrite and delete is recorded in the
+promotion manifest *before* it happens, so prod can always be rolled back exactly.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from concurrent.futures import ThreadPoolExecutor, as_completed
+from dataclasses import asdict, dataclass, field
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+from greenlight.errors import (
+    ConfigError,
+    GreenlightError,
+    PreconditionError,
+    RefusedError,
+    StalePrefixError,
+    SyncFailedError,
+    VerificationError,
+)
+from greenlight.promotion.config import PrefixConfig, PromotionConfig
+from greenlight.promotion.progress import Progress
+from greenlight.storage.fast import FastS3
+from greenlight.storage.manifests import ManifestStore, safe_name, utcnow
+from greenlight.storage.s3 import (
+    ObjectInfo,
+    bucket_versioning,
+    error_code,
+    is_multipart_etag,
+    list_prefix,
+    normalize_etag,
+    object_state,
+)
+
+log = logging.getLogger("greenlight.promotion.engine")
+
+MAX_SINGLE_COPY = 5 * 1024**3  # CopyObject limit
+DEFAULT_PART_SIZE = 512 * 1024**2
+DELETE_BATCH = 1000
+MANIFEST_KIND = "greenlight.promotion/v1"
+_COPY_HEADERS = ("ContentType", "CacheControl", "ContentDisposition", "ContentEncoding", "ContentLanguage", "Expires")
+
+
+@dataclass
+class PrefixPlan:
+    """What a promotion of one prefix would do, from one listing of each side."""
+
+    prefix: PrefixConfig
+    copies: list[tuple[ObjectInfo, ObjectInfo | None]] = field(default_factory=list)  # (source, dest before)
+    deletes: list[ObjectInfo] = field(default_factory=list)
+    unchanged: int = 0
+    source_count: int = 0
+    dest_count: int = 0
+    dest_newest: datetime | None = None
+    source_newest: ObjectInfo | None = None
+    marker: ObjectInfo | None = None  # the QA sign-off marker, when configured (never promoted)
+
+    @property
+    def bytes_to_copy(self) -> int:
+        return sum(src.size for src, _ in self.copies)
+
+    def summary(self) -> dict[str, Any]:
+        return {
+            "prefix": str(self.prefix.source),
+            "destination": str(self.prefix.destination),
+            "to_copy": len(self.copies),
+            "to_overwrite": sum(1 for _, dst in self.copies if dst is not None),
+            "to_delete": len(self.deletes),
+            "unchanged": self.unchanged,
+            "objects_seen": self.source_count,
+            "dest_objects": self.dest_count,
+            "bytes_to_copy": self.bytes_to_copy,
+        }
+
+    def verified(self) -> dict[str, Any]:
+        return {
+            "prefix": self.prefix.label,
+            "destination": str(self.prefix.destination),
+            "objects": self.source_count,
+            "equal": True,
+        }
+
+    def lines(self) -> list[str]:
+        """The per-object plan, one readable line per action."""
+        src, dst = self.prefix.source, self.prefix.destination
+        out = []
+        for s, d in self.copies:
+            verb = "overwrite" if d is not None else "copy"
+            out.append(
+                f"{verb}: s3://{src.bucket}/{src.join(s.rel)} -> s3://{dst.bucket}/{dst.join(s.rel)} ({s.size} B)"
+            )
+        for d in self.deletes:
+            out.append(f"delete: s3://{dst.bucket}/{dst.join(d.rel)} ({d.size} B)")
+        return out
+
+
+@dataclass
+class PrefixResult:
+    prefix: str
+    destination: str
+    copied: int = 0
+    deleted: int = 0
+    unchanged: int = 0
+    objects_seen: int = 0
+    bytes_copied: int = 0
+    failed: int = 0
+    duration_s: float = 0.0
+    manifest: str | None = None
+    dry_run: bool = False
+    errors: list[str] = field(default_factory=list)
+
+    def as_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+def same_object(src: ObjectInfo, dst: ObjectInfo) -> bool:
+    """Equal content as far as the listings can prove it: same size and same ETag."""
+    return src.size == dst.size and normalize_etag(src.etag) == normalize_etag(dst.etag)
+
+
+def diff(source: dict[str, ObjectInfo], dest: dict[str, ObjectInfo], prefix: PrefixConfig) -> PrefixPlan:
+    marker_key = prefix.settings.signoff_marker
+    marker = None
+    if marker_key:
+        # The sign-off marker is QA process state, not an artefact: never copied, never deleted.
+        source = dict(source)
+        dest = {k: v for k, v in dest.items() if k != marker_key}
+        marker = source.pop(marker_key, None)
+    plan = PrefixPlan(prefix=prefix, source_count=len(source), dest_count=len(dest), marker=marker)
+    if source:
+        plan.source_newest = max(source.values(), key=lambda o: o.last_modified or datetime.min.replace(tzinfo=UTC))
+    for rel in sorted(source):
+        src = source[rel]
+        dst = dest.get(rel)
+        if dst is not None and same_object(src, dst):
+            plan.unchanged += 1
+        else:
+            plan.copies.append((src, dst))
+    plan.deletes = [dest[rel] for rel in sorted(dest) if rel not in source]
+    stamps = [d.last_modified for d in dest.values() if d.last_modified is not None]
+    plan.dest_newest = max(stamps) if stamps else None
+    return plan
+
+
+class EndpointUnreachableError(ConnectionError):
+    """A copy skipped because the S3 endpoint already refused connections in this prefix."""
+
+
+_UNREACHABLE = {
+    "ConnectionRefusedError",
+    "NewConnectionError",
+    "EndpointConnectionError",
+    "ConnectTimeoutError",
+    "ConnectTimeout",
+}
+
+
+def _is_unreachable(exc: BaseException | None) -> bool:
+    """True when the endpoint could not be connected to at all (refused / connect timeout)."""
+    seen = 0
+    while exc is not None and seen < 10:
+        if type(exc).__name__ in _UNREACHABLE:
+            return True
+        reason = getattr(exc, "reason", None)
+        if isinstance(reason, BaseException) and type(reason).__name__ in _UNREACHABLE:
+            return True
+        exc = exc.__cause__ or exc.__context__
+        seen += 1
+    return False
+
+
+class Engine:
+    """Promotes the prefixes of a :class:`PromotionConfig` with one shared S3 client.
+
+    The engine never writes to a source bucket: every write goes through :meth:`_guard`.
+    """
+
+    def __init__(
+        self,
+        config: PromotionConfig,
+        client,
+        *,
+        workers: int | None = None,
+        progress: Progress | None = None,
+        fast: FastS3 | None = None,
+    ):
+        self.config = config
+        self.client = client
+        self.workers = workers or config.workers
+        self.progress = progress
+        self._source_buckets = {p.source.bucket for p in config.prefixes}
+        self._multipart_mode: str | None = None  # learnt: which copy keeps multipart ETags
+        # Hot calls (list, head, copy) go through the lean signed-HTTP path when it applies.
+        self.fast = fast or FastS3.from_client(client, max_pool=max(self.workers, 16) + 16)
+        self.data = self.fast or client
+        self.manifests = ManifestStore(config.manifest_uri, self.data) if config.manifest_uri else None
+
+    # ------------------------------------------------------------------ guards
+    def _guard(self, bucket: str) -> None:
+        if bucket in self._source_buckets:
+            raise ConfigError(f"refusing to write to source bucket {bucket!r}")
+
+    def check_mlflow(self, tracking_uri: str | None) -> list[dict[str, Any]]:
+        """No run of a prefix's QA experiments may be RUNNING (it could be writing to QA right now)."""
+        wanted = sorted({e for p in self.config.prefixes for e in p.settings.mlflow_experiments})
+        if not wanted:
+            return []
+        if not tracking_uri:
+            raise ConfigError(
+                f"mlflow_experiments {wanted} are configured but no MLflow tracking URI is set "
+                "(MLFLOW_TRACKING_URI, or the Airflow connection mlflow_default)"
+            )
+        from greenlight.promotion.qa import running_runs
+
+        running = running_runs(tracking_uri, wanted)
+        for p in self.config.prefixes:
+            mine = [r for r in running if r["experiment"] in p.settings.mlflow_experiments]
+            if mine:
+                listed = ", ".join(f"{r['run_id']} ({r['run_name']}, experiment {r['experiment']})" for r in mine)
+                raise PreconditionError(
+                    p.label, f"{len(mine)} QA run(s) still RUNNING in MLflow: {listed}; rerun when they have finished"
+                )
+        return [{"experiment": e, "running": 0} for e in wanted]
+
+    def preflight(self) -> list[dict[str, Any]]:
+        """Both buckets of every prefix reachable; destination versioning as configured."""
+        report = []
+        checked: set[str] = set()
+        for p in self.config.prefixes:
+            for bucket in (p.source.bucket, p.destination.bucket):
+                if bucket in checked:
+                    continue
+                try:
+                    self.data.head_bucket(Bucket=bucket)
+                except Exception as exc:
+                    code = error_code(exc)
+                    if code in ("404", "NoSuchBucket", "NotFound"):
+                        raise RefusedError(p.label, f"bucket {bucket!r} does not exist") from exc
+                    raise
+                checked.add(bucket)
+        for p in self.config.prefixes:
+            status = bucket_versioning(self.data, p.destination.bucket)
+            report.append({"prefix": p.label, "destination": str(p.destination), "versioning": status or "Disabled"})
+            if status != "Enabled" and not p.settings.allow_unversioned:
+                raise RefusedError(
+                    p.label,
+                    f"destination bucket {p.destination.bucket!r} has versioning {status or 'never enabled'}; "
+                    "without versioning a promotion cannot be rolled back (set allow_unversioned: true to accept)",
+                )
+        return report
+
+    # ------------------------------------------------------------------ plan
+    def plan(self, prefix: PrefixConfig, pool: ThreadPoolExecutor | None = None) -> PrefixPlan:
+        own = pool is None
+        pool = pool or ThreadPoolExecutor(max_workers=16, thread_name_prefix="gl-list")
+        try:
+            with ThreadPoolExecutor(max_workers=2, thread_name_prefix="gl-side") as sides:
+                fut_src = sides.submit(list_prefix, self.data, prefix.source, pool=pool)
+                fut_dst = sides.submit(list_prefix, self.data, prefix.destination, pool=pool)
+                source, dest = fut_src.result(), fut_dst.result()
+        finally:
+            if own:
+                pool.shutdown()
+        return diff(source, dest, prefix)
+
+    def plan_all(self) -> list[PrefixPlan]:
+        with (
+            ThreadPoolExecutor(max_workers=16, thread_name_prefix="gl-list") as pool,
+            ThreadPoolExecutor(max_workers=4, thread_name_prefix="gl-prefix") as outer,
+        ):
+            return list(outer.map(lambda p: self.plan(p, pool), self.config.prefixes))
+
+    def check(self, plan: PrefixPlan) -> None:
+        """Safety rules: refuse (exit 2) before any change, naming the prefix."""
+        p = plan.prefix
+        if plan.source_count == 0 and not p.settings.allow_empty:
+            raise RefusedError(
+                p.label,
+                f"source prefix is missing or empty; promoting it would delete all {plan.dest_count} objects "
+                f"under {p.destination} (set allow_empty: true for this prefix if that is intended)",
+            )
+        marker_key = p.settings.signoff_marker
+        if marker_key:
+            if plan.marker is None:
+                raise PreconditionError(
+                    p.label, f"QA sign-off marker {p.source.join(marker_key)} is missing: QA has not signed off"
+                )
+            newest = plan.source_newest
+            if newest is not None and newest.last_modified and plan.marker.last_modified < newest.last_modified:
+                raise PreconditionError(
+                    p.label,
+                    f"QA sign-off marker {marker_key} ({plan.marker.last_modified.isoformat()}) is older than "
+                    f"{newest.rel} ({newest.last_modified.isoformat()}): QA changed after sign-off",
+                )
+        limit = p.settings.delete_limit(plan.dest_count)
+        if len(plan.deletes) > limit and not (plan.source_count == 0 and p.settings.allow_empty):
+            raise RefusedError(
+                p.label,
+                f"plan deletes {len(plan.deletes)} of {plan.dest_count} objects under {p.destination}, more than "
+                f"the limit of {limit} (max_delete_fraction={p.settings.max_delete_fraction}, "
+                f"max_delete_count={p.settings.max_delete_count})",
+            )
+        self._guard(p.destination.bucket)
+
+    def check_stale(self, plan: PrefixPlan, now: datetime | None = None) -> None:
+        """A prefix with nothing to do whose destination was not modified recently is stale."""
+        hours = plan.prefix.settings.stale_after_hours
+        if hours is None or plan.copies or plan.deletes:
+            return
+        now = now or datetime.now(UTC)
+        newest = plan.dest_newest
+        if newest is None or now - newest > timedelta(hours=hours):
+            when = newest.isoformat() if newest else "never"
+            raise StalePrefixError(
+                plan.prefix.label,
+                f"nothing to copy or delete and {plan.prefix.destination} was last modified {when}, "
+                f"more than {hours:g} h ago: QA has not produced anything new (stale_after_hours)",
+            )
+
+    # ------------------------------------------------------------------ execute
+    def manifest_path(self, run_id: str, prefix: PrefixConfig) -> str:
+        dest = prefix.destination
+        return f"promotions/{safe_name(run_id)}/{safe_name(dest.bucket + '/' + dest.prefix)}.json"
+
+    def execute(
+        self, plan: PrefixPlan, run_id: str, *, dry_run: bool = False, record: dict[str, Any] | None = None
+    ) -> PrefixResult:
+        """Carry out a checked plan; returns the result, raises SyncFailedError if anything failed.
+
+        ``record`` (e.g. the contract the prefix passed) is kept in the prefix's manifest."""
+        p = plan.prefix
+        started = time.monotonic()
+        result = PrefixResult(
+            prefix=p.label,
+            destination=str(p.destination),
+            unchanged=plan.unchanged,
+            objects_seen=plan.source_count,
+            dry_run=dry_run,
+        )
+        if dry_run:
+            for line in plan.lines():
+                log.info("(dry run) %s", line)
+            result.duration_s = round(time.monotonic() - started, 3)
+            return result
+        self.check(plan)
+        if not plan.copies and not plan.deletes:
+            result.duration_s = round(time.monotonic() - started, 3)
+            return result
+
+        manifest_rel = self.manifest_path(run_id, p)
+        doc = self._start_manifest(manifest_rel, plan, run_id, record)
+        result.manifest = self.manifests.uri(manifest_rel) if self.manifests else None
+        entries: dict[str, dict[str, Any]] = {e["key"]: e for e in doc["actions"]}
+        lock = threading.Lock()
+
+        failures: list[str] = []
+        # Circuit breaker: once the S3 endpoint refuses connections (after the client's own retries),
+        # the remaining copies are not attempted; the task fails fast and Airflow retries it later.
+        unreachable = threading.Event()
+
+        def copy(src: ObjectInfo):
+            if unreachable.is_set():
+                raise EndpointUnreachableError(f"not attempted: {p.destination.bucket} endpoint unreachable")
+            return self._copy_one(p, src)
+
+        with ThreadPoolExecutor(max_workers=self.workers, thread_name_prefix="gl-copy") as pool:
+            futures = {pool.submit(copy, src): src for src, _ in plan.copies}
+            for fut in as_completed(futures):
+                src = futures[fut]
+                key = p.destination.join(src.rel)
+                try:
+                    etag, version, source_version = fut.result()
+                except Exception as exc:  # noqa: BLE001 - collected and reported below
+                    code = error_code(exc) or type(exc).__name__
+                    failures.append(f"copy {src.rel}: {code}: {exc}")
+                    if _is_unreachable(exc) and not unreachable.is_set():
+                        unreachable.set()
+                        log.error("S3 endpoint unreachable (%s): not attempting the remaining copies", exc)
+                    elif not isinstance(exc, EndpointUnreachableError):
+                        log.error("copy failed: %s -> %s: %s", p.source.join(src.rel), key, exc)
+                    continue
+                with lock:
+                    entry = entries[key]
+                    entry["after"] = {"version_id": version, "etag": etag, "size": src.size}
+                    entry["source"]["version_id"] = source_version
+                    entry["done"] = True
+                result.copied += 1
+                result.bytes_copied += src.size
+                if self.progress:
+                    self.progress.advance(1, src.size)
+
+        if failures:
+            result.failed = len(failures)
+            result.errors = failures[:20]
+            self._finish_manifest(manifest_rel, doc, "failed", result)
+            raise SyncFailedError(
+                f"{p.label}: {len(failures)} of {len(plan.copies)} copies failed, no object was deleted; "
+                f"first: {failures[0]}"
+            )
+
+        for start in range(0, len(plan.deletes), DELETE_BATCH):
+            batch = plan.deletes[start : start + DELETE_BATCH]
+            self._guard(p.destination.bucket)
+            for d in batch:
+                log.info("delete: s3://%s/%s (%d B)", p.destination.bucket, p.destination.join(d.rel), d.size)
+            response = self.data.delete_objects(
+                Bucket=p.destination.bucket,
+                Delete={"Objects": [{"Key": p.destination.join(d.rel)} for d in batch], "Quiet": False},
+            )
+            for err in response.get("Errors", ()):
+                failures.append(f"delete {err.get('Key')}: {err.get('Code')}: {err.get('Message')}")
+            for done in response.get("Deleted", ()):
+                entry = entries.get(done["Key"])
+                if entry is not None:
+                    entry["after"] = {"delete_marker_version_id": done.get("DeleteMarkerVersionId")}
+                    entry["done"] = True
+                    result.deleted += 1
+            if self.progress:
+                self.progress.advance(len(batch), 0)
+        result.duration_s = round(time.monotonic() - started, 3)
+        if failures:
+            result.failed = len(failures)
+            result.errors = failures[:20]
+            self._finish_manifest(manifest_rel, doc, "failed", result)
+            raise SyncFailedError(f"{p.label}: {len(failures)} deletes failed; first: {failures[0]}")
+        self._finish_manifest(manifest_rel, doc, "complete", result)
+        return result
+
+    def _before_states(self, plan: PrefixPlan) -> dict[str, dict[str, Any]]:
+        """VersionId/ETag/size of every destination object about to be overwritten or deleted."""
+        dest = plan.prefix.destination
+        targets = [d for _, d in plan.copies if d is not None] + list(plan.deletes)
+
+        def head(info: ObjectInfo) -> tuple[str, dict[str, Any] | None]:
+            key = dest.join(info.rel)
+            # None if it vanished since the listing: "absent" is then the state to roll back to.
+            return key, object_state(self.data, dest.bucket, key)
+
+        if not targets:
+            return {}
+        with ThreadPoolExecutor(max_workers=min(self.workers, 32), thread_name_prefix="gl-head") as pool:
+            return dict(pool.map(head, targets))
+
+    def _start_manifest(
+        self, rel: str, plan: PrefixPlan, run_id: str, record: dict[str, Any] | None = None
+    ) -> dict[str, Any]:
+        p = plan.prefix
+        previous = self.manifests.read(rel) if self.manifests else None
+        befores = self._before_states(plan)
+        actions: dict[str, dict[str, Any]] = {}
+        if previous:
+            # A rerun of the same run: the first attempt's "before" is the state to roll back to.
+            for entry in previous.get("actions", ()):
+                actions[entry["key"]] = entry
+        for src, _dst in plan.copies:
+            key = p.destination.join(src.rel)
+            entry = actions.get(key)
+            if entry is None:
+                entry = {"key": key, "before": befores.get(key)}
+                actions[key] = entry
+            entry.update(
+                action="copy",
+                source={"key": p.source.join(src.rel), "etag": src.etag, "size": src.size, "version_id": None},
+                done=False,
+            )
+        for dst in plan.deletes:
+            key = p.destination.join(dst.rel)
+            entry = actions.get(key)
+            if entry is None:
+                entry = {"key": key, "before": befores.get(key)}
+                actions[key] = entry
+            entry.update(action="delete", source=None, done=False)
+        doc = {
+            "kind": MANIFEST_KIND,
+            "run_id": run_id,
+            "source": str(p.source),
+            "destination": str(p.destination),
+            "bucket": p.destination.bucket,
+            "status": "pending",
+            "started_at": (previous or {}).get("started_at") or utcnow(),
+            "updated_at": utcnow(),
+            "attempts": int((previous or {}).get("attempts", 0)) + 1,
+            "plan": plan.summary(),
+            "actions": sorted(actions.values(), key=lambda e: e["key"]),
+            **(record or {}),
+        }
+        if self.manifests:
+            self._guard(self.config.manifest_uri.bucket)
+            self.manifests.write(rel, doc)
+        return doc
+
+    def _finish_manifest(self, rel: str, doc: dict[str, Any], status: str, result: PrefixResult) -> None:
+        doc["status"] = status
+        doc["updated_at"] = utcnow()
+        doc["stats"] = {k: v for k, v in result.as_dict().items() if k not in ("manifest", "errors")}
+        doc["errors"] = result.errors
+        if self.manifests:
+            self.manifests.write(rel, doc)
+
+    def write_run_index(self, run_id: str, results: list[dict[str, Any]], **extra: Any) -> str | None:
+        """One index per run naming every prefix manifest: the handle a rollback is given."""
+        if not self.manifests:
+            return None
+        rel = f"promotions/{safe_name(run_id)}/index.json"
+        previous = self.manifests.read(rel) or {}
+        parts = {r["prefix"]: r for r in previous.get("prefixes", ())}
+        for r in results:
+            keep = (
+                "prefix",
+                "destination",
+                "manifest",
+                "copied",
+                "deleted",
+                "unchanged",
+                "objects_seen",
+                "bytes_copied",
+            )
+            parts[r["prefix"]] = {k: r.get(k) for k in keep}
+        doc = {
+            "kind": "greenlight.promotion-run/v1",
+            "run_id": run_id,
+            "updated_at": utcnow(),
+            "prefixes": sorted(parts.values(), key=lambda r: r["prefix"]),
+            **extra,
+        }
+        self._guard(self.config.manifest_uri.bucket)
+        return self.manifests.write(rel, doc)
+
+    # ------------------------------------------------------------------ copying
+    def _copy_one(self, p: PrefixConfig, src: ObjectInfo) -> tuple[str, str | None, str | None]:
+        """Copy one object server-side; returns (dest etag, dest version, source version)."""
+        src_key = p.source.join(src.rel)
+        dst_key = p.destination.join(src.rel)
+        self._guard(p.destination.bucket)
+        log.info(
+            "copy: s3://%s/%s -> s3://%s/%s (%d B)", p.source.bucket, src_key, p.destination.bucket, dst_key, src.size
+        )
+        if not is_multipart_etag(src.etag) and src.size <= MAX_SINGLE_COPY:
+            return self._copy_single(p, src_key, dst_key, src.etag)
+        modes = ["part_copy"] if src.size > MAX_SINGLE_COPY else ["part_copy", "copy_object"]
+        if self._multipart_mode in modes:
+            modes.remove(self._multipart_mode)
+            modes.insert(0, self._multipart_mode)
+        outcome = None
+        for mode in modes:
+            if mode == "copy_object":
+                outcome = self._copy_single(p, src_key, dst_key, src.etag)
+            else:
+                outcome = self._copy_parts(p, src_key, dst_key, src)
+            if normalize_etag(outcome[0]) == normalize_etag(src.etag):
+                self._multipart_mode = mode
+                return outcome
+        log.warning("could not reproduce multipart ETag of %s on %s; verification will report it", src_key, dst_key)
+        return outcome
+
+    def _copy_single(self, p: PrefixConfig, src_key: str, dst_key: str, etag: str):
+        response = self.data.copy_object(
+            Bucket=p.destination.bucket,
+            Key=dst_key,
+            CopySource={"Bucket": p.source.bucket, "Key": src_key},
+            CopySourceIfMatch=f'"{etag}"',
+            MetadataDirective="COPY",
+        )
+        return (
+            normalize_etag(response.get("CopyObjectResult", {}).get("ETag")),
+            response.get("VersionId"),
+            response.get("CopySourceVersionId"),
+        )
+
+    def _copy_parts(self, p: PrefixConfig, src_key: str, dst_key: str, src: ObjectInfo):
+        """Multipart server-side copy, reusing the source's part layout so the ETag can match."""
+        head = self.client.head_object(Bucket=p.source.bucket, Key=src_key, IfMatch=f'"{src.etag}"')
+        ranges = self._part_ranges(p, src_key, src)
+        extra = {k: head[k] for k in _COPY_HEADERS if head.get(k)}
+        upload = self.client.create_multipart_upload(
+            Bucket=p.destination.bucket, Key=dst_key, Metadata=head.get("Metadata", {}), **extra
+        )
+        upload_id = upload["UploadId"]
+        try:
+            parts = []
+            source_version = head.get("VersionId")
+            copy_source = {"Bucket": p.source.bucket, "Key": src_key}
+            if source_version:
+                copy_source["VersionId"] = source_version
+            for number, (first, last) in enumerate(ranges, start=1):
+                part = self.client.upload_part_copy(
+                    Bucket=p.destination.bucket,
+                    Key=dst_key,
+                    UploadId=upload_id,
+                    PartNumber=number,
+                    CopySource=copy_source,
+                    CopySourceRange=f"bytes={first}-{last}",
+                    CopySourceIfMatch=f'"{src.etag}"',
+                )
+                parts.append({"ETag": part["CopyPartResult"]["ETag"], "PartNumber": number})
+            done = self.client.complete_multipart_upload(
+                Bucket=p.destination.bucket, Key=dst_key, UploadId=upload_id, MultipartUpload={"Parts": parts}
+            )
+        except BaseException:
+            try:
+                self.client.abort_multipart_upload(Bucket=p.destination.bucket, Key=dst_key, UploadId=upload_id)
+            except Exception:  # noqa: BLE001 - the original error matters more
+                log.warning("could not abort multipart upload %s for %s", upload_id, dst_key)
+            raise
+        return normalize_etag(done.get("ETag")), done.get("VersionId"), source_version
+
+    def _part_ranges(self, p: PrefixConfig, src_key: str, src: ObjectInfo) -> list[tuple[int, int]]:
+        if src.size == 0:
+            return [(0, 0)]
+        part_size = DEFAULT_PART_SIZE
+        if is_multipart_etag(src.etag):
+            first = self.client.head_object(Bucket=p.source.bucket, Key=src_key, PartNumber=1)
+            count = int(first.get("PartsCount") or 1)
+            part_size = int(first["ContentLength"]) or DEFAULT_PART_SIZE
+            ranges = [(o, min(o + part_size, src.size) - 1) for o in range(0, src.size, part_size)]
+            if len(ranges) == count:
+                return ranges
+            # Parts of uneven size: ask for each one.
+            ranges, offset = [], 0
+            for number in range(1, count + 1):
+                size = int(
+                    self.client.head_object(Bucket=p.source.bucket, Key=src_key, PartNumber=number)["ContentLength"]
+                )
+                ranges.append((offset, offset + size - 1))
+                offset += size
+            return ranges
+        return [(o, min(o + part_size, src.size) - 1) for o in range(0, src.size, part_size)]
+
+    # ------------------------------------------------------------------ verify
+    def publish_verified(self, prefix: PrefixConfig, run_id: str, manifest: str | None, objects: int) -> str | None:
+        """Move the prefix's current pointer to this verified promotion (see :mod:`greenlight.promotion.gates`).
+
+        A verified run that changed nothing moves it only when the contract version changed."""
+        if not self.manifests:
+            return None
+        from greenlight.promotion.gates import pointer_path, publish_pointer, read_pointer
+
+        record = contract_record(prefix)
+        current = read_pointer(self.manifests, prefix)
+        if manifest is None and current and all(current.get(k) == v for k, v in record.items()):
+            # A no-op run proves nothing new: the pointer keeps naming the promotion that made prod
+            # what it is, so rolling that promotion back also restores the pointer before it.
+            return self.manifests.uri(pointer_path(prefix))
+        self._guard(self.config.manifest_uri.bucket)
+        return publish_pointer(self.manifests, prefix, run_id=run_id, manifest=manifest, objects=objects, **record)
+
+    def verify(self, prefix: PrefixConfig) -> dict[str, Any]:
+        """Re-list both sides and prove the destination equals the source for this prefix."""
+        plan = self.plan(prefix)
+        problems = [f"missing or different: {s.rel}" for s, _ in plan.copies]
+        problems += [f"extra in destination: {d.rel}" for d in plan.deletes]
+        if problems:
+            raise VerificationError(prefix.label, problems)
+        return {
+            "prefix": prefix.label,
+            "destination": str(prefix.destination),
+            "objects": plan.source_count,
+            "equal": True,
+        }
+
+
+def promote(
+    config: PromotionConfig,
+    client,
+    *,
+    run_id: str,
+    dry_run: bool = False,
+    progress: Progress | None = None,
+    verify: bool = True,
+    tracking_uri: str | None = None,
+    fast: FastS3 | None = None,
+) -> dict[str, Any]:
+    """Plan and check every prefix first (refusing before any change), then execute and verify.
+
+    Used by the CLI; the DAG calls the same Engine methods one task at a time.
+    """
+    started = time.monotonic()
+    engine = Engine(config, client, progress=progress, fast=fast)
+    engine.preflight()
+    engine.check_mlflow(tracking_uri)
+    plans = engine.plan_all()
+    for plan in plans:
+        engine.check(plan)
+    gates = run_gates(engine, run_id, dry_run=dry_run)
+    if progress:
+        progress.start(sum(len(pl.copies) + len(pl.deletes) for pl in plans), sum(pl.bytes_to_copy for pl in plans))
+    results: list[PrefixResult] = []
+    stale: list[StalePrefixError] = []
+    errors: list[GreenlightError] = []
+
+    verified: list[dict[str, Any]] = []
+
+    def run_one(plan: PrefixPlan) -> None:
+        try:
+            result = engine.execute(plan, run_id, dry_run=dry_run, record=contract_record(plan.prefix))
+        except SyncFailedError as exc:
+            errors.append(exc)
+            return
+        results.append(result)
+        if dry_run:
+            return
+        try:
+            engine.check_stale(plan)
+        except StalePrefixError as exc:
+            stale.append(exc)
+        if not verify:
+            return
+        try:
+            # Nothing changed: the plan's own listings just proved both sides equal.
+            verified.append(engine.verify(plan.prefix) if plan.copies or plan.deletes else plan.verified())
+        except VerificationError as exc:
+            errors.append(exc)
+            return
+        engine.publish_verified(plan.prefix, run_id, result.manifest, verified[-1]["objects"])
+
+    # Prefixes are independent (own manifest, own keys): run them side by side.
+    with ThreadPoolExecutor(max_workers=min(4, len(plans)) or 1, thread_name_prefix="gl-prefix") as pool:
+        list(pool.map(run_one, plans))
+    results.sort(key=lambda r: r.prefix)
+    if progress:
+        progress.finish()
+    summary = summarize(results, run_id=run_id, dry_run=dry_run, duration=time.monotonic() - started)
+    if not dry_run and any(r.manifest for r in results):
+        summary["manifest"] = engine.write_run_index(
+            run_id, summary["per_prefix"], status="failed" if errors else "complete"
+        )
+    summary["verified"] = len(verified)
+    summary["gates"] = [{k: g.get(k) for k in ("prefix", "contract", "contract_version", "passed")} for g in gates]
+    summary["plans"] = [pl.summary() for pl in plans]
+    if dry_run:
+        summary["plan_lines"] = [line for pl in plans for line in pl.lines()]
+    if errors or stale:
+        summary["errors"] = [str(e) for e in errors + stale]
+    return summary
+
+
+def contract_record(prefix: PrefixConfig) -> dict[str, Any]:
+    """The contract a prefix is promoted under, as the manifest and the current pointer record it."""
+    if not prefix.contract:
+        return {"contract": None, "contract_version": None}
+    from greenlight.contracts import load_contract
+
+    contract = load_contract(prefix.contract)
+    return {"contract": contract.name, "contract_version": contract.version}
+
+
+def run_gates(engine: Engine, run_id: str, *, dry_run: bool = False) -> list[dict[str, Any]]:
+    """The contract gates of every prefix with a contract (the CLI's path; the DAG maps them).
+
+    Raises :class:`GateFailedError` (exit 2) before anything is copied when any gate fails.
+    """
+    from greenlight.promotion.gates import GateFailedError, evaluate_gate, log_gate, record_gate
+
+    gates = []
+    for prefix in engine.config.prefixes:
+        if not prefix.contract:
+            continue
+        gate = evaluate_gate(engine.client, prefix, store=engine.manifests)
+        if not dry_run:
+            gate["manifest"] = record_gate(engine.manifests, run_id, prefix, gate)
+        log_gate(gate)
+        gates.append(gate)
+    if any(not g["passed"] for g in gates):
+        raise GateFailedError(gates)
+    return gates
+
+
+def prefix_line(row: dict[str, Any]) -> str:
+    """The per-prefix stats line the CLI and the DAG both log."""
+    return (
+        f"prefix {row['prefix']}: copied={row['copied']} deleted={row['deleted']} unchanged={row['unchanged']} "
+        f"objects_seen={row['objects_seen']} bytes_copied={row['bytes_copied']} duration={row['duration_s']:.2f}s"
+        + (f" manifest={row['manifest']}" if row.get("manifest") else "")
+    )
+
+
+def summarize(
+    results: list[PrefixResult] | list[dict[str, Any]], *, run_id: str, dry_run: bool, duration: float
+) -> dict[str, Any]:
+    rows = [r.as_dict() if isinstance(r, PrefixResult) else r for r in results]
+    total = {
+        "run_id": run_id,
+        "dry_run": dry_run,
+        "prefixes": len(rows),
+        "copied": sum(r["copied"] for r in rows),
+        "deleted": sum(r["deleted"] for r in rows),
+        "unchanged": sum(r["unchanged"] for r in rows),
+        "objects_seen": sum(r["objects_seen"] for r in rows),
+        "bytes_copied": sum(r["bytes_copied"] for r in rows),
+        "failed": sum(r.get("failed", 0) for r in rows),
+        "duration_s": round(duration, 3),
+        "manifests": [r["manifest"] for r in rows if r.get("manifest")],
+        "per_prefix": rows,
+    }
+    total["manifest"] = total["manifests"][0] if len(total["manifests"]) == 1 else (total["manifests"] or None)
+    return total

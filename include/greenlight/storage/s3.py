@@ -1,0 +1,337 @@
+"""Small, dependency-light S3 helpers: URIs, a tuned client, and fast paginated listings."""
+
+from __future__ import annotations
+
+import os
+import re
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any
+
+from greenlight.errors import ConfigError
+
+# S3 bucket naming rules (the subset that matters for validation messages).
+_BUCKET_RE = re.compile(r"^[a-z0-9][a-z0-9.\-]{1,61}[a-z0-9]$")
+
+
+@dataclass(frozen=True, order=True)
+class S3Uri:
+    """An ``s3://bucket/prefix`` location; ``prefix`` is '' or ends with '/'."""
+
+    bucket: str
+    prefix: str
+
+    def __str__(self) -> str:
+        return f"s3://{self.bucket}/{self.prefix}"
+
+    def join(self, rel: str) -> str:
+        """The key of ``rel`` under this prefix."""
+        return self.prefix + rel
+
+    def contains(self, other: S3Uri) -> bool:
+        """True when ``other`` is this location or lies under it."""
+        return self.bucket == other.bucket and other.prefix.startswith(self.prefix)
+
+
+def parse_s3_uri(value: Any, *, what: str = "URI", directory: bool = True) -> S3Uri:
+    """Parse ``s3://bucket/path/``; a missing trailing slash is added when ``directory``.
+
+    Raises :class:`ConfigError` naming ``what`` and the value for anything that is not a
+    usable S3 location.
+    """
+    if not isinstance(value, str) or not value.strip():
+        raise ConfigError(f"{what}: expected an s3:// URI string, got {value!r}")
+    text = value.strip()
+    if not text.startswith("s3://"):
+        raise ConfigError(f"{what}: {value!r} is not an s3:// URI")
+    rest = text[len("s3://") :]
+    bucket, _, prefix = rest.partition("/")
+    if not _BUCKET_RE.match(bucket) or ".." in bucket:
+        raise ConfigError(f"{what}: {value!r} has an invalid bucket name {bucket!r}")
+    if "//" in prefix or prefix.startswith("/"):
+        raise ConfigError(f"{what}: {value!r} contains an empty path segment ('//')")
+    parts = [p for p in prefix.split("/") if p]
+    if any(p in (".", "..") for p in parts):
+        raise ConfigError(f"{what}: {value!r} contains '.' or '..' path segments")
+    if directory and prefix and not prefix.endswith("/"):
+        prefix += "/"
+    return S3Uri(bucket, prefix)
+
+
+def normalize_etag(etag: str | None) -> str:
+    """ETags are quoted in listings and sometimes unquoted in copy responses."""
+    return (etag or "").strip().strip('"').lower()
+
+
+def is_multipart_etag(etag: str | None) -> bool:
+    return "-" in normalize_etag(etag)
+
+
+@dataclass(frozen=True)
+class ObjectInfo:
+    """One object as listed: key relative to the listed prefix, size, ETag, mtime."""
+
+    rel: str
+    size: int
+    etag: str
+    last_modified: datetime | None = None
+
+
+def _fast_timestamp(value):
+    """ISO-8601 timestamps (listings) parsed natively; anything else by botocore's parser."""
+    from botocore.utils import parse_timestamp
+
+    if isinstance(value, str) and "T" in value:
+        try:
+            return datetime.fromisoformat(value)
+        except ValueError:
+            pass
+    return parse_timestamp(value)
+
+
+_S3_NS = "{http://s3.amazonaws.com/doc/2006-03-01/}"
+_INT_FIELDS = {"Size", "MaxKeys", "KeyCount"}
+
+
+def parse_list_v2(body: bytes) -> dict[str, Any]:
+    """Parse a ListObjectsV2 response body into the dict botocore would return (the fields S3
+    documents for it), using ElementTree directly: ~5x faster than botocore's shape walker."""
+    from xml.etree import ElementTree
+
+    root = ElementTree.fromstring(body)
+    out: dict[str, Any] = {}
+    contents: list[dict[str, Any]] = []
+    prefixes: list[dict[str, str]] = []
+    for node in root:
+        tag = node.tag.replace(_S3_NS, "")
+        if tag == "Contents":
+            item: dict[str, Any] = {}
+            for field_node in node:
+                name = field_node.tag.replace(_S3_NS, "")
+                text = field_node.text or ""
+                if name in _INT_FIELDS:
+                    item[name] = int(text)
+                elif name == "LastModified":
+                    item[name] = _fast_timestamp(text)
+                elif name == "Owner":
+                    item[name] = {c.tag.replace(_S3_NS, ""): c.text or "" for c in field_node}
+                elif name == "ChecksumAlgorithm":
+                    item.setdefault(name, []).append(text)
+                elif len(field_node):
+                    item[name] = {c.tag.replace(_S3_NS, ""): c.text or "" for c in field_node}
+                else:
+                    item[name] = text
+            contents.append(item)
+        elif tag == "CommonPrefixes":
+            prefixes.append({c.tag.replace(_S3_NS, ""): c.text or "" for c in node})
+        elif tag in _INT_FIELDS:
+            out[tag] = int(node.text or 0)
+        elif tag == "IsTruncated":
+            out[tag] = (node.text or "").strip().lower() == "true"
+        else:
+            out[tag] = node.text or ""
+    if contents:
+        out["Contents"] = contents
+    if prefixes:
+        out["CommonPrefixes"] = prefixes
+    return out
+
+
+class _FastListParser:
+    """Delegates to botocore's parser except for successful ListObjectsV2 responses."""
+
+    def __init__(self, inner):
+        self._inner = inner
+
+    def parse(self, response, shape):
+        if (
+            shape is not None
+            and shape.name == "ListObjectsV2Output"
+            and response.get("status_code", 500) < 300
+            and b"<Error>" not in response["body"][:200]
+        ):
+            parsed = parse_list_v2(response["body"])
+            headers = response.get("headers") or {}
+            parsed["ResponseMetadata"] = {
+                "RequestId": headers.get("x-amz-request-id", ""),
+                "HostId": headers.get("x-amz-id-2", ""),
+                "HTTPStatusCode": response["status_code"],
+                "HTTPHeaders": headers,
+            }
+            return parsed
+        return self._inner.parse(response, shape)
+
+
+class _FastParserFactory:
+    def __init__(self, inner):
+        self._inner = inner
+
+    def create_parser(self, protocol_name):
+        return _FastListParser(self._inner.create_parser(protocol_name))
+
+    def set_parser_defaults(self, **kwargs):
+        self._inner.set_parser_defaults(**kwargs)
+
+
+def tune_client(client):
+    """Make listings several times cheaper to parse, on any botocore S3 client.
+
+    botocore's generic XML shape walker and its dateutil timestamp parser cost ~10x the HTTP round
+    trip for a 1,000-key page; listings are what a no-op promotion spends its time on. Signing,
+    retries and error handling stay botocore's.
+    """
+    endpoint = getattr(client, "_endpoint", None)
+    factory = getattr(endpoint, "_response_parser_factory", None)
+    if factory is not None and not isinstance(factory, _FastParserFactory):
+        factory.set_parser_defaults(timestamp_parser=_fast_timestamp)
+        endpoint._response_parser_factory = _FastParserFactory(factory)
+    return client
+
+
+def client_config(
+    *, max_pool: int = 64, max_attempts: int = 5, connect_timeout: float = 5.0, read_timeout: float = 60.0
+):
+    """The botocore Config every greenlight S3 client uses (CLI, DAG tasks, tests)."""
+    from botocore.config import Config
+
+    return Config(
+        max_pool_connections=max_pool,
+        retries={"max_attempts": max_attempts, "mode": "standard"},
+        connect_timeout=connect_timeout,
+        read_timeout=read_timeout,
+        s3={"addressing_style": "path"},
+        # Only compute/validate checksums where S3 requires them: CopyObject is server-side.
+        request_checksum_calculation="when_required",
+        response_checksum_validation="when_required",
+    )
+
+
+def make_client(
+    *,
+    endpoint_url: str | None = None,
+    access_key: str | None = None,
+    secret_key: str | None = None,
+    session_token: str | None = None,
+    region: str | None = None,
+    max_pool: int = 64,
+    max_attempts: int = 5,
+    connect_timeout: float = 5.0,
+    read_timeout: float = 60.0,
+):
+    """A botocore S3 client tuned for many parallel small requests.
+
+    Anything not given comes from the standard AWS env vars and config chain, including
+    ``AWS_ENDPOINT_URL``. Transient errors (throttling, 5xx, connection resets) are retried by
+    botocore's standard mode with exponential backoff and jitter. botocore directly, not boto3:
+    the CLI starts ~0.2 s faster without boto3's transfer manager.
+    """
+    import botocore.session
+
+    config = client_config(
+        max_pool=max_pool, max_attempts=max_attempts, connect_timeout=connect_timeout, read_timeout=read_timeout
+    )
+    session = botocore.session.get_session()
+    client = session.create_client(
+        "s3",
+        region_name=region or os.environ.get("AWS_DEFAULT_REGION") or os.environ.get("AWS_REGION") or "us-east-1",
+        endpoint_url=endpoint_url or os.environ.get("AWS_ENDPOINT_URL") or None,
+        aws_access_key_id=access_key,
+        aws_secret_access_key=secret_key,
+        aws_session_token=session_token,
+        config=config,
+    )
+    return tune_client(client)
+
+
+class LazyClient:
+    """A botocore S3 client built on first use: the CLI's no-op path never needs one."""
+
+    def __init__(self, factory):
+        self._factory = factory
+        self._client = None
+
+    def __getattr__(self, name):
+        if self._client is None:
+            self._client = self._factory()
+        return getattr(self._client, name)
+
+
+def list_pages(client, bucket: str, prefix: str, *, delimiter: str | None = None):
+    """Every ListObjectsV2 page under ``prefix`` (following continuation tokens).
+
+    ``client`` is anything with botocore's ``list_objects_v2`` signature (a botocore client or
+    :class:`greenlight.storage.fast.FastS3`). The one listing loop of the package.
+    """
+    kwargs: dict[str, Any] = {"Bucket": bucket, "Prefix": prefix, "MaxKeys": 1000}
+    if delimiter:
+        kwargs["Delimiter"] = delimiter
+    while True:
+        page = client.list_objects_v2(**kwargs)
+        yield page
+        if not page.get("IsTruncated"):
+            return
+        kwargs["ContinuationToken"] = page["NextContinuationToken"]
+
+
+def _info(obj: dict, base: str) -> ObjectInfo:
+    return ObjectInfo(
+        rel=obj["Key"][len(base) :],
+        size=int(obj["Size"]),
+        etag=normalize_etag(obj.get("ETag")),
+        last_modified=obj.get("LastModified"),
+    )
+
+
+def _list_flat(client, bucket: str, prefix: str, base: str) -> list[ObjectInfo]:
+    return [_info(obj, base) for page in list_pages(client, bucket, prefix) for obj in page.get("Contents", ())]
+
+
+def list_prefix(client, uri: S3Uri, *, pool: ThreadPoolExecutor | None = None) -> dict[str, ObjectInfo]:
+    """All objects under ``uri`` (every page), keyed by path relative to the prefix.
+
+    With a ``pool``, the first level of sub-prefixes is listed in parallel: a zarr store or a
+    dated delivery tree lists in the time of its largest sub-prefix instead of the sum.
+    """
+    if pool is None:
+        objs = _list_flat(client, uri.bucket, uri.prefix, uri.prefix)
+        return {o.rel: o for o in objs}
+
+    result: dict[str, ObjectInfo] = {}
+    subprefixes: list[str] = []
+    for page in list_pages(client, uri.bucket, uri.prefix, delimiter="/"):
+        for obj in page.get("Contents", ()):
+            info = _info(obj, uri.prefix)
+            result[info.rel] = info
+        subprefixes.extend(cp["Prefix"] for cp in page.get("CommonPrefixes", ()))
+    for chunk in pool.map(lambda p: _list_flat(client, uri.bucket, p, uri.prefix), subprefixes):
+        for info in chunk:
+            result[info.rel] = info
+    return result
+
+
+def object_state(client, bucket: str, key: str) -> dict[str, Any] | None:
+    """VersionId, ETag and size of the current object at ``key`` (None when there is none): what a
+    manifest records before a change and what a rollback compares against."""
+    try:
+        head = client.head_object(Bucket=bucket, Key=key)
+    except Exception as exc:
+        if error_code(exc) in ("404", "NoSuchKey", "NotFound"):
+            return None
+        raise
+    return {
+        "version_id": head.get("VersionId"),
+        "etag": normalize_etag(head.get("ETag")),
+        "size": int(head.get("ContentLength", 0)),
+    }
+
+
+def bucket_versioning(client, bucket: str) -> str:
+    """'Enabled', 'Suspended' or '' (never enabled)."""
+    return client.get_bucket_versioning(Bucket=bucket).get("Status", "") or ""
+
+
+def error_code(exc: BaseException) -> str:
+    """The S3 error code of a botocore ClientError, else ''."""
+    response = getattr(exc, "response", None) or {}
+    return str(response.get("Error", {}).get("Code", ""))
