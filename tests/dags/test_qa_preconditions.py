@@ -12,7 +12,7 @@ from helpers import listing, put, versions
 
 from greenlight.errors import ConfigError, PreconditionError
 from greenlight.promotion.config import parse_config
-from greenlight.promotion.engine import promote
+from greenlight.promotion.run import promote
 
 
 @pytest.fixture(scope="module")

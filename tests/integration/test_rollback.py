@@ -13,9 +13,9 @@ from helpers import body, listing, put, versions
 
 from greenlight.errors import RefusedError
 from greenlight.promotion.config import parse_config
-from greenlight.promotion.engine import promote
 from greenlight.promotion.gates import read_pointer
 from greenlight.promotion.rollback import rollback
+from greenlight.promotion.run import promote
 from greenlight.storage.manifests import ManifestStore
 
 ROOT = Path(__file__).resolve().parents[2]

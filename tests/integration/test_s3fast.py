@@ -8,7 +8,7 @@ from faultproxy import FaultProxy
 from helpers import put
 
 from greenlight.promotion.config import parse_config
-from greenlight.promotion.engine import promote
+from greenlight.promotion.run import promote
 from greenlight.storage.fast import FastS3
 from greenlight.storage.s3 import make_client
 

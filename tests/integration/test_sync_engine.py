@@ -11,7 +11,8 @@ from helpers import body, listing, put, rel_listing, versions
 
 from greenlight.errors import RefusedError, StalePrefixError, SyncFailedError
 from greenlight.promotion.config import parse_config
-from greenlight.promotion.engine import Engine, promote
+from greenlight.promotion.engine import Engine
+from greenlight.promotion.run import promote
 from greenlight.storage.manifests import read_manifest_uri
 
 

@@ -1,10 +1,14 @@
-"""What every greenlight DAG shares: default task arguments and the schedule-from-env rule."""
+"""What every greenlight DAG shares at parse time: default task arguments, the schedule-from-env rule
+and the Asset alias names (cheap to import: stdlib only)."""
 
 from __future__ import annotations
 
 import os
 from datetime import timedelta
 from typing import Any
+
+#: Asset alias through which ``artefact_promotion``'s ``verify`` emits one event per verified prod prefix.
+PROMOTED_ALIAS = "greenlight-promoted-prefixes"
 
 
 def default_args(*, owner: str = "platform", retries: int = 3, retry_delay_s: int = 20, **extra: Any) -> dict:

@@ -4,22 +4,23 @@ from __future__ import annotations
 
 import json
 import logging
-import time
 from typing import Any
 
+from greenlight import contracts
 from greenlight.dagsupport.runtime import airflow_api, mlflow_tracking_uri, s3_client, triaged
 from greenlight.errors import GreenlightError
+from greenlight.promotion import halt, run
+from greenlight.promotion.config import load_config
+from greenlight.promotion.engine import Engine
+from greenlight.promotion.gates import GateFailedError
+from greenlight.promotion.progress import Progress
+from greenlight.promotion.rollback import rollback
+from greenlight.storage.manifests import safe_name
 
 log = logging.getLogger("greenlight.tasks.promotion")
 
-#: Asset alias through which ``verify`` emits one event per verified prod prefix.
-PROMOTED_ALIAS = "greenlight-promoted-prefixes"
 
-
-def _engine(only: list[str] | None = None, progress=None):
-    from greenlight.promotion.config import load_config
-    from greenlight.promotion.engine import Engine
-
+def _engine(only: list[str] | None = None, progress=None) -> Engine:
     config = load_config().select(only or None)
     return Engine(config, s3_client(max_pool=config.workers), progress=progress)
 
@@ -27,19 +28,7 @@ def _engine(only: list[str] | None = None, progress=None):
 @triaged
 def preflight(only: list[str] | None) -> list[dict[str, Any]]:
     """Runbook §2 preconditions: config valid, both buckets answer, prod versioned, no QA run RUNNING."""
-    from greenlight.contracts import load_contract
-
-    engine = _engine(only)
-    for prefix in engine.config.prefixes:  # a broken contract file is bad config: fail before reading QA
-        if prefix.contract:
-            contract = load_contract(prefix.contract)
-            log.info("preflight ok: %s has contract %s v%d", prefix.label, contract.name, contract.version)
-    report = engine.preflight()
-    for row in engine.check_mlflow(mlflow_tracking_uri()):
-        log.info("preflight ok: no RUNNING run in MLflow experiment %s", row["experiment"])
-    for row in report:
-        log.info("preflight ok: %s -> %s (versioning %s)", row["prefix"], row["destination"], row["versioning"])
-    return report
+    return run.preflight(_engine(only), mlflow_tracking_uri())
 
 
 @triaged
@@ -48,22 +37,7 @@ def plan(only: list[str] | None) -> list[dict[str, Any]]:
 
     Any refusal fails the whole run here, so no prefix is promoted when one is refused.
     """
-    engine = _engine(only)
-    plans = engine.plan_all()
-    for p in plans:
-        engine.check(p)
-    summaries = [p.summary() for p in plans]
-    for s in summaries:
-        log.info(
-            "plan %s: copy %d (overwrite %d), delete %d, unchanged %d, %d bytes",
-            s["prefix"],
-            s["to_copy"],
-            s["to_overwrite"],
-            s["to_delete"],
-            s["unchanged"],
-            s["bytes_to_copy"],
-        )
-    return summaries
+    return [p.summary() for p in run.plan(_engine(only))]
 
 
 def gx_operator_validate(contract, qa_schema: dict, sample: list[dict] | None, now) -> dict[str, Any]:
@@ -76,8 +50,6 @@ def gx_operator_validate(contract, qa_schema: dict, sample: list[dict] | None, n
     """
     from great_expectations_provider.common.errors import GXValidationFailed
     from great_expectations_provider.operators.validate_dataframe import GXValidateDataFrameOperator
-
-    from greenlight import contracts
 
     frame = contracts.schema_frame(qa_schema, sample)
     built: dict[str, Any] = {}
@@ -129,21 +101,16 @@ def gx_operator_validate(contract, qa_schema: dict, sample: list[dict] | None, n
 
 
 @triaged
-def gate(planned: dict[str, Any], *, run_id: str) -> dict[str, Any]:
+def gate(planned: dict[str, Any], *, run_id: str, dry_run: bool) -> dict[str, Any]:
     """Check one prefix's QA artefact against its contract and prod's schema (never changes prod)."""
-    from greenlight.promotion.gates import evaluate_gate, log_gate, record_gate
-
     engine = _engine([planned["prefix"]])
     (prefix,) = engine.config.prefixes
-    result = evaluate_gate(engine.client, prefix, store=engine.manifests, validate=gx_operator_validate)
-    result["manifest"] = record_gate(engine.manifests, run_id, prefix, result)
-    log_gate(result)
-    return result
+    return run.gate(engine, prefix, run_id, dry_run=dry_run, validate=gx_operator_validate)
 
 
 def decide(gates: list[dict[str, Any]]) -> str:
     """The branch: every gate passed -> promote; any failed -> halt_prod_consumers."""
-    failed = [g["name"] or g["prefix"] for g in gates if not g["passed"]]
+    failed = run.failed_gates(gates)
     if failed:
         log.error("contract gate failed for %s: halting prod consumers, promoting nothing", ", ".join(failed))
         return "halt_prod_consumers"
@@ -159,9 +126,6 @@ def halt_prod_consumers(gates: list[dict[str, Any]], *, run_id: str, dag_id: str
     never put on it, so a later ``resume_consumers`` will not unpause them.
     """
     from airflow.sdk import Variable
-
-    from greenlight.promotion import halt
-    from greenlight.promotion.gates import GateFailedError
 
     gates = list(gates)
     engine = _engine([g["prefix"] for g in gates])
@@ -180,8 +144,6 @@ def halt_prod_consumers(gates: list[dict[str, Any]], *, run_id: str, dag_id: str
     else:
         log.warning("no consumers configured for the failed prefixes: nothing to pause")
     if not dry_run:
-        from greenlight.storage.manifests import safe_name
-
         rel = f"promotions/{safe_name(run_id)}/halt.json"
         manifest = engine.manifests.uri(rel) if engine.manifests else None
         record = halt.record(run_id=run_id, dag_id=dag_id, gates=gates, paused=paused, manifest=manifest)
@@ -201,8 +163,6 @@ def halt_prod_consumers(gates: list[dict[str, Any]], *, run_id: str, dag_id: str
 def resume_consumers(*, run_id: str, enabled: bool, dry_run: bool) -> dict[str, Any]:
     """After a verified promotion: with ``resume_consumers`` on, unpause what a halt paused."""
     from airflow.sdk import Variable
-
-    from greenlight.promotion import halt
 
     record = Variable.get(halt.HALT_VARIABLE, default=None, deserialize_json=True)
     if not record or not record.get("halted"):
@@ -230,20 +190,15 @@ def promote(planned: dict[str, Any], *, run_id: str, dry_run: bool) -> dict[str,
     Re-planning makes a cleared-and-rerun task converge: it does only what is still missing and
     merges into the same run's manifest, keeping the first attempt's pre-promotion versions.
     """
-    from greenlight.promotion.engine import contract_record, prefix_line
-    from greenlight.promotion.progress import Progress
-
     progress = Progress(tty=False, interval=10.0)
     engine = _engine([planned["prefix"]], progress=progress)
     (prefix,) = engine.config.prefixes
     current = engine.plan(prefix)
+    engine.check(current)
     progress.start(len(current.copies) + len(current.deletes), current.bytes_to_copy)
-    result = engine.execute(current, run_id, dry_run=dry_run, record=contract_record(prefix))
+    row = run.promote_prefix(engine, current, run_id, dry_run=dry_run)
     progress.finish()
-    row = result.as_dict()
-    log.info("promoted %s", prefix_line(row))
-    if not dry_run:
-        engine.check_stale(current)
+    run.check_stale(engine, current, dry_run=dry_run)
     return row
 
 
@@ -255,14 +210,7 @@ def verify(results: list[dict[str, Any]], *, run_id: str, dry_run: bool) -> list
         return []
     engine = _engine([r["prefix"] for r in results])
     by_prefix = {r["prefix"]: r for r in results}
-    checks = []
-    for prefix in engine.config.prefixes:
-        checks.append({**engine.verify(prefix), "asset_name": prefix.asset_name})
-        log.info("verified %s: %d objects equal in %s", prefix.label, checks[-1]["objects"], prefix.destination)
-        # Only a verified prefix moves its current pointer.
-        manifest = by_prefix.get(prefix.label, {}).get("manifest")
-        checks[-1]["pointer"] = engine.publish_verified(prefix, run_id, manifest, checks[-1]["objects"])
-    return checks
+    return [run.verify_prefix(engine, p, by_prefix.get(p.label, {}), run_id) for p in engine.config.prefixes]
 
 
 def asset_events(results: list[dict[str, Any]], checks: list[dict[str, Any]], *, run_id: str) -> list[dict[str, Any]]:
@@ -293,33 +241,15 @@ def summary(
     results: list[dict[str, Any]], verified: list[dict[str, Any]], *, run_id: str, dry_run: bool
 ) -> dict[str, Any]:
     """The final summary line (what the runbook's ``qa_to_prod_done`` line reported) and run index."""
-    from greenlight.promotion.engine import summarize
-
-    started = time.monotonic()
-    total = summarize(list(results), run_id=run_id, dry_run=dry_run, duration=sum(r["duration_s"] for r in results))
-    if not dry_run:
-        engine = _engine([r["prefix"] for r in results])
-        total["manifest"] = engine.write_run_index(
-            run_id, total["per_prefix"], status="complete", verified=len(verified)
-        )
-    log.info(
-        "promotion_done run_id=%s copied=%d deleted=%d unchanged=%d objects_seen=%d bytes_copied=%d manifest=%s",
-        run_id,
-        total["copied"],
-        total["deleted"],
-        total["unchanged"],
-        total["objects_seen"],
-        total["bytes_copied"],
-        total["manifest"],
-    )
-    total["summary_s"] = round(time.monotonic() - started, 3)
-    return total
+    rows = list(results)
+    engine = _engine([r["prefix"] for r in rows])
+    duration = sum(r["duration_s"] for r in rows)
+    return run.summary(engine, rows, list(verified), run_id=run_id, dry_run=dry_run, duration=duration)
 
 
 @triaged
 def rollback_plan(manifest: str, only: list[str] | None, allow_partial: bool) -> dict[str, Any]:
     """What a rollback would restore or delete (a dry run); refuses if a recorded version is gone."""
-    from greenlight.promotion.rollback import rollback
 
     summary = rollback(manifest, s3_client(), only=only or None, dry_run=True, allow_partial=allow_partial)
     for line in summary["plan_lines"]:
@@ -332,7 +262,6 @@ def rollback_plan(manifest: str, only: list[str] | None, allow_partial: bool) ->
 @triaged
 def rollback_apply(manifest: str, only: list[str] | None, allow_partial: bool, *, run_id: str) -> dict[str, Any]:
     """Restore every touched key to its recorded version, verify object by object, write a manifest."""
-    from greenlight.promotion.rollback import rollback
 
     summary = rollback(manifest, s3_client(), only=only or None, allow_partial=allow_partial, run_id=run_id)
     summary.pop("plan_lines", None)

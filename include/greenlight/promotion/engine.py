@@ -19,7 +19,6 @@ from typing import Any
 
 from greenlight.errors import (
     ConfigError,
-    GreenlightError,
     PreconditionError,
     RefusedError,
     StalePrefixError,
@@ -667,81 +666,6 @@ class Engine:
         }
 
 
-def promote(
-    config: PromotionConfig,
-    client,
-    *,
-    run_id: str,
-    dry_run: bool = False,
-    progress: Progress | None = None,
-    verify: bool = True,
-    tracking_uri: str | None = None,
-    fast: FastS3 | None = None,
-) -> dict[str, Any]:
-    """Plan and check every prefix first (refusing before any change), then execute and verify.
-
-    Used by the CLI; the DAG calls the same Engine methods one task at a time.
-    """
-    started = time.monotonic()
-    engine = Engine(config, client, progress=progress, fast=fast)
-    engine.preflight()
-    engine.check_mlflow(tracking_uri)
-    plans = engine.plan_all()
-    for plan in plans:
-        engine.check(plan)
-    gates = run_gates(engine, run_id, dry_run=dry_run)
-    if progress:
-        progress.start(sum(len(pl.copies) + len(pl.deletes) for pl in plans), sum(pl.bytes_to_copy for pl in plans))
-    results: list[PrefixResult] = []
-    stale: list[StalePrefixError] = []
-    errors: list[GreenlightError] = []
-
-    verified: list[dict[str, Any]] = []
-
-    def run_one(plan: PrefixPlan) -> None:
-        try:
-            result = engine.execute(plan, run_id, dry_run=dry_run, record=contract_record(plan.prefix))
-        except SyncFailedError as exc:
-            errors.append(exc)
-            return
-        results.append(result)
-        if dry_run:
-            return
-        try:
-            engine.check_stale(plan)
-        except StalePrefixError as exc:
-            stale.append(exc)
-        if not verify:
-            return
-        try:
-            # Nothing changed: the plan's own listings just proved both sides equal.
-            verified.append(engine.verify(plan.prefix) if plan.copies or plan.deletes else plan.verified())
-        except VerificationError as exc:
-            errors.append(exc)
-            return
-        engine.publish_verified(plan.prefix, run_id, result.manifest, verified[-1]["objects"])
-
-    # Prefixes are independent (own manifest, own keys): run them side by side.
-    with ThreadPoolExecutor(max_workers=min(4, len(plans)) or 1, thread_name_prefix="gl-prefix") as pool:
-        list(pool.map(run_one, plans))
-    results.sort(key=lambda r: r.prefix)
-    if progress:
-        progress.finish()
-    summary = summarize(results, run_id=run_id, dry_run=dry_run, duration=time.monotonic() - started)
-    if not dry_run and any(r.manifest for r in results):
-        summary["manifest"] = engine.write_run_index(
-            run_id, summary["per_prefix"], status="failed" if errors else "complete"
-        )
-    summary["verified"] = len(verified)
-    summary["gates"] = [{k: g.get(k) for k in ("prefix", "contract", "contract_version", "passed")} for g in gates]
-    summary["plans"] = [pl.summary() for pl in plans]
-    if dry_run:
-        summary["plan_lines"] = [line for pl in plans for line in pl.lines()]
-    if errors or stale:
-        summary["errors"] = [str(e) for e in errors + stale]
-    return summary
-
-
 def contract_record(prefix: PrefixConfig) -> dict[str, Any]:
     """The contract a prefix is promoted under, as the manifest and the current pointer record it."""
     if not prefix.contract:
@@ -750,27 +674,6 @@ def contract_record(prefix: PrefixConfig) -> dict[str, Any]:
 
     contract = load_contract(prefix.contract)
     return {"contract": contract.name, "contract_version": contract.version}
-
-
-def run_gates(engine: Engine, run_id: str, *, dry_run: bool = False) -> list[dict[str, Any]]:
-    """The contract gates of every prefix with a contract (the CLI's path; the DAG maps them).
-
-    Raises :class:`GateFailedError` (exit 2) before anything is copied when any gate fails.
-    """
-    from greenlight.promotion.gates import GateFailedError, evaluate_gate, log_gate, record_gate
-
-    gates = []
-    for prefix in engine.config.prefixes:
-        if not prefix.contract:
-            continue
-        gate = evaluate_gate(engine.client, prefix, store=engine.manifests)
-        if not dry_run:
-            gate["manifest"] = record_gate(engine.manifests, run_id, prefix, gate)
-        log_gate(gate)
-        gates.append(gate)
-    if any(not g["passed"] for g in gates):
-        raise GateFailedError(gates)
-    return gates
 
 
 def prefix_line(row: dict[str, Any]) -> str:

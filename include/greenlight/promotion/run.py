@@ -1,0 +1,212 @@
+"""The promotion run sequence, one function per step: preflight, plan, gate, promote, verify, summary.
+
+The CLI (:func:`promote`) runs the steps in order in one process, prefixes side by side; the
+``artefact_promotion`` DAG runs each step as a task (``gate`` and ``promote`` mapped per prefix) and
+adds only Airflow concerns: XCom, the branch, Asset events. Both give ``dry_run`` the same meaning:
+plan, gate and log everything, write nothing (no copy, no delete, no manifest, no gate record, no
+pointer).
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
+from typing import Any
+
+from greenlight.contracts import load_contract
+from greenlight.errors import StalePrefixError, SyncFailedError, VerificationError
+from greenlight.promotion.config import PrefixConfig, PromotionConfig
+from greenlight.promotion.engine import Engine, PrefixPlan, contract_record, prefix_line, summarize
+from greenlight.promotion.gates import GateFailedError, evaluate_gate, log_gate, record_gate
+from greenlight.promotion.progress import Progress
+from greenlight.storage.fast import FastS3
+
+log = logging.getLogger("greenlight.promotion.run")
+
+
+def preflight(engine: Engine, tracking_uri: str | None) -> list[dict[str, Any]]:
+    """Runbook §2 preconditions: contracts load, both buckets answer, prod versioned, no QA run RUNNING."""
+    for prefix in engine.config.prefixes:  # a broken contract file is bad config: fail before reading QA
+        if prefix.contract:
+            contract = load_contract(prefix.contract)
+            log.info("preflight ok: %s has contract %s v%d", prefix.label, contract.name, contract.version)
+    report = engine.preflight()
+    for row in engine.check_mlflow(tracking_uri):
+        log.info("preflight ok: no RUNNING run in MLflow experiment %s", row["experiment"])
+    for row in report:
+        log.info("preflight ok: %s -> %s (versioning %s)", row["prefix"], row["destination"], row["versioning"])
+    return report
+
+
+def plan(engine: Engine) -> list[PrefixPlan]:
+    """List both sides of every prefix and apply the safety rules; any refusal stops the whole run."""
+    plans = engine.plan_all()
+    for p in plans:
+        engine.check(p)
+    for s in (p.summary() for p in plans):
+        log.info(
+            "plan %s: copy %d (overwrite %d), delete %d, unchanged %d, %d bytes",
+            s["prefix"],
+            s["to_copy"],
+            s["to_overwrite"],
+            s["to_delete"],
+            s["unchanged"],
+            s["bytes_to_copy"],
+        )
+    return plans
+
+
+def gate(
+    engine: Engine, prefix: PrefixConfig, run_id: str, *, dry_run: bool, validate: Callable | None = None
+) -> dict[str, Any]:
+    """One prefix's contract gate (never changes prod); recorded with the run's manifests unless a dry run."""
+    result = evaluate_gate(engine.client, prefix, store=engine.manifests, validate=validate)
+    result["manifest"] = None if dry_run else record_gate(engine.manifests, run_id, prefix, result)
+    log_gate(result)
+    return result
+
+
+def failed_gates(gates: list[dict[str, Any]]) -> list[str]:
+    """Names of the prefixes whose gate failed (empty: promote)."""
+    return [g["name"] or g["prefix"] for g in gates if not g["passed"]]
+
+
+def promote_prefix(engine: Engine, planned: PrefixPlan, run_id: str, *, dry_run: bool) -> dict[str, Any]:
+    """Copy and delete one checked prefix, recording the manifest before anything changes.
+
+    Raises :class:`SyncFailedError` when a copy or delete failed (retryable: a rerun does only
+    what is still missing)."""
+    result = engine.execute(planned, run_id, dry_run=dry_run, record=contract_record(planned.prefix))
+    row = result.as_dict()
+    log.info("promoted %s", prefix_line(row))
+    return row
+
+
+def check_stale(engine: Engine, planned: PrefixPlan, *, dry_run: bool) -> None:
+    """After the copy: a prefix with nothing to do whose prod side is old is stale (raises, exit 1)."""
+    if not dry_run:
+        engine.check_stale(planned)
+
+
+def verify_prefix(
+    engine: Engine, prefix: PrefixConfig, row: dict[str, Any], run_id: str, *, planned: PrefixPlan | None = None
+) -> dict[str, Any]:
+    """Runbook §4: prove prod equals QA object by object, then move the prefix's current pointer.
+
+    ``planned`` is the plan the promotion ran on: when it had nothing to do, its own listings
+    already proved both sides equal and nothing is listed again."""
+    unchanged = planned is not None and not planned.copies and not planned.deletes
+    check = planned.verified() if unchanged else engine.verify(prefix)
+    check["asset_name"] = prefix.asset_name
+    log.info("verified %s: %d objects equal in %s", prefix.label, check["objects"], prefix.destination)
+    check["pointer"] = engine.publish_verified(prefix, run_id, row.get("manifest"), check["objects"])
+    return check
+
+
+def summary(
+    engine: Engine,
+    rows: list[dict[str, Any]],
+    verified: list[dict[str, Any]],
+    *,
+    run_id: str,
+    dry_run: bool,
+    duration: float,
+    errors: list[str] | None = None,
+) -> dict[str, Any]:
+    """The final ``promotion_done`` line and the run index manifest (the handle for a rollback)."""
+    total = summarize(sorted(rows, key=lambda r: r["prefix"]), run_id=run_id, dry_run=dry_run, duration=duration)
+    total["verified"] = len(verified)
+    if not dry_run and any(r.get("manifest") for r in rows):
+        total["manifest"] = engine.write_run_index(
+            run_id, total["per_prefix"], status="failed" if errors else "complete", verified=len(verified)
+        )
+    if errors:
+        total["errors"] = list(errors)
+    log.info(
+        "promotion_done run_id=%s copied=%d deleted=%d unchanged=%d objects_seen=%d bytes_copied=%d manifest=%s",
+        run_id,
+        total["copied"],
+        total["deleted"],
+        total["unchanged"],
+        total["objects_seen"],
+        total["bytes_copied"],
+        total["manifest"],
+    )
+    return total
+
+
+def promote(
+    config: PromotionConfig,
+    client,
+    *,
+    run_id: str,
+    dry_run: bool = False,
+    progress: Progress | None = None,
+    tracking_uri: str | None = None,
+    fast: FastS3 | None = None,
+) -> dict[str, Any]:
+    """The whole run in one process (the CLI): every step above, in the DAG's order.
+
+    Everything is planned, checked and gated before the first change; a failed gate raises
+    :class:`GateFailedError` (exit 2). Prefixes then run side by side; one failing does not stop
+    the others, and the summary lists it under ``errors``.
+    """
+    started = time.monotonic()
+    engine = Engine(config, client, progress=progress, fast=fast)
+    preflight(engine, tracking_uri)
+    plans = plan(engine)
+    gates = [gate(engine, p, run_id, dry_run=dry_run) for p in engine.config.prefixes if p.contract]
+    if failed_gates(gates):
+        raise GateFailedError(gates)
+    if progress:
+        progress.start(sum(len(pl.copies) + len(pl.deletes) for pl in plans), sum(pl.bytes_to_copy for pl in plans))
+    rows: list[dict[str, Any]] = []
+    verified: list[dict[str, Any]] = []
+    errors: list[str] = []
+
+    def run_one(planned: PrefixPlan) -> None:
+        try:
+            row = promote_prefix(engine, planned, run_id, dry_run=dry_run)
+        except SyncFailedError as exc:
+            errors.append(str(exc))
+            return
+        rows.append(row)
+        try:
+            check_stale(engine, planned, dry_run=dry_run)
+        except StalePrefixError as exc:  # the DAG's promote task fails here too: no verify, no pointer
+            errors.append(str(exc))
+            return
+        if dry_run:
+            return
+        try:
+            verified.append(verify_prefix(engine, planned.prefix, row, run_id, planned=planned))
+        except VerificationError as exc:
+            errors.append(str(exc))
+
+    with ThreadPoolExecutor(max_workers=min(4, len(plans)) or 1, thread_name_prefix="gl-prefix") as pool:
+        list(pool.map(run_one, plans))
+    if progress:
+        progress.finish()
+    total = summary(
+        engine, rows, verified, run_id=run_id, dry_run=dry_run, duration=time.monotonic() - started, errors=errors
+    )
+    total["gates"] = [{k: g.get(k) for k in ("prefix", "contract", "contract_version", "passed")} for g in gates]
+    total["plans"] = [pl.summary() for pl in plans]
+    if dry_run:
+        total["plan_lines"] = [line for pl in plans for line in pl.lines()]
+    return total
+
+
+__all__ = [
+    "check_stale",
+    "failed_gates",
+    "gate",
+    "plan",
+    "preflight",
+    "promote",
+    "promote_prefix",
+    "summary",
+    "verify_prefix",
+]
