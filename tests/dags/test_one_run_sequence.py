@@ -47,7 +47,9 @@ def _config(tmp_path, qa: str, prod: str, area: str):
 def _seed(s3, qa: str, area: str) -> None:
     today = dt.date.today()
     wanted = {
-        k: v for k, v in demo_data.build_qa_artefacts(today).items() if any(k.startswith(r) for r, _ in PREFIXES.values())
+        k: v
+        for k, v in demo_data.build_qa_artefacts(today).items()
+        if any(k.startswith(r) for r, _ in PREFIXES.values())
     }
     demo_data.seed_bucket(s3, qa, wanted, prefix=area)
 
