@@ -1450,14 +1450,21 @@ def validate_with_gx(
                 info.get("exception_message") if info.get("raised_exception") else None,
             )
         )
-    out = {"success": bool(outcome.success), "suite": suite.name, "results": results}
+    out = {
+        "success": bool(outcome.success),
+        "suite": suite.name,
+        "statistics": dict(outcome.statistics or {}),
+        "results": results,
+    }
     return json.loads(json.dumps(out, default=str))
 
 
 def gx_result_entry(expectation, check, kwargs, success, result, exception=None) -> dict[str, Any]:
     """One expectation's outcome in greenlight's gate format (shared by the ephemeral-context
     validation here and the GX provider operator's ``describe_dict()`` in the DAG)."""
-    kwargs = {k: v for k, v in (kwargs or {}).items() if k != "batch_id"}
+    # ``row_condition``/``condition_parser`` select schema or sample rows (``check`` says which) and
+    # serialise differently in the two runners: left out so both record the same entry.
+    kwargs = {k: v for k, v in (kwargs or {}).items() if k not in ("batch_id", "row_condition", "condition_parser")}
     result = result or {}
     entry: dict[str, Any] = {
         "expectation": expectation,
