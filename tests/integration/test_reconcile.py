@@ -194,6 +194,108 @@ def test_dvc_remote_read_from_dvc_config_at_the_ref_and_dir_expanded_from_remote
     assert (result["checked"], result["missing"]) == (7, 0)
 
 
+# ------------------------------------------------------------------- crafted and malformed DVC files
+def _crafted_repo(root: Path, files: dict[str, str]) -> Path:
+    """A git repo holding hand-written DVC files (no ``dvc`` involved: they are what an attacker or
+    a broken tool could commit)."""
+    repo = root / "crafted"
+    repo.mkdir()
+    git(repo, "init", "-q", "-b", "main")
+    for rel, text in files.items():
+        (repo / rel).parent.mkdir(parents=True, exist_ok=True)
+        (repo / rel).write_text(text)
+    git(repo, "add", "-A")
+    git(repo, "commit", "-qm", "crafted")
+    return repo
+
+
+def _dvc_bucket(s3) -> None:
+    try:
+        s3.create_bucket(Bucket=DVC_BUCKET)
+    except s3.exceptions.BucketAlreadyOwnedByYou:
+        pass
+
+
+def _crafted_target(repo: Path, area: str, cache: Path | None = None) -> dict:
+    target = {"name": "crafted", "kind": "dvc", "repo": str(repo), "rev": "main", "remote": f"s3://{DVC_BUCKET}/{area}"}
+    if cache is not None:
+        target["cache_dir"] = str(cache)
+    return target
+
+
+def test_dvc_crafted_md5_cannot_read_outside_the_cache_or_upload_it(s3env, s3, area, tmp_path):
+    """P7.8: a legacy output whose md5 is ``../secret.txt`` used to map to ``<cache>/..//secret.txt``,
+    i.e. a file beside the cache, which ``--repair`` then uploaded to the remote. Now it is refused
+    (exit 2, naming the DVC file and the value) before any cache path or key is built."""
+    _dvc_bucket(s3)
+    cache = tmp_path / "cache"
+    cache.mkdir()
+    (tmp_path / "secret.txt").write_text("not for the remote")
+    repo = _crafted_repo(tmp_path, {"evil.dvc": "outs:\n- md5: ../secret.txt\n  path: evil\n"})
+    cfg = str(_config(tmp_path, [_crafted_target(repo, area, cache)]))
+
+    code, summary, stderr = cli(s3env, "reconcile", "--config", cfg, "--repair")
+
+    assert code == 2, stderr
+    assert "evil.dvc" in summary["error"] and "'../secret.txt'" in summary["error"]
+    assert "not 32 hex digits" in summary["error"]
+    listed = s3.list_objects_v2(Bucket=DVC_BUCKET, Prefix=area)
+    assert listed.get("KeyCount", 0) == 0  # nothing uploaded
+
+
+def test_dvc_malformed_outs_and_dir_manifest_exit_2_naming_the_file(s3env, s3, area, tmp_path):
+    """P7.9: ``outs:`` given as a mapping used to be read as a list of its keys (every output
+    silently skipped, the check 'passed'); a ``.dir`` manifest that is JSON but not a list of
+    {md5, relpath} crashed with a traceback. Both are bad input: exit 2 naming the file."""
+    _dvc_bucket(s3)
+    bad_dir = b'{"md5": "not a list"}'
+    dir_md5 = md5(bad_dir)
+    s3.put_object(Bucket=DVC_BUCKET, Key=f"{area}files/md5/{dir_md5[:2]}/{dir_md5[2:]}.dir", Body=bad_dir)
+    repo = _crafted_repo(
+        tmp_path,
+        {
+            "mapping/data.dvc": f"outs:\n  md5: {'0' * 32}\n  path: data.csv\n",
+            "dir/images.dvc": f"outs:\n- md5: {dir_md5}.dir\n  path: images\n  hash: md5\n",
+        },
+    )
+    only_mapping = dict(_crafted_target(repo, area), name="mapping")
+    code, summary, stderr = cli(s3env, "reconcile", "--config", str(_config(tmp_path, [only_mapping])))
+    assert code == 2, stderr
+    assert "mapping/data.dvc: 'outs' must be a list of outputs, got a dict" in summary["error"]
+
+    # The same repo without the mapping file: the .dir manifest (read from the real remote) is refused.
+    git(repo, "rm", "-q", "mapping/data.dvc")
+    git(repo, "commit", "-qm", "drop the mapping file")
+    code, summary, stderr = cli(s3env, "reconcile", "--config", str(_config(tmp_path, [_crafted_target(repo, area)])))
+    assert code == 2, stderr
+    assert f"s3://{DVC_BUCKET}/{area}files/md5/{dir_md5[:2]}/{dir_md5[2:]}.dir" in summary["error"]
+    assert "must be a JSON list of {md5, relpath}" in summary["error"]
+
+
+def test_dvc_data_hashes_agree_with_dvc_and_hashlib(golden):
+    """The md5 greenlight checks cache copies with is dvc-data's: the same value DVC recorded for
+    every file of the real repo, and the same as a plain hashlib md5 for DVC 3 outputs. Legacy
+    (DVC 2) outputs hash text with CRLF -> LF, binary files as they are."""
+    import hashlib
+
+    import yaml
+
+    from greenlight.reconcile.dvc import content_md5, parse_dir_manifest
+
+    dir_body = golden.cache_file(golden.dir_md5).read_bytes()
+    recorded = {f"data/images/{e['relpath']}": e["md5"] for e in parse_dir_manifest(dir_body, "golden .dir")}
+    recorded["data/table.csv"] = yaml.safe_load((golden.path / "data/table.csv.dvc").read_text())["outs"][0]["md5"]
+    assert len(recorded) == 5
+    for rel, want in recorded.items():
+        path = str(golden.path / rel)
+        assert content_md5(path) == want == hashlib.md5(golden.files[rel]).hexdigest()
+    assert content_md5(data=dir_body) == golden.dir_md5.removesuffix(".dir")
+
+    text, binary = b"a,b\r\n1,2\r\n", b"\x00\x01bin\r\n\xff"
+    assert content_md5(data=text, legacy=True) == hashlib.md5(b"a,b\n1,2\n").hexdigest()
+    assert content_md5(data=binary, legacy=True) == hashlib.md5(binary).hexdigest()
+
+
 # ---------------------------------------------------------------------------------------- git ↔ DVC
 def test_git_dvc_clean_ref_and_stale_lock(golden, tmp_path):
     from greenlight.reconcile.config import load_config
@@ -348,6 +450,34 @@ def test_mlflow_missing_artifacts_orphans_and_repair_from_restore_dir(mlflow_sto
     assert (summary["missing"], summary["repaired"], summary["unrecoverable"], summary["orphans"]) == (3, 2, 1, 2)
     assert summary["checked"] == 6  # + the two artifacts of the active run recorded by the baseline
     assert _exists(s3, MLFLOW_BUCKET, f"{m['prefix']}{ghost}/artifacts/x.bin")  # orphans are never deleted
+
+
+def test_mlflow_restore_copy_resolving_outside_restore_dir_is_not_used(mlflow_store, s3, tmp_path):
+    """P7.8: a copy under ``restore_dir`` that resolves outside it (here a symlink to a file beside
+    it) is never read or uploaded; the artifact is reported unrecoverable, saying why."""
+    from greenlight.reconcile.config import load_config
+    from greenlight.reconcile.run import reconcile
+
+    m = mlflow_store
+    restore = tmp_path / "restore"
+    target = {"name": "models", "kind": "mlflow", "experiments": ["reconcile-test"], "restore_dir": str(restore)}
+    config = load_config(_config(tmp_path, [target]))
+    reconcile(config, s3, run_id="baseline", tracking_uri=m["uri"])
+    key = f"{m['prefix']}{m['run_id']}/artifacts/reports/a.txt"
+    outside = tmp_path / "outside.txt"
+    outside.write_text("report a")  # same size as the lost artifact: only the location is wrong
+    link = restore / m["exp_id"] / key[len(m["prefix"]) :]
+    link.parent.mkdir(parents=True)
+    link.symlink_to(outside)
+    s3.delete_object(Bucket=MLFLOW_BUCKET, Key=key)
+
+    summary = reconcile(config, s3, run_id="repair", repair=True, tracking_uri=m["uri"])
+
+    result = json.loads(Path(summary["report"]).read_text())["targets"][0]
+    (entry,) = [e for e in result["entries"] if e["what"] == f"s3://{MLFLOW_BUCKET}/{key}"]
+    assert entry["status"] == "unrecoverable" and entry["source"] is None
+    assert "resolves outside restore_dir" in entry["action"]
+    assert not _exists(s3, MLFLOW_BUCKET, key)
 
 
 # ------------------------------------------------------------------------------------------- CLI

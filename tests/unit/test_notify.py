@@ -9,8 +9,10 @@ from __future__ import annotations
 
 import base64
 import email
+import html
 import json
 import logging
+import re
 import socket
 import socketserver
 import threading
@@ -74,12 +76,20 @@ class SmtpSink:
                         while (chunk := self.rfile.readline()) not in (b".\r\n", b""):
                             data.append(chunk[1:] if chunk.startswith(b"..") else chunk)
                         msg = email.message_from_bytes(b"".join(data))
+                        part = next(p for p in msg.walk() if p.get_content_maintype() == "text")
+                        payload = part.get_payload(decode=True).decode(part.get_content_charset() or "utf-8")
+                        payload = payload.replace("\r\n", "\n")
                         sink.messages.append(
                             {
                                 "subject": msg["Subject"],
                                 "from": msg["From"],
                                 "to": rcpt,
-                                "body": msg.get_payload(decode=True).decode().replace("\r\n", "\n"),
+                                "type": part.get_content_type(),
+                                "raw": payload,
+                                # What a reader sees: an HTML body rendered as text.
+                                "body": html.unescape(re.sub(r"<[^>]+>", "", payload))
+                                if part.get_content_subtype() == "html"
+                                else payload,
                             }
                         )
                         self.reply("250 queued")
@@ -313,3 +323,25 @@ def test_unreachable_smtp_server_is_logged_not_raised(channels, monkeypatch, cap
 
     assert sorted(notifier.last_sent) == ["log", "slack"]
     assert any("not sent via smtp" in r.getMessage() for r in caplog.records)
+
+
+def test_mail_is_html_escaped_and_never_rendered_as_a_template(channels):
+    """The provider sends HTML: the alert text is escaped inside <pre>, and an error message that
+    looks like markup or a Jinja template arrives exactly as written."""
+    exc = raised(RuntimeError("bad row <b>1</b> & {{ conn.greenlight_smtp.password }}"))
+
+    default_notifier()(task_context(exc))
+
+    (mail,) = channels.smtp.messages
+    assert mail["type"] == "text/html"
+    assert mail["raw"].startswith("<pre>") and "&lt;b&gt;1&lt;/b&gt; &amp;" in mail["raw"]
+    assert "error: RuntimeError: bad row <b>1</b> & {{ conn.greenlight_smtp.password }}\n" in mail["body"]
+    assert channels.secrets["smtp"] not in mail["raw"]
+
+
+def test_tls_extras_greenlight_first_then_the_providers():
+    from greenlight.dagsupport.notify import _tls_flag
+
+    assert _tls_flag({}, "ssl", "disable_ssl") is False  # greenlight's documented default
+    assert _tls_flag({"ssl": True, "disable_ssl": True}, "ssl", "disable_ssl") is True
+    assert _tls_flag({"disable_tls": False}, "starttls", "disable_tls") is True

@@ -16,6 +16,10 @@ Channels (each one independent: one that fails is logged and the others still se
 - ``log`` — always: one ERROR line on the ``greenlight.dagsupport.notify`` logger (the task log).
 - ``smtp`` — when the Airflow connection ``greenlight_smtp`` exists: host, port, optional
   login/password; extra ``{"to": "a@x, b@y", "from": "...", "starttls": false, "ssl": false}``.
+  Sent by the SMTP provider's ``SmtpNotifier`` (apache-airflow-providers-smtp) as an HTML mail
+  whose body is the alert text in a ``<pre>`` block. The provider's own extras (``from_email``,
+  ``disable_ssl``, ``disable_tls``, ``timeout``, ``retry_limit``) work too; when neither
+  ``ssl``/``starttls`` nor ``disable_ssl``/``disable_tls`` is set, the mail goes without TLS as before.
 - ``slack`` — when the connection ``greenlight_slack`` exists: an incoming-webhook POST of
   ``{"text": ...}`` (``urllib``, no extra dependency). The webhook URL is the connection's host
   (``https://hooks.slack.com/services``, with schema/port if set) + its password (the secret
@@ -30,6 +34,7 @@ the error text goes through Airflow's secrets masker and the channel's own secre
 
 from __future__ import annotations
 
+import html
 import json
 import logging
 import os
@@ -161,36 +166,68 @@ def _extra(conn) -> dict[str, Any]:
         return {}
 
 
-def send_smtp(conn, subject: str, text: str) -> list[str]:
-    """Send one plain-text mail through the connection's server; returns the recipients."""
-    import smtplib
-    import ssl
-    from email.message import EmailMessage
+def _tls_flag(extra: dict[str, Any], ours: str, providers: str) -> bool:
+    """greenlight's extra (``ssl``/``starttls``: on when true) wins, then the provider's
+    (``disable_ssl``/``disable_tls``: on unless true); with neither, off (greenlight's default)."""
+    if ours in extra:
+        return bool(extra[ours])
+    if providers in extra:
+        return not bool(extra[providers])
+    return False
 
+
+def _smtp_notifier_class():
+    """The provider's ``SmtpNotifier`` with a hook that reads greenlight's TLS extras as well.
+
+    Imported on first use: the provider pulls in aiosmtplib, and this module is imported by every
+    DAG file (through ``default_args``), where only the notifier object is built.
+    """
+    from functools import cached_property
+
+    from airflow.providers.smtp.hooks.smtp import SmtpHook
+    from airflow.providers.smtp.notifications.smtp import SmtpNotifier
+
+    class GreenlightSmtpHook(SmtpHook):
+        @property
+        def use_ssl(self) -> bool:
+            return _tls_flag(_extra(self.conn), "ssl", "disable_ssl")
+
+        @property
+        def smtp_starttls(self) -> bool:
+            return not self.use_ssl and _tls_flag(_extra(self.conn), "starttls", "disable_tls")
+
+    class GreenlightSmtpNotifier(SmtpNotifier):
+        @cached_property
+        def hook(self) -> SmtpHook:
+            return GreenlightSmtpHook(smtp_conn_id=self.smtp_conn_id, auth_type=self.auth_type)
+
+    return GreenlightSmtpNotifier
+
+
+def send_smtp(conn, subject: str, text: str) -> list[str]:
+    """Send one mail through the connection's server with the SMTP provider's notifier; returns the
+    recipients. The body is the alert text, HTML-escaped, in a ``<pre>`` block."""
     extra = _extra(conn)
     recipients = extra.get("to") or []
     if isinstance(recipients, str):
         recipients = [r.strip() for r in recipients.replace(";", ",").split(",") if r.strip()]
     if not recipients:
         raise ValueError(f"connection {conn.conn_id!r} has no recipients (extra 'to')")
-    sender = extra.get("from") or (conn.login if conn.login and "@" in conn.login else "greenlight@localhost")
-    port = int(conn.port or (465 if extra.get("ssl") else 25))
-    timeout = float(extra.get("timeout", 30))
-    msg = EmailMessage()
-    msg["Subject"] = subject
-    msg["From"] = sender
-    msg["To"] = ", ".join(recipients)
-    msg.set_content(_scrub(text, conn.password))
-    if extra.get("ssl"):
-        server = smtplib.SMTP_SSL(conn.host, port, timeout=timeout, context=ssl.create_default_context())
-    else:
-        server = smtplib.SMTP(conn.host, port, timeout=timeout)
-    with server:
-        if extra.get("starttls"):
-            server.starttls(context=ssl.create_default_context())
-        if conn.login and conn.password:
-            server.login(conn.login, conn.password)
-        server.send_message(msg)
+    sender = (
+        extra.get("from")
+        or extra.get("from_email")
+        or (conn.login if conn.login and "@" in conn.login else "greenlight@localhost")
+    )
+    notifier = _smtp_notifier_class()(
+        to=recipients,
+        from_email=sender,
+        subject=subject,
+        html_content=f"<pre>{html.escape(_scrub(text, conn.password))}\n</pre>",
+        smtp_conn_id=conn.conn_id,
+    )
+    # notify(), not __call__: every field is given, so nothing is rendered as a Jinja template (an
+    # error message containing "{{ ... }}" is sent as written, never evaluated).
+    notifier.notify({})
     return recipients
 
 

@@ -11,17 +11,19 @@ guesses: unknown keys, bad URIs, duplicates and overlapping prefixes are all err
 
 from __future__ import annotations
 
-import difflib
 import math
 import os
-import re
 from dataclasses import dataclass, field, replace
 from pathlib import Path
-from typing import Any
+from typing import Annotated, Any
+
+from pydantic import AfterValidator, Field, StringConstraints, model_validator
 
 from greenlight.errors import ConfigError
 from greenlight.paths import INCLUDE_DIR
+from greenlight.storage import manifests
 from greenlight.storage.s3 import S3Uri, parse_s3_uri
+from greenlight.yamlfile import StrictModel, read_yaml, validate
 
 DEFAULT_CONFIG_PATH = INCLUDE_DIR / "config" / "promotion.yaml"
 CONFIG_ENV = "GREENLIGHT_PROMOTION_CONFIG"
@@ -113,102 +115,116 @@ def _same_prefix(item: str, uri: S3Uri) -> bool:
         return False
 
 
-_TOP_KEYS = {"prefixes", "defaults", "destination_rule", "manifest_uri", "workers"}
+# ------------------------------------------------------------------------------ the file's schema
+_DAG_ID = r"^[A-Za-z0-9_.-]{1,250}$"
+NonEmpty = Annotated[str, StringConstraints(strip_whitespace=True, min_length=1)]
+
+
+def _relative_key(value: str | None) -> str | None:
+    if value is not None and (not value.strip() or value.startswith("/") or ".." in value.split("/")):
+        raise ValueError(f"expected a key relative to the prefix (e.g. _QA_SIGNED_OFF), got {value!r}")
+    return value
+
+
+class SettingsModel(StrictModel):
+    """``defaults:`` and the per-prefix overrides; a key left out inherits (see ``model_fields_set``)."""
+
+    allow_empty: bool = False
+    allow_unversioned: bool = False
+    max_delete_fraction: Annotated[float, Field(ge=0, le=1)] = 0.10
+    max_delete_count: Annotated[int, Field(ge=0)] = 1000
+    stale_after_hours: Annotated[float, Field(gt=0)] | None = 24.0
+    mlflow_experiments: list[NonEmpty] = []
+    signoff_marker: Annotated[str | None, AfterValidator(_relative_key)] = None
+    consumers: list[Annotated[str, StringConstraints(pattern=_DAG_ID)]] = []
+
+    def apply(self, base: PrefixSettings) -> PrefixSettings:
+        """``base`` with the keys this mapping sets."""
+        values: dict[str, Any] = {key: getattr(self, key) for key in self.model_fields_set & _SETTING_KEYS}
+        if "mlflow_experiments" in values:
+            values["mlflow_experiments"] = tuple(values["mlflow_experiments"])
+        if "consumers" in values:
+            values["consumers"] = tuple(dict.fromkeys(values["consumers"]))
+        return replace(base, **values)
+
+
+class PrefixModel(SettingsModel):
+    """One ``prefixes:`` entry: an ``s3://`` URI, or a mapping with ``source`` and overrides."""
+
+    source: str
+    destination: str | None = None
+    name: str | None = None
+    contract: Any = None
+
+    @model_validator(mode="before")
+    @classmethod
+    def _uri_shorthand(cls, data: Any) -> Any:
+        if isinstance(data, str):
+            return {"source": data}
+        if not isinstance(data, dict):
+            raise ValueError(f"expected an s3:// URI or a mapping with 'source', got {data!r}")
+        return data
+
+
+class RuleModel(StrictModel):
+    source_bucket_prefix: str = "qa-"
+    destination_bucket_prefix: str = "prod-"
+
+
+class PromotionFile(StrictModel):
+    """The whole ``promotion.yaml``."""
+
+    prefixes: Annotated[list[PrefixModel], Field(min_length=1)]
+    defaults: SettingsModel | None = None
+    destination_rule: RuleModel | None = None
+    manifest_uri: str | None = None
+    workers: Annotated[int, Field(ge=1, le=512)] = 64
+
+
 _SETTING_KEYS = set(PrefixSettings.__dataclass_fields__)
-_PREFIX_KEYS = {"source", "destination", "name", "contract"} | _SETTING_KEYS
-_DAG_ID = re.compile(r"^[A-Za-z0-9_.-]{1,250}$")
-_RULE_KEYS = {"source_bucket_prefix", "destination_bucket_prefix"}
+
+# How a wrong value of each key is reported ({where}: the key path, {value}: what was found).
+MESSAGES = {
+    "": "{file}: expected a mapping with a 'prefixes' list at the top level",
+    "prefixes": "{file}: 'prefixes' must be a non-empty list of s3:// URIs, got {value!r}",
+    "defaults": "{file}: 'defaults' must be a mapping of per-prefix settings, got {value!r}",
+    "destination_rule": "{file}: 'destination_rule' must be a mapping, got {value!r}",
+    "workers": "{file}: 'workers' must be a whole number from 1 to 512, got {value!r}",
+    "manifest_uri": "manifest_uri: expected an s3:// URI string, got {value!r}",
+    "source_bucket_prefix": "{where}: expected a bucket name prefix such as 'qa-', got {value!r}",
+    "destination_bucket_prefix": "{where}: expected a bucket name prefix such as 'prod-', got {value!r}",
+    "source": "{where}: expected an s3:// URI string, got {value!r}",
+    "destination": "{where}: expected an s3:// URI string, got {value!r}",
+    "name": "{where}: expected a string, got {value!r}",
+    "allow_empty": "{where}: expected true or false, got {value!r}",
+    "allow_unversioned": "{where}: expected true or false, got {value!r}",
+    "max_delete_fraction": "{where}: expected a number between 0 and 1, got {value!r}",
+    "max_delete_count": "{where}: expected a whole number >= 0, got {value!r}",
+    "stale_after_hours": "{where}: expected a positive number of hours or null, got {value!r}",
+    "mlflow_experiments": "{where}: expected a list of MLflow experiment names, got {value!r}",
+    "consumers": "{where}: expected a list of Airflow dag ids, got {value!r}",
+    "signoff_marker": "{where}: expected a key relative to the prefix (e.g. _QA_SIGNED_OFF), got {value!r}",
+}
 
 
-def check_keys(mapping: dict, allowed: set[str], where: str) -> None:
-    """Unknown keys are an error naming the key, with the closest allowed one as a hint."""
-    for key in mapping:
-        if key not in allowed:
-            close = difflib.get_close_matches(str(key), sorted(allowed), n=1)
-            hint = f" (did you mean {close[0]!r}?)" if close else ""
-            raise ConfigError(f"{where}: unknown key {key!r}{hint}; allowed: {', '.join(sorted(allowed))}")
-
-
-def _settings(raw: dict, base: PrefixSettings, where: str) -> PrefixSettings:
-    values: dict[str, Any] = {}
-    for key in _SETTING_KEYS & set(raw):
-        value = raw[key]
-        if key in ("allow_empty", "allow_unversioned"):
-            if not isinstance(value, bool):
-                raise ConfigError(f"{where}.{key}: expected true or false, got {value!r}")
-        elif key == "max_delete_fraction":
-            if isinstance(value, bool) or not isinstance(value, (int, float)) or not 0 <= value <= 1:
-                raise ConfigError(f"{where}.{key}: expected a number between 0 and 1, got {value!r}")
-            value = float(value)
-        elif key == "max_delete_count":
-            if isinstance(value, bool) or not isinstance(value, int) or value < 0:
-                raise ConfigError(f"{where}.{key}: expected a whole number >= 0, got {value!r}")
-        elif key == "mlflow_experiments":
-            if not isinstance(value, list) or not all(isinstance(v, str) and v.strip() for v in value):
-                raise ConfigError(f"{where}.{key}: expected a list of MLflow experiment names, got {value!r}")
-            value = tuple(v.strip() for v in value)
-        elif key == "consumers":
-            if not isinstance(value, list) or not all(isinstance(v, str) and _DAG_ID.match(v) for v in value):
-                raise ConfigError(f"{where}.{key}: expected a list of Airflow dag ids, got {value!r}")
-            value = tuple(dict.fromkeys(value))
-        elif key == "signoff_marker":
-            if value is not None and (
-                not isinstance(value, str) or not value.strip() or value.startswith("/") or ".." in value.split("/")
-            ):
-                raise ConfigError(
-                    f"{where}.{key}: expected a key relative to the prefix (e.g. _QA_SIGNED_OFF), got {value!r}"
-                )
-        elif key == "stale_after_hours":
-            if value is not None and (isinstance(value, bool) or not isinstance(value, (int, float)) or value <= 0):
-                raise ConfigError(f"{where}.{key}: expected a positive number of hours or null, got {value!r}")
-            value = None if value is None else float(value)
-        values[key] = value
-    return replace(base, **values)
-
-
+# --------------------------------------------------------------------------- from file to objects
 def parse_config(raw: Any, *, path: str = "<config>") -> PromotionConfig:
-    """Validate a parsed YAML document and return a :class:`PromotionConfig`."""
-    if not isinstance(raw, dict):
-        raise ConfigError(f"{path}: expected a mapping with a 'prefixes' list at the top level")
-    check_keys(raw, _TOP_KEYS, path)
-    if "prefixes" not in raw:
-        raise ConfigError(f"{path}: missing required key 'prefixes'")
-    entries = raw["prefixes"]
-    if not isinstance(entries, list) or not entries:
-        raise ConfigError(f"{path}: 'prefixes' must be a non-empty list of s3:// URIs")
+    """Validate a parsed YAML document and return a :class:`PromotionConfig`.
 
-    defaults_raw = raw.get("defaults") or {}
-    if not isinstance(defaults_raw, dict):
-        raise ConfigError(f"{path}: 'defaults' must be a mapping")
-    check_keys(defaults_raw, _SETTING_KEYS, f"{path}: defaults")
-    defaults = _settings(defaults_raw, PrefixSettings(), "defaults")
-
-    rule_raw = raw.get("destination_rule") or {}
-    if not isinstance(rule_raw, dict):
-        raise ConfigError(f"{path}: 'destination_rule' must be a mapping")
-    check_keys(rule_raw, _RULE_KEYS, f"{path}: destination_rule")
-    rule = DestinationRule(
-        source_prefix=str(rule_raw.get("source_bucket_prefix", "qa-")),
-        destination_prefix=str(rule_raw.get("destination_bucket_prefix", "prod-")),
-    )
+    The model checks the shape and every value; what needs several keys at once (the destination
+    rule, overlapping prefixes, where manifests go) is checked here, each error naming its key.
+    """
+    doc = validate(PromotionFile, raw, file=path, messages=MESSAGES)
+    rule_doc = doc.destination_rule or RuleModel()
+    rule = DestinationRule(rule_doc.source_bucket_prefix, rule_doc.destination_bucket_prefix)
     if not rule.source_prefix or not rule.destination_prefix or rule.source_prefix == rule.destination_prefix:
         raise ConfigError(f"{path}: destination_rule needs two different, non-empty bucket prefixes")
-
-    workers = raw.get("workers", 64)
-    if isinstance(workers, bool) or not isinstance(workers, int) or not 1 <= workers <= 512:
-        raise ConfigError(f"{path}: 'workers' must be a whole number from 1 to 512, got {workers!r}")
+    defaults = (doc.defaults or SettingsModel()).apply(PrefixSettings())
 
     prefixes: list[PrefixConfig] = []
-    for index, entry in enumerate(entries):
+    for index, entry in enumerate(doc.prefixes):
         where = f"prefixes[{index}]"
-        if isinstance(entry, str):
-            entry = {"source": entry}
-        if not isinstance(entry, dict):
-            raise ConfigError(f"{where}: expected an s3:// URI or a mapping with 'source', got {entry!r}")
-        check_keys(entry, _PREFIX_KEYS, where)
-        if "source" not in entry:
-            raise ConfigError(f"{where}: missing required key 'source'")
-        source = parse_s3_uri(entry["source"], what=f"{where}.source")
+        source = parse_s3_uri(entry.source, what=f"{where}.source")
         if not source.prefix:
             raise ConfigError(f"{where}.source: {source} is a whole bucket; name a prefix inside it")
         mapped = rule.map_bucket(source.bucket)
@@ -217,8 +233,8 @@ def parse_config(raw: Any, *, path: str = "<config>") -> PromotionConfig:
                 f"{where}.source: bucket {source.bucket!r} does not start with {rule.source_prefix!r} "
                 "(destination_rule.source_bucket_prefix)"
             )
-        if "destination" in entry:
-            destination = parse_s3_uri(entry["destination"], what=f"{where}.destination")
+        if entry.destination is not None:
+            destination = parse_s3_uri(entry.destination, what=f"{where}.destination")
             if destination.bucket != mapped:
                 raise ConfigError(
                     f"{where}.destination: {destination} is outside the destination rule: "
@@ -228,20 +244,18 @@ def parse_config(raw: Any, *, path: str = "<config>") -> PromotionConfig:
                 raise ConfigError(f"{where}.destination: {destination} is a whole bucket; name a prefix")
         else:
             destination = S3Uri(mapped, source.prefix)
-        name = entry.get("name") or ""
-        if not isinstance(name, str):
-            raise ConfigError(f"{where}.name: expected a string, got {name!r}")
-        contract = entry.get("contract")
+        contract = entry.contract
         if contract is not None:
             contract = _contract_ref(contract, f"{where}.contract", base=Path(path).parent)
-        prefixes.append(PrefixConfig(source, destination, _settings(entry, defaults, where), name, contract))
+        settings = entry.apply(defaults)
+        prefixes.append(PrefixConfig(source, destination, settings, entry.name or "", contract))
 
     _check_overlaps(prefixes)
+    _check_file_names(prefixes)
     source_buckets = {p.source.bucket for p in prefixes}
 
-    manifest_uri = None
-    if raw.get("manifest_uri") is not None:
-        manifest_uri = parse_s3_uri(raw["manifest_uri"], what="manifest_uri")
+    if doc.manifest_uri is not None:
+        manifest_uri = parse_s3_uri(doc.manifest_uri, what="manifest_uri")
     else:
         manifest_uri = S3Uri(prefixes[0].destination.bucket, "_greenlight/manifests/")
     if manifest_uri.bucket in source_buckets:
@@ -252,7 +266,7 @@ def parse_config(raw: Any, *, path: str = "<config>") -> PromotionConfig:
                 f"manifest_uri: {manifest_uri} overlaps destination {p.destination}; "
                 "a promotion would copy over or delete its own manifests"
             )
-    return PromotionConfig(tuple(prefixes), rule, manifest_uri, workers, path)
+    return PromotionConfig(tuple(prefixes), rule, manifest_uri, doc.workers, path)
 
 
 def _contract_ref(value: Any, where: str, base: Path) -> str:
@@ -294,42 +308,25 @@ def _check_overlaps(prefixes: list[PrefixConfig]) -> None:
             raise ConfigError(f"prefixes: destination {p.destination} is in a source bucket")
 
 
-def _unique_key_loader():
-    import yaml
-
-    class Loader(yaml.SafeLoader):
-        pass
-
-    def construct_mapping(loader, node, deep=False):
-        seen = set()
-        for key_node, _ in node.value:
-            key = loader.construct_object(key_node, deep=deep)
-            if key in seen:
-                raise ConfigError(f"duplicate key {key!r} at line {key_node.start_mark.line + 1}")
-            seen.add(key)
-        return yaml.SafeLoader.construct_mapping(loader, node, deep=deep)
-
-    Loader.add_constructor(yaml.resolver.BaseResolver.DEFAULT_MAPPING_TAG, construct_mapping)
-    return Loader
+def destination_file_name(destination: S3Uri) -> str:
+    """The name the manifest, pointer and gate files of a destination prefix are stored under,
+    computed by the manifest store's own rule (``greenlight.storage.manifests``)."""
+    return manifests.safe_name(f"{destination.bucket}/{destination.prefix}")
 
 
-def read_yaml(path: Path, what: str = "config file") -> Any:
-    """Parse a YAML config file; a missing or unreadable file, bad YAML or a duplicate key is a
-    :class:`ConfigError` naming the file (and the line of a duplicate key)."""
-    import yaml
-
-    try:
-        text = path.read_text()
-    except FileNotFoundError as exc:
-        raise ConfigError(f"{what} {path} does not exist") from exc
-    except OSError as exc:
-        raise ConfigError(f"{what} {path} cannot be read: {exc}") from exc
-    try:
-        return yaml.load(text, Loader=_unique_key_loader())  # noqa: S506 - a SafeLoader subclass
-    except ConfigError as exc:
-        raise ConfigError(f"{path}: {exc}") from exc
-    except yaml.YAMLError as exc:
-        raise ConfigError(f"{path}: not valid YAML: {exc}") from exc
+def _check_file_names(prefixes: list[PrefixConfig]) -> None:
+    """Two destinations whose manifest/pointer/gate files would have the same name would overwrite
+    each other's records (and a rollback of one would restore the other): refuse the config."""
+    seen: dict[str, PrefixConfig] = {}
+    for p in prefixes:
+        name = destination_file_name(p.destination)
+        other = seen.setdefault(name, p)
+        if other is not p:
+            raise ConfigError(
+                f"prefixes: {other.label} (destination {other.destination}) and {p.label} "
+                f"(destination {p.destination}) would share the manifest, pointer and gate files named "
+                f"{name!r}; rename one of the destination prefixes"
+            )
 
 
 def load_config(path: str | os.PathLike | None = None) -> PromotionConfig:

@@ -18,25 +18,19 @@ import os
 import re
 from dataclasses import dataclass, replace
 from pathlib import Path
-from typing import Any
+from typing import Annotated, Any, Literal
+
+from pydantic import AfterValidator, Field, StringConstraints, model_validator
 
 from greenlight.errors import ConfigError
 from greenlight.paths import INCLUDE_DIR
-from greenlight.promotion.config import check_keys
 from greenlight.storage.s3 import S3Uri, parse_s3_uri
+from greenlight.yamlfile import StrictModel, read_yaml, validate
 
 DEFAULT_CONFIG_PATH = INCLUDE_DIR / "config" / "reconcile.yaml"
 CONFIG_ENV = "GREENLIGHT_RECONCILE_CONFIG"
 KINDS = ("dvc", "mlflow", "git_dvc")
 _NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,99}$")
-
-_TOP_KEYS = {"report_uri", "workers", "targets"}
-_COMMON = {"name", "kind", "description"}
-_KEYS = {
-    "dvc": _COMMON | {"repo", "rev", "remote", "remote_name", "cache_dir", "fallback_remotes"},
-    "git_dvc": _COMMON | {"repo", "rev"},
-    "mlflow": _COMMON | {"tracking_uri", "experiments", "registered_models", "restore_dir"},
-}
 
 
 @dataclass(frozen=True)
@@ -104,24 +98,90 @@ class ReconcileConfig:
         return self.select([name]).targets[0]
 
 
-def _string(value: Any, where: str, *, allow_none: bool = False) -> str | None:
-    if value is None and allow_none:
-        return None
-    if not isinstance(value, str) or not value.strip():
-        raise ConfigError(f"{where}: expected a non-empty string, got {value!r}")
-    return value.strip()
+# ------------------------------------------------------------------------------ the file's schema
+NonEmpty = Annotated[str, StringConstraints(strip_whitespace=True, min_length=1)]
 
 
-def _names(value: Any, where: str) -> tuple[str, ...]:
-    if value is None:
-        return ()
-    if not isinstance(value, list) or not all(isinstance(v, str) and v.strip() for v in value):
-        raise ConfigError(f"{where}: expected a list of names, got {value!r}")
-    return tuple(dict.fromkeys(v.strip() for v in value))
+def _revision(value: str) -> str:
+    if value.startswith("-"):
+        raise ValueError(f"{value!r} is not a git revision")
+    return value
 
 
-def _local_or_url(value: Any, where: str, base: Path) -> str:
-    text = _string(value, where)
+def _models(value: Any) -> str | tuple[str, ...]:
+    if value in ("all", "none"):
+        return value
+    if isinstance(value, list) and all(isinstance(v, str) and v.strip() for v in value):
+        return tuple(dict.fromkeys(v.strip() for v in value))
+    raise ValueError(f"expected 'all', 'none' or a list of names, got {value!r}")
+
+
+class _TargetModel(StrictModel):
+    name: Annotated[str, StringConstraints(pattern=_NAME.pattern)]
+    description: str | None = None
+
+
+class _RepoTarget(_TargetModel):
+    repo: NonEmpty
+    rev: Annotated[NonEmpty, AfterValidator(_revision)] = "HEAD"
+
+
+class DvcTargetModel(_RepoTarget):
+    kind: Literal["dvc"]
+    remote: str | None = None
+    remote_name: NonEmpty | None = None
+    cache_dir: NonEmpty | None = None
+    fallback_remotes: list[str] | None = None
+
+    @model_validator(mode="after")
+    def _one_remote(self) -> DvcTargetModel:
+        if self.remote is not None and self.remote_name is not None:
+            raise ValueError("give either 'remote' (a URI) or 'remote_name' (from .dvc/config), not both")
+        return self
+
+
+class GitDvcTargetModel(_RepoTarget):
+    kind: Literal["git_dvc"]
+
+
+class MlflowTargetModel(_TargetModel):
+    kind: Literal["mlflow"]
+    tracking_uri: NonEmpty | None = None
+    experiments: list[NonEmpty] | None = None
+    registered_models: Annotated[Any, AfterValidator(_models)] = "all"
+    restore_dir: NonEmpty | None = None
+
+
+TargetModel = Annotated[DvcTargetModel | GitDvcTargetModel | MlflowTargetModel, Field(discriminator="kind")]
+
+
+class ReconcileFile(StrictModel):
+    """The whole ``reconcile.yaml``."""
+
+    report_uri: NonEmpty
+    workers: Annotated[int, Field(ge=1, le=256)] = 32
+    targets: Annotated[list[TargetModel], Field(min_length=1)]
+
+
+MESSAGES = {
+    "": "{file}: expected a mapping with 'targets' and 'report_uri' at the top level",
+    "targets": "{file}: 'targets' must be a non-empty list, got {value!r}",
+    "targets[]": "{where}: expected a mapping with 'name' and 'kind', got {value!r}",
+    "workers": "{file}: 'workers' must be a whole number from 1 to 256, got {value!r}",
+    "report_uri": "report_uri: expected an s3:// URI or a local folder, got {value!r}",
+    "name": "{where}: {value!r} must be 1-100 letters, digits, '_', '.' or '-'",
+    "description": "{where}: expected a string, got {value!r}",
+    "remote": "{where}: expected an s3:// URI string, got {value!r}",
+    "fallback_remotes": "{where}: expected a list of s3:// URIs, got {value!r}",
+    "experiments": "{where}: expected a list of names, got {value!r}",
+    "missing:repo": " (a local git checkout or a git URL)",
+}
+for _key in ("repo", "rev", "remote_name", "cache_dir", "tracking_uri", "restore_dir"):
+    MESSAGES[_key] = "{where}: expected a non-empty string, got {value!r}"
+
+
+# --------------------------------------------------------------------------- from file to objects
+def _local_or_url(text: str, base: Path) -> str:
     if _is_url(text):
         return text
     path = Path(os.path.expanduser(text))
@@ -132,98 +192,61 @@ def _is_url(text: str) -> bool:
     return "://" in text or re.match(r"^[\w.-]+@[\w.-]+:", text) is not None
 
 
-def _target(entry: Any, index: int, base: Path) -> Target:
-    where = f"targets[{index}]"
-    if not isinstance(entry, dict):
-        raise ConfigError(f"{where}: expected a mapping with 'name' and 'kind', got {entry!r}")
-    for key in ("name", "kind"):
-        if key not in entry:
-            raise ConfigError(f"{where}: missing required key {key!r}")
-    name = entry["name"]
-    if not isinstance(name, str) or not _NAME.match(name):
-        raise ConfigError(f"{where}.name: {name!r} must be 1-100 letters, digits, '_', '.' or '-'")
-    where = f"targets[{index}] ({name})"
-    kind = entry["kind"]
-    if kind not in KINDS:
-        raise ConfigError(f"{where}.kind: {kind!r} is not one of {', '.join(KINDS)}")
-    check_keys(entry, _KEYS[kind], where)
-    values: dict[str, Any] = {"name": name, "kind": kind}
-    if "description" in entry:
-        values["description"] = str(entry["description"] or "")
-    if kind in ("dvc", "git_dvc"):
-        if "repo" not in entry:
-            raise ConfigError(f"{where}: missing required key 'repo' (a local git checkout or a git URL)")
-        values["repo"] = _local_or_url(entry["repo"], f"{where}.repo", base)
-        values["rev"] = _string(entry.get("rev", "HEAD"), f"{where}.rev")
-        if values["rev"].startswith("-"):
-            raise ConfigError(f"{where}.rev: {values['rev']!r} is not a git revision")
-    if kind == "dvc":
-        if entry.get("remote") is not None:
-            values["remote"] = parse_s3_uri(entry["remote"], what=f"{where}.remote")
-        if entry.get("remote_name") is not None:
-            values["remote_name"] = _string(entry["remote_name"], f"{where}.remote_name")
-            if "remote" in values:
-                raise ConfigError(
-                    f"{where}: give either 'remote' (a URI) or 'remote_name' (from .dvc/config), not both"
-                )
-        if entry.get("cache_dir") is not None:
-            values["cache_dir"] = _local_or_url(entry["cache_dir"], f"{where}.cache_dir", base)
-        fallbacks = entry.get("fallback_remotes") or []
-        if not isinstance(fallbacks, list):
-            raise ConfigError(f"{where}.fallback_remotes: expected a list of s3:// URIs, got {fallbacks!r}")
+def _target(entry: DvcTargetModel | GitDvcTargetModel | MlflowTargetModel, index: int, base: Path) -> Target:
+    where = f"targets[{index}] ({entry.name})"
+    values: dict[str, Any] = {"name": entry.name, "kind": entry.kind, "description": entry.description or ""}
+    if isinstance(entry, (DvcTargetModel, GitDvcTargetModel)):
+        values.update(repo=_local_or_url(entry.repo, base), rev=entry.rev)
+    if isinstance(entry, DvcTargetModel):
+        if entry.remote is not None:
+            values["remote"] = parse_s3_uri(entry.remote, what=f"{where}.remote")
+        values["remote_name"] = entry.remote_name
+        if entry.cache_dir is not None:
+            values["cache_dir"] = _local_or_url(entry.cache_dir, base)
         values["fallback_remotes"] = tuple(
-            parse_s3_uri(f, what=f"{where}.fallback_remotes[{i}]") for i, f in enumerate(fallbacks)
+            parse_s3_uri(f, what=f"{where}.fallback_remotes[{i}]") for i, f in enumerate(entry.fallback_remotes or ())
         )
         if values.get("remote") and values["remote"] in values["fallback_remotes"]:
             raise ConfigError(f"{where}.fallback_remotes: {values['remote']} is the remote itself")
-    if kind == "mlflow":
-        if entry.get("tracking_uri") is not None:
-            values["tracking_uri"] = _string(entry["tracking_uri"], f"{where}.tracking_uri")
-        values["experiments"] = _names(entry.get("experiments"), f"{where}.experiments")
-        models = entry.get("registered_models", "all")
-        if isinstance(models, str):
-            if models not in ("all", "none"):
-                raise ConfigError(f"{where}.registered_models: expected 'all', 'none' or a list, got {models!r}")
-        else:
-            models = _names(models, f"{where}.registered_models")
-        values["registered_models"] = models
-        if entry.get("restore_dir") is not None:
-            values["restore_dir"] = _local_or_url(entry["restore_dir"], f"{where}.restore_dir", base)
+    if isinstance(entry, MlflowTargetModel):
+        values.update(
+            tracking_uri=entry.tracking_uri,
+            experiments=tuple(dict.fromkeys(entry.experiments or ())),
+            registered_models=entry.registered_models,
+        )
+        if entry.restore_dir is not None:
+            values["restore_dir"] = _local_or_url(entry.restore_dir, base)
     return Target(**values)
 
 
 def parse_config(raw: Any, *, path: str = "<config>") -> ReconcileConfig:
     """Validate a parsed YAML document and return a :class:`ReconcileConfig`."""
-    if not isinstance(raw, dict):
-        raise ConfigError(f"{path}: expected a mapping with 'targets' and 'report_uri' at the top level")
-    check_keys(raw, _TOP_KEYS, path)
-    for key in ("targets", "report_uri"):
-        if key not in raw:
-            raise ConfigError(f"{path}: missing required key {key!r}")
-    entries = raw["targets"]
-    if not isinstance(entries, list) or not entries:
-        raise ConfigError(f"{path}: 'targets' must be a non-empty list")
+
+    def label(loc: tuple) -> str | None:
+        """``targets[1]`` is shown as ``targets[1] (name)`` once its name is known to be valid."""
+        if len(loc) == 2 and loc[0] == "targets" and isinstance(raw, dict) and isinstance(raw.get("targets"), list):
+            entry = raw["targets"][loc[1]]
+            name = entry.get("name") if isinstance(entry, dict) else None
+            if isinstance(name, str) and _NAME.match(name):
+                return f"targets[{loc[1]}] ({name})"
+        return None
+
+    doc = validate(ReconcileFile, raw, file=path, messages=MESSAGES, label=label)
     base = Path(path).parent if path != "<config>" else Path.cwd()
-    targets = [_target(entry, i, base) for i, entry in enumerate(entries)]
+    targets = [_target(entry, i, base) for i, entry in enumerate(doc.targets)]
     seen: set[str] = set()
     for i, t in enumerate(targets):
         if t.name in seen:
             raise ConfigError(f"targets[{i}].name: {t.name!r} is used twice")
         seen.add(t.name)
-    report = raw["report_uri"]
-    if isinstance(report, str) and report.strip().startswith("s3://"):
-        report_uri = str(parse_s3_uri(report, what="report_uri"))
+    if doc.report_uri.startswith("s3://"):
+        report_uri = str(parse_s3_uri(doc.report_uri, what="report_uri"))
     else:
-        report_uri = _local_or_url(report, "report_uri", base)
-    workers = raw.get("workers", 32)
-    if isinstance(workers, bool) or not isinstance(workers, int) or not 1 <= workers <= 256:
-        raise ConfigError(f"{path}: 'workers' must be a whole number from 1 to 256, got {workers!r}")
-    return ReconcileConfig(tuple(targets), report_uri, workers, path)
+        report_uri = _local_or_url(doc.report_uri, base)
+    return ReconcileConfig(tuple(targets), report_uri, doc.workers, path)
 
 
 def load_config(path: str | os.PathLike | None = None) -> ReconcileConfig:
     """Read ``path`` (default ``$GREENLIGHT_RECONCILE_CONFIG``, else the packaged file)."""
-    from greenlight.promotion.config import read_yaml
-
     chosen = Path(path or os.environ.get(CONFIG_ENV) or DEFAULT_CONFIG_PATH)
     return parse_config(read_yaml(chosen, "reconcile config"), path=str(chosen))

@@ -16,15 +16,21 @@ unnoticed (see docs/reconciliation.md). Here:
    that needs it.
 
 Repairs only ever write keys that are absent, and the keys are content addresses: a repair can
-never overwrite or delete data.
+never overwrite or delete data. Every md5 read from a ``.dvc`` file, ``dvc.lock`` or ``.dir``
+manifest is checked to be 32 hex digits (``.dir`` only where DVC puts it) before a cache path or
+key is built from it, so a crafted value (``../../x``) can neither read a file outside the cache nor
+name a key outside the remote. Hashes are computed with ``dvc-data`` (DVC's own hashing, including
+DVC 2's ``md5-dos2unix`` for legacy outputs).
 """
 
 from __future__ import annotations
 
 import configparser
+import io
 import json
 import logging
 import posixpath
+import re
 import time
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
@@ -39,7 +45,6 @@ from greenlight.reconcile.common import (
     UNRECOVERABLE,
     GitTree,
     TargetResult,
-    file_md5,
     list_keys,
     upload_file,
 )
@@ -49,6 +54,26 @@ log = logging.getLogger("greenlight.reconcile.dvc")
 
 HEX = "0123456789abcdef"
 PREFIXES = [a + b for a in HEX for b in HEX]
+_MD5 = re.compile(r"[0-9a-f]{32}")
+_DIR_MD5 = re.compile(r"[0-9a-f]{32}(\.dir)?")
+
+
+def valid_md5(value: object, *, directory: bool = True) -> bool:
+    """32 lowercase hex digits, plus ``.dir`` for a directory output when ``directory``."""
+    return isinstance(value, str) and (_DIR_MD5 if directory else _MD5).fullmatch(value) is not None
+
+
+def content_md5(path: str | None = None, data: bytes | None = None, *, legacy: bool = False) -> str:
+    """DVC's hash of a file (or of ``data``), computed by dvc-data: ``md5`` for DVC 3 outputs,
+    ``md5-dos2unix`` (CRLF -> LF in text files) for DVC 2 (legacy) outputs."""
+    # dvc-data pulls in fsspec/dvc-objects (~0.5 s on an idle machine): imported only when a cache
+    # copy or a .dir manifest is actually hashed, never on the check's listing-only path.
+    from dvc_data.hashfile.hash import file_md5, fobj_md5
+
+    name = "md5-dos2unix" if legacy else "md5"
+    if data is not None:
+        return fobj_md5(io.BytesIO(data), name=name)
+    return file_md5(path, name=name)
 
 
 @dataclass
@@ -80,7 +105,10 @@ class Needed:
 
 
 def object_rel(md5: str, legacy: bool = False) -> str:
-    """The key of an object relative to the remote (or cache) root."""
+    """The key of an object relative to the remote (or cache) root. ``md5`` must be 32 hex digits
+    (plus ``.dir``): anything else could climb out of the cache or the remote prefix."""
+    if not valid_md5(md5):
+        raise ConfigError(f"md5 {md5!r} is not 32 hex digits (plus '.dir' for a directory); no path built from it")
     base = "" if legacy else "files/md5/"
     return f"{base}{md5[:2]}/{md5[2:]}"
 
@@ -109,6 +137,44 @@ def _out_flags(entry: Any) -> tuple[str | None, dict[str, Any]]:
     return None, {}
 
 
+def _mapping(doc: Any, where: str) -> dict:
+    if not isinstance(doc, dict):
+        raise ConfigError(f"{where}: expected a mapping (a DVC file), got {type(doc).__name__} {doc!r:.80}")
+    return doc
+
+
+def _outs(doc: dict, where: str) -> list[dict]:
+    """The ``outs:`` list of a ``.dvc`` file or a lock stage; anything else is a malformed file (a
+    mapping here would otherwise be read as a list of its keys and every output silently skipped)."""
+    outs = doc.get("outs") or []
+    if not isinstance(outs, list):
+        raise ConfigError(f"{where}: 'outs' must be a list of outputs, got a {type(outs).__name__}: {outs!r:.120}")
+    for i, raw in enumerate(outs):
+        if not isinstance(raw, dict) or not isinstance(raw.get("path"), str) or not raw["path"].strip():
+            raise ConfigError(f"{where}: outs[{i}] must be a mapping with a 'path', got {raw!r:.120}")
+    return outs
+
+
+def parse_dir_manifest(body: bytes, where: str) -> list[dict[str, Any]]:
+    """The entries of a ``.dir`` manifest: a JSON list of ``{"md5": <32 hex>, "relpath": ...}``.
+    Anything else is a :class:`ConfigError` naming ``where`` (the file or key it was read from)."""
+    try:
+        entries = json.loads(body)
+    except ValueError as exc:
+        raise ConfigError(f"{where}: .dir manifest is not valid JSON ({exc})") from exc
+    if not isinstance(entries, list):
+        raise ConfigError(
+            f"{where}: .dir manifest must be a JSON list of {{md5, relpath}}, got {type(entries).__name__}"
+        )
+    for i, entry in enumerate(entries):
+        if not isinstance(entry, dict) or not valid_md5(entry.get("md5"), directory=False):
+            raise ConfigError(f"{where}: .dir entry {i} has no md5 of 32 hex digits: {entry!r:.120}")
+        rel = entry.get("relpath")
+        if not isinstance(rel, str) or not rel or rel.startswith("/") or ".." in rel.split("/"):
+            raise ConfigError(f"{where}: .dir entry {i} has relpath {rel!r}, not a path inside the directory")
+    return entries
+
+
 def dvc_outputs(tree: GitTree, remote_name: str | None = None) -> tuple[list[Output], list[str], list[str]]:
     """Cached outputs at the ref: (outputs, the DVC files read, notes about what was skipped)."""
     dvcfiles = sorted(p for p in tree.files if p.endswith(".dvc") and not p.startswith(".dvc/"))
@@ -135,19 +201,25 @@ def dvc_outputs(tree: GitTree, remote_name: str | None = None) -> tuple[list[Out
         if not md5:
             notes.append(f"{path} ({tracked_by}): no md5 recorded (never committed?), skipped")
             return
+        if not valid_md5(md5):
+            raise ConfigError(
+                f"{tracked_by}: output {path!r} has md5 {md5!r}, not 32 hex digits (plus '.dir' for a "
+                "directory); refusing to build a cache path or key from it"
+            )
         legacy = raw.get("hash") != "md5"
         outputs.append(Output(path, str(md5), tracked_by, legacy, raw.get("size"), raw.get("nfiles")))
 
     for dvcfile in dvcfiles:
-        doc = _yaml(blobs[dvcfile], dvcfile)
+        doc = _mapping(_yaml(blobs[dvcfile], dvcfile), dvcfile)
         base = posixpath.dirname(dvcfile)
         if doc.get("wdir"):
             base = _norm(base, str(doc["wdir"]))
-        for raw in doc.get("outs") or ():
+        for raw in _outs(doc, dvcfile):
             add(raw, base, dvcfile, {})
     for lock, stage_yaml in zip(locks, yamls, strict=True):
-        doc = _yaml(blobs[lock], lock)
+        doc = _mapping(_yaml(blobs[lock], lock), lock)
         spec = _yaml(blobs[stage_yaml], stage_yaml) if stage_yaml in blobs else {}
+        spec = spec if isinstance(spec, dict) else {}
         stages_spec = spec.get("stages") or {}
         base = posixpath.dirname(lock)
         if "stages" not in doc:  # DVC 1 lock format: top-level stage names
@@ -166,9 +238,8 @@ def dvc_outputs(tree: GitTree, remote_name: str | None = None) -> tuple[list[Out
                         if section != "outs":
                             flags.setdefault("cache", True)
                         flags_by_path[_norm(stage_base, path)] = flags
-            for raw in body.get("outs") or ():
-                if isinstance(raw, dict) and "path" in raw:
-                    add(raw, stage_base, f"{lock}:{stage}", flags_by_path.get(_norm(stage_base, str(raw["path"])), {}))
+            for raw in _outs(body, f"{lock}: stage {stage!r}"):
+                add(raw, stage_base, f"{lock}:{stage}", flags_by_path.get(_norm(stage_base, str(raw["path"])), {}))
     return outputs, dvcfiles + locks, notes
 
 
@@ -245,21 +316,35 @@ class DvcCheck:
         if self.cache_dir is not None:
             path = self.cache_dir / rel
             if path.is_file():
-                try:
-                    return json.loads(path.read_bytes()), str(path)
-                except ValueError:
-                    log.warning("corrupt .dir in cache: %s", path)
+                entries = self._dir_entries(path.read_bytes(), md5, legacy, str(path))
+                if entries is not None:
+                    return entries, str(path)
         sources = [self.remote] if self.remote else []
         if listed is not None and self.remote and self.remote.prefix + rel not in listed:
             sources = []
         for uri in sources + list(self.target.fallback_remotes):
+            where = f"s3://{uri.bucket}/{uri.prefix}{rel}"
             try:
                 body = self.client.get_object(Bucket=uri.bucket, Key=uri.prefix + rel)["Body"].read()
-                return json.loads(body), f"s3://{uri.bucket}/{uri.prefix}{rel}"
-            except Exception as exc:  # noqa: BLE001 - missing or unreadable here: try the next source
-                if error_code(exc) not in ("NoSuchKey", "404", "NotFound") and not isinstance(exc, ValueError):
+            except Exception as exc:  # noqa: BLE001 - missing here: try the next source
+                if error_code(exc) not in ("NoSuchKey", "404", "NotFound"):
                     raise
+                continue
+            entries = self._dir_entries(body, md5, legacy, where)
+            if entries is not None:
+                return entries, where
         return None, None
+
+    @staticmethod
+    def _dir_entries(body: bytes, md5: str, legacy: bool, where: str) -> list[dict] | None:
+        """A ``.dir`` copy whose content does not hash to its name is corrupt (None: try the next
+        copy); one that does but is not a list of {md5, relpath} is a malformed manifest that the
+        repo itself points to: a ConfigError naming it."""
+        actual = content_md5(data=body, legacy=legacy)
+        if actual != md5.removesuffix(".dir"):
+            log.warning("corrupt .dir manifest %s: its content hashes to %s", where, actual)
+            return None
+        return parse_dir_manifest(body, where)
 
     def list_remote(self, legacy: bool, pool: ThreadPoolExecutor) -> set[str]:
         """Every key of the remote: one request when it holds under 1,000 objects, else its 256
@@ -322,7 +407,7 @@ class DvcCheck:
             path = self.cache_dir / item.rel
             if path.is_file():
                 expected = item.md5.removesuffix(".dir")
-                if item.legacy or file_md5(str(path)) == expected:
+                if content_md5(str(path), legacy=item.legacy) == expected:
                     return "cache", str(path), tried
                 tried.append(f"cache copy {path} is corrupt (md5 differs)")
             else:
@@ -384,4 +469,15 @@ def check_dvc(target, client, *, lister=None, repair: bool = False, dry_run: boo
     return DvcCheck(target, client, lister=lister, workers=workers).run(repair=repair, dry_run=dry_run)
 
 
-__all__ = ["DvcCheck", "Needed", "Output", "check_dvc", "dvc_outputs", "object_rel", "remote_from_repo"]
+__all__ = [
+    "DvcCheck",
+    "Needed",
+    "Output",
+    "check_dvc",
+    "content_md5",
+    "dvc_outputs",
+    "object_rel",
+    "parse_dir_manifest",
+    "remote_from_repo",
+    "valid_md5",
+]

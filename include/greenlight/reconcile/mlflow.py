@@ -334,6 +334,9 @@ class MlflowCheck:
         entry = dict(entry)
         path = self._restore_path(bucket, key)
         tried = "no restore_dir configured" if not self.target.restore_dir else f"no copy at {path}"
+        if path is not None and not path.resolve().is_relative_to(Path(self.target.restore_dir).resolve()):
+            tried = f"{path} resolves outside restore_dir {self.target.restore_dir}; not read"
+            path = None
         usable = path is not None and path.is_file()
         if usable and entry.get("size") is not None and path.stat().st_size != entry["size"]:
             usable, tried = False, f"copy at {path} has {path.stat().st_size} bytes, expected {entry['size']}"

@@ -11,6 +11,12 @@ SlowDown/throttling) are retried with exponential backoff and full jitter.
 
 Anything else (bucket settings, DeleteObjects, multipart, PUTs) stays on botocore. Set
 ``GREENLIGHT_S3_FAST=0`` to send everything through botocore.
+
+Why not ``botocore.auth.S3SigV4Auth``: it gives the same signature (tests/unit/test_fast_signing.py
+checks it byte for byte for every request kind sent here) but is generic: an ``AWSRequest``, email
+``Message`` headers, URL re-parsing and a fresh signing key per request cost ~10x the CPU of
+``_signed`` below (measured 2026-12-02: 1.7-2.4 ms vs 0.15-0.21 ms per request on a loaded 2-core
+machine), which is the cost this module exists to remove.
 """
 
 from __future__ import annotations
@@ -80,7 +86,9 @@ class FastS3:
         if not _enabled():
             return None
         try:
-            credentials = client._request_signer._credentials  # botocore: refreshable credentials object
+            # botocore clients expose no public accessor for the (refreshable) credentials they sign
+            # with; the request signer's is the only way to share them, guarded by AttributeError.
+            credentials = client._request_signer._credentials
             endpoint = client.meta.endpoint_url
             region = client.meta.region_name or "us-east-1"
             style = (client.meta.config.s3 or {}).get("addressing_style")
