@@ -156,7 +156,7 @@ def _numpy_dtype(value: str) -> str:
 
 
 def _dim_names(value: list[str]) -> list[str]:
-    if not value or not all(value):
+    if not value:
         raise _problem(f"must be a non-empty list of dimension names, got {value!r}")
     return value
 
