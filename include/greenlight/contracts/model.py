@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import datetime as dt
 import difflib
+import functools
 import os
 import re
 import types
@@ -167,7 +168,9 @@ NumpyDType = Annotated[str, AfterValidator(_numpy_dtype)]
 
 
 class _Strict(BaseModel):
-    model_config = ConfigDict(extra="forbid", strict=True, frozen=True)
+    # defer_build: the validators are built on the first contract loaded, not when DAG parsing imports
+    # this package (promotion.config resolves contract paths at parse time but never validates one).
+    model_config = ConfigDict(extra="forbid", strict=True, frozen=True, defer_build=True)
 
 
 class FreshnessDoc(_Strict):
@@ -250,7 +253,6 @@ class ZarrDoc(_CommonDoc):
 
 
 _DOCS: dict[str, type[_CommonDoc]] = {"table": TableDoc, "zarr": ZarrDoc}
-_ADAPTER = TypeAdapter(Annotated[TableDoc | ZarrDoc, Field(discriminator="kind")])
 _ALL_KEYS = tuple(dict.fromkeys(k for doc in _DOCS.values() for k in doc.model_fields))
 _COMMON_KEYS = ("name", "version", "kind", "description")
 
@@ -277,6 +279,12 @@ _EXPECTED = {
     ("coordinates",): "a mapping of name: numpy dtype",
     ("coordinates", "*"): "a numpy dtype name such as float32",
 }
+
+
+@functools.cache
+def _adapter() -> TypeAdapter:
+    """The validator of a contract document: TableDoc or ZarrDoc, chosen by ``kind``."""
+    return TypeAdapter(Annotated[TableDoc | ZarrDoc, Field(discriminator="kind")])
 
 
 def _expected(path: tuple) -> str | None:
@@ -389,7 +397,7 @@ def parse_contract(doc: Any, *, source: str = "<contract>", expected_name: str |
     if not isinstance(doc, dict):
         raise ConfigError(f"contract {source}: expected a mapping of keys at the top level, got {type(doc).__name__}")
     try:
-        parsed = _ADAPTER.validate_python(doc, context={"expected_name": expected_name})
+        parsed = _adapter().validate_python(doc, context={"expected_name": expected_name})
     except ValidationError as exc:
         # Unknown keys first, then missing ones, then wrong values (the order a reader fixes them in).
         rank = {"extra_forbidden": 0, "missing": 1}
