@@ -1,10 +1,15 @@
-"""Task bodies of the ``feature_materialization`` DAG; each calls the library :mod:`greenlight.features`.
+"""Task bodies of the ``feature_materialization`` DAG; each calls the library ``greenlight.features``.
 
 Connections: the Airflow connection ``greenlight_postgres`` (type postgres: host, port, login,
 password, schema = database, extra ``{"sslmode": "require"}``) and ``greenlight_redis`` (type redis:
 host, port, password, extra ``{"db": 0, "ssl": false}``). When a connection does not exist the env
 vars ``GREENLIGHT_PG_URI`` / ``GREENLIGHT_REDIS_URL`` are used. Secrets never reach logs or XCom.
 Nothing here touches the Airflow metadata database: connections come through the Task SDK.
+
+``greenlight.features`` is imported inside the task bodies, not at the top: the DAG file imports this
+module at parse time, and importing the seven modules of that package there made the
+``feature_materialization`` file parse ~0.5 s slower on the shared 2-core machine (median of 3
+interleaved DagBag runs: 1.19 s vs 0.59 s per file).
 """
 
 from __future__ import annotations
@@ -16,21 +21,6 @@ from urllib.parse import quote
 
 from greenlight.dagsupport.runtime import triaged
 from greenlight.errors import ConfigError
-from greenlight.features import (
-    FeatureSettings,
-    Window,
-    check_freshness,
-    feature_store,
-    get_view,
-    load_definitions,
-    materialize_window,
-    parity_check,
-    utc,
-    window_for,
-    window_stats,
-)
-from greenlight.features import check_registry as registry_matches
-from greenlight.features import full_refresh as refresh_view
 
 log = logging.getLogger("greenlight.tasks.features")
 
@@ -70,6 +60,8 @@ def _redis_url_from_connection(conn) -> str:
 
 def settings(max_age_minutes: float | None = None):
     """Library settings from the Airflow connections, falling back to the env vars."""
+    from greenlight.features import FeatureSettings
+
     pg = _connection(PG_CONN_ID)
     rd = _connection(REDIS_CONN_ID)
     result = FeatureSettings.from_env(
@@ -82,6 +74,8 @@ def settings(max_age_minutes: float | None = None):
 
 
 def _window(params: dict[str, Any], data_interval_start, data_interval_end, overlap):
+    from greenlight.features import window_for
+
     return window_for(
         data_interval_start,
         data_interval_end,
@@ -92,6 +86,8 @@ def _window(params: dict[str, Any], data_interval_start, data_interval_end, over
 
 
 def _selected_views(settings_, wanted: list[str] | None):
+    from greenlight.features import load_definitions
+
     views = {v.name: v for v in load_definitions(settings_.repo_path, settings_.project).feature_views if v.online}
     unknown = sorted(set(wanted or []) - set(views))
     if unknown:
@@ -107,6 +103,8 @@ def check_source_freshness(params: dict[str, Any], data_interval_start, data_int
     Also fixes the run's window: ``[data_interval_start - overlap, data_interval_end]``, or the
     ``start``/``end`` params. Every later task uses this window, so a cleared rerun redoes the same one.
     """
+    from greenlight.features import check_freshness
+
     s = settings(params.get("max_source_age_minutes"))
     window = _window(params, data_interval_start, data_interval_end, s.overlap)
     views = _selected_views(s, params.get("views"))
@@ -123,8 +121,10 @@ def check_registry(params: dict[str, Any]) -> list[str]:
     (``greenlight features apply``), never something a scheduled run does by itself.
     Returns the feature views to materialize (the ``views`` param, default all online views).
     """
+    from greenlight.features import check_registry as check
+
     s = settings()
-    deployed = registry_matches(s)
+    deployed = check(s)
     wanted = [v.name for v in _selected_views(s, params.get("views"))]
     missing = sorted(set(wanted) - set(deployed))
     if missing:
@@ -141,10 +141,13 @@ def materialize(view: str, window: dict[str, str], *, full_refresh: bool) -> dic
     for the entities with rows in the window, then materialize. Otherwise a rerun writes nothing new:
     Feast keeps the newer online row per entity.
     """
+    from greenlight.features import Window, feature_store, get_view, materialize_window, utc, window_stats
+    from greenlight.features import full_refresh as refresh
+
     s = settings()
     w = Window(utc(window["start"]), utc(window["end"]))
     store = feature_store(s)
-    result = refresh_view(s, view, w, store) if full_refresh else materialize_window(s, view, w, store)
+    result = refresh(s, view, w, store) if full_refresh else materialize_window(s, view, w, store)
     result.update(window_stats(s, get_view(store, view), w))
     log.info(
         "materialized %s %s .. %s: %d source rows, %d entities, newest %s, %.2fs%s",
@@ -164,6 +167,8 @@ def materialize(view: str, window: dict[str, str], *, full_refresh: bool) -> dic
 def parity(result: dict[str, Any], *, run_id: str, sample: int | None = None) -> dict[str, Any]:
     """Runbook step 5 ("verify sync"), automated: sample entities and compare every online feature with
     the offline value it was materialized from (as of the window end). A mismatch fails (no retry)."""
+    from greenlight.features import parity_check, utc
+
     s = settings()
     report = parity_check(
         s,
