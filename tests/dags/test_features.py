@@ -20,6 +20,7 @@ import pytest
 from featurefixtures import close_enough, double_value, encode_double, expected_features, project_snapshot
 
 from greenlight import features as F
+from greenlight.errors import ConfigError
 
 TECH = ["ret_1", "ret_12", "rsi_9", "volatility_12"]
 BAR = ["close", "volume", "range_pct", "vwap_12"]
@@ -324,7 +325,7 @@ def test_window_is_owned_by_the_data_interval():
     assert (w.start, w.end) == (start - timedelta(minutes=45), end)
     w = F.window_for(start, end, overlap=timedelta(minutes=45), start="2026-02-01T00:00:00Z", end="2026-02-02")
     assert (w.start, w.end) == (datetime(2026, 2, 1, tzinfo=UTC), datetime(2026, 2, 2, tzinfo=UTC))
-    with pytest.raises(F.ConfigError):
+    with pytest.raises(ConfigError):
         F.window_for(start, end, overlap=timedelta(0), start="2026-02-02T00:00:00Z", end="2026-02-01T00:00:00Z")
 
 

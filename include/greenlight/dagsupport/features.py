@@ -5,6 +5,11 @@ password, schema = database, extra ``{"sslmode": "require"}``) and ``greenlight_
 host, port, password, extra ``{"db": 0, "ssl": false}``). When a connection does not exist the env
 vars ``GREENLIGHT_PG_URI`` / ``GREENLIGHT_REDIS_URL`` are used. Secrets never reach logs or XCom.
 Nothing here touches the Airflow metadata database: connections come through the Task SDK.
+
+``greenlight.features`` is imported inside the task bodies, not at the top: the DAG file imports this
+module at parse time, and importing the seven modules of that package there made the
+``feature_materialization`` file parse ~0.5 s slower on the shared 2-core machine (median of 3
+interleaved DagBag runs: 1.19 s vs 0.59 s per file).
 """
 
 from __future__ import annotations
@@ -113,7 +118,7 @@ def check_registry(params: dict[str, Any]) -> list[str]:
     """Runbook step 2 ("feast validate"): the deployed registry must equal include/feature_repo.
 
     A difference fails the run (no retry) with the diff: applying is a reviewed deploy step
-    (``python -m greenlight.features apply``), never something a scheduled run does by itself.
+    (``greenlight features apply``), never something a scheduled run does by itself.
     Returns the feature views to materialize (the ``views`` param, default all online views).
     """
     from greenlight.features import check_registry as check

@@ -176,7 +176,7 @@ def show_rollback(client, index: dict) -> bool:
 
 def features_step() -> int:
     """PostgreSQL -> Feast (Redis) on embedded servers: materialize the last hour, check parity."""
-    from greenlight.features import run_demo
+    from greenlight.dev.features_demo import run_demo
 
     say("6. feature materialization: PostgreSQL (embedded) -> Feast -> Redis, then the parity check")
     import contextlib
