@@ -83,6 +83,14 @@ class ManifestError(GreenlightError):
     retryable = True
 
 
+class ManifestInvalidError(ManifestError):
+    """The manifest named is not one greenlight can use: a folder, not JSON, not a JSON object,
+    missing a field, outside greenlight's manifest root (bad input: exit 2, never retried)."""
+
+    exit_code = 2
+    retryable = False
+
+
 class ManifestNotFoundError(ManifestError):
     """The manifest named by the user does not exist (bad input: exit 2)."""
 
