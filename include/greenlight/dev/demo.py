@@ -210,9 +210,11 @@ def _sh(cmd: list[str], cwd: Path) -> None:
         "GIT_COMMITTER_NAME": "greenlight-demo",
         "GIT_COMMITTER_EMAIL": "demo@example.invalid",
     }
+    from greenlight.redact import redact_argv, redact_text
+
     proc = subprocess.run(cmd, cwd=cwd, capture_output=True, text=True, env=env, timeout=600)
-    if proc.returncode != 0:
-        raise RuntimeError(f"{' '.join(cmd)} failed: {proc.stderr[-1000:]}")
+    if proc.returncode != 0:  # the command line may hold the S3 secret (dvc remote modify): redacted
+        raise RuntimeError(f"{redact_argv(cmd)} failed: {redact_text(proc.stderr[-1000:])}")
 
 
 def reconcile_step(s3, client) -> int:

@@ -83,7 +83,10 @@ class ManifestStore:
 
     def write(self, relpath: str, doc: dict[str, Any]) -> str:
         """Write ``doc`` atomically: one PUT on S3, temp file + rename locally."""
-        body = json.dumps(doc, indent=2, sort_keys=True, default=str).encode()
+        from greenlight.redact import redact_text
+
+        # Secrets never leave: URL credentials and sensitive env values are redacted from every record.
+        body = redact_text(json.dumps(doc, indent=2, sort_keys=True, default=str), json_escaped=True).encode()
         if self.s3 is not None:
             try:
                 self.client.put_object(
