@@ -6,9 +6,9 @@ from __future__ import annotations
 from helpers import body, put
 
 from greenlight.promotion.config import parse_config
-from greenlight.promotion.engine import promote
 from greenlight.promotion.gates import gate_path, pointer_path, publish_pointer, read_pointer
 from greenlight.promotion.rollback import rollback
+from greenlight.promotion.run import promote
 from greenlight.storage.manifests import ManifestStore, legacy_safe_name, safe_name
 
 

@@ -11,10 +11,11 @@ import pytest
 from helpers import body, listing, put, versions, write_config
 
 from greenlight.cli import main as cli_main
-from greenlight.errors import RefusedError, SyncFailedError
+from greenlight.errors import QAChangedError, RefusedError
 from greenlight.promotion import rollback as rb
 from greenlight.promotion.config import parse_config
-from greenlight.promotion.engine import Engine, promote
+from greenlight.promotion.engine import Engine
+from greenlight.promotion.run import promote
 from greenlight.storage.lease import Lease, LeaseHeldError
 from greenlight.storage.manifests import ManifestStore
 
@@ -88,7 +89,7 @@ def test_key_whose_copy_failed_is_not_deleted(s3, buckets, area, cfg):
     engine = Engine(cfg, s3)
     (plan,) = engine.plan_all()
     put(s3, qa, area + "late.csv", "late-v2 written during the copy")
-    with pytest.raises(SyncFailedError, match="late.csv"):
+    with pytest.raises(QAChangedError, match="late.csv"):
         engine.execute(plan, "failed-run")
     failed_manifest = engine.manifests.uri(engine.manifest_path("failed-run", cfg.prefixes[0]))
     promote(cfg, s3, run_id="night-3")  # a.csv unchanged since failed-run; late.csv promoted now
