@@ -185,3 +185,16 @@ def promotion_config(tmp_path, monkeypatch, buckets, area):
     )
     monkeypatch.setenv("GREENLIGHT_PROMOTION_CONFIG", str(path))
     return areas
+
+
+def pytest_addoption(parser):
+    parser.addoption(
+        "--reverse",
+        action="store_true",
+        help="run the collected tests in reverse order (proves no test depends on one run before it)",
+    )
+
+
+def pytest_collection_modifyitems(config, items):
+    if config.getoption("--reverse"):
+        items.reverse()
