@@ -268,6 +268,12 @@ class MlflowCheck:
         return out
 
     def _resolve_source(self, source: str) -> S3Uri | None:
+        if ".." in source.replace("\\", "/").split("/"):
+            # A model version's source is user-controlled: '..' could name files outside its run.
+            raise ConfigError(
+                f"target {self.target.name}: model version source {source!r} contains '..': refused "
+                "(fix the model version's source in MLflow)"
+            )
         if source.startswith("s3://"):
             return _s3(source.rstrip("/") + "/")
         if source.startswith("models:/"):
