@@ -27,7 +27,16 @@ PREFIXES = {
     "deliveries_csv": (demo_data.DELIVERY_CSV_PREFIX, "deliveries_csv"),
 }
 SUMMARY_FIELDS = ("prefixes", "copied", "deleted", "unchanged", "objects_seen", "bytes_copied", "failed", "verified")
-VOLATILE = {"started_at", "updated_at", "checked_at", "duration_s", "run_id", "version_id", "last_modified"}
+VOLATILE = {
+    "started_at",
+    "updated_at",
+    "checked_at",
+    "taken_at",
+    "duration_s",
+    "run_id",
+    "version_id",
+    "last_modified",
+}
 
 
 def _config(tmp_path, qa: str, prod: str, area: str):
@@ -72,9 +81,15 @@ def _docs(s3, prod: str, area: str) -> dict[str, dict]:
         for obj in page.get("Contents", ()):
             rel = obj["Key"][len(f"_greenlight/{area}") :]
             parts = rel.split("/")
+            if parts[0] == "leases":
+                continue  # who held which prod prefix when: coordination state, not a record of the run
             if parts[0] == "promotions":
                 rel = "/".join(["promotions", "<run>", *parts[2:]])
-            out[rel] = json.loads(s3.get_object(Bucket=prod, Key=obj["Key"])["Body"].read())
+            doc = json.loads(s3.get_object(Bucket=prod, Key=obj["Key"])["Body"].read())
+            if isinstance(doc.get("destination"), str):
+                # File names encode the prod prefix (which names the area): key by the prefix instead.
+                rel = f"{rel.rsplit('/', 1)[0]}/<{doc['destination'].replace(area, '<area>')}>"
+            out[rel] = doc
     return out
 
 
