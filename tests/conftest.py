@@ -158,7 +158,7 @@ def airflow_api(airflow_db):
     connection (set in the environment), as they would in a deployment."""
     from greenlight.dev.devstack import ApiServer
 
-    server = ApiServer(os.environ.copy()).start()
+    server = ApiServer(os.environ.copy()).start(timeout=float(os.environ.get("GREENLIGHT_TEST_API_TIMEOUT", "300")))
     os.environ["AIRFLOW_CONN_AIRFLOW_API"] = server.connection()
     try:
         yield server

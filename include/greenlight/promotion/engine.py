@@ -369,7 +369,8 @@ class Engine:
             parts = []
             for what, keys in (("changed", changed), ("added", added), ("removed", removed)):
                 if keys:
-                    shown = ", ".join(plan.prefix.source.join(k) for k in keys[:20])
+                    src = plan.prefix.source
+                    shown = ", ".join(f"s3://{src.bucket}/{src.join(k)}" for k in keys[:20])
                     parts.append(f"{len(keys)} {what}: {shown}" + (" …" if len(keys) > 20 else ""))
             raise QAChangedError(
                 plan.prefix.label,
@@ -435,7 +436,7 @@ class Engine:
                     code = error_code(exc) or type(exc).__name__
                     failures.append(f"copy {src.rel}: {code}: {exc}")
                     if code in ("PreconditionFailed", "412"):
-                        qa_changed.append(p.source.join(src.rel))
+                        qa_changed.append(f"s3://{p.source.bucket}/{p.source.join(src.rel)}")
                     if _is_unreachable(exc) and not unreachable.is_set():
                         unreachable.set()
                         log.error("S3 endpoint unreachable (%s): not attempting the remaining copies", exc)
