@@ -9,18 +9,19 @@ rolled back exactly.
 | task | runbook step it automates |
 |---|---|
 | `preflight` | §2 preconditions: config valid, QA and prod buckets reachable, prod versioning Enabled |
-| `plan` | §3 step 2: read the prefix list; refuses a missing/empty QA prefix, a delete-heavy plan, a destination outside the `qa-` → `prod-` rule |
+| `plan` | §3 step 2: read the prefix list; refuses a missing/empty QA prefix, a delete-heavy plan, a destination outside the `qa-` → `prod-` rule, a prod prefix another run is writing (its lease); records the QA snapshot (keys, sizes, ETags) the gates validate |
 | `gate` (one mapped task per prefix) | §2 "delivery CSVs validated": the prefix's contract (`include/contracts/`) and drift against prod's schema, validated with GX (`GXValidateDataFrameOperator`) |
 | `decide` | branch: all gates passed → `promote`; any failed → `halt_prod_consumers` |
 | `halt_prod_consumers` | §5c "halt consumers": promotes nothing, pauses the prefix's consumer DAGs (REST API, connection `airflow_api`), records why in Variable `greenlight_promotion_halt`, fails the run without retry |
-| `promote` (one mapped task per prefix) | §3 step 3: the copy itself, server-side and parallel; deletes only after every copy succeeded; per-object lines in the log (never `--quiet`) |
+| `promote` (one mapped task per prefix) | §3 step 3: the copy itself, server-side and parallel, holding the prod prefix's lease; only the validated snapshot (If-Match on its ETags: a QA object changed since the gate fails the prefix, "QA changed after validation", no retry); deletes only after every copy succeeded; per-object lines in the log (never `--quiet`) |
 | `verify` | §4 verification: re-list both sides, prove prod equals QA object by object; then emit one Asset event per verified prod prefix (`s3://prod-…/path/`, extra: copied, deleted, manifest) |
 | `summary` | the final `promotion_done` line and the run index manifest (the handle for a rollback) |
 | `resume_consumers` | with `resume_consumers`, unpauses the DAGs a halt paused (only those) |
 
 **Params** — `dry_run` (log the per-object plan, change nothing), `only` (a subset of the
 configured prefixes, by source URI or name), `resume_consumers` (after a halt: unpause the
-consumers it paused once this run has verified prod).
+consumers it paused once this run has verified prod), `lease_wait` (seconds to wait when another run
+writes one of the prod prefixes; 0 = fail at once naming it).
 **Config** — `include/config/promotion.yaml` (or `$GREENLIGHT_PROMOTION_CONFIG`); S3 through the
 Airflow connection `aws_default` (endpoint URL in its extra).
 **Failures** — refusals, bad config and stale prefixes fail at once without retry; S3 network
@@ -72,6 +73,14 @@ def steps():
             description="After a verified promotion, unpause the prod consumer DAGs that a contract halt "
             "paused (only those).",
         ),
+        "lease_wait": Param(
+            0,
+            type="integer",
+            minimum=0,
+            maximum=21600,
+            description="Seconds to wait when another run (the CLI, a rollback) is writing one of the prod "
+            "prefixes; 0 = fail at once naming it.",
+        ),
     },
 )
 def artefact_promotion():
@@ -80,8 +89,8 @@ def artefact_promotion():
         return steps().preflight(params["only"])
 
     @task
-    def plan(params=None) -> list[dict]:
-        return steps().plan(params["only"])
+    def plan(params=None, run_id=None) -> list[dict]:
+        return steps().plan(params["only"], run_id=run_id, dry_run=params["dry_run"], wait=params["lease_wait"])
 
     # A gate failure is a contract violation: reported, never retried.
     @task(retries=2, map_index_template="{{ gated_prefix }}")
@@ -100,11 +109,11 @@ def artefact_promotion():
     @task(map_index_template="{{ promoted_prefix }}")
     def promote(planned: dict, params=None, run_id=None) -> dict:
         get_current_context()["promoted_prefix"] = planned["prefix"]
-        return steps().promote(planned, run_id=run_id, dry_run=params["dry_run"])
+        return steps().promote(planned, run_id=run_id, dry_run=params["dry_run"], wait=params["lease_wait"])
 
     @task(outlets=[AssetAlias(PROMOTED_ALIAS)])
     def verify(results: list[dict], params=None, run_id=None, outlet_events=None) -> list[dict]:
-        checks = steps().verify(list(results), run_id=run_id, dry_run=params["dry_run"])
+        checks = steps().verify(list(results), run_id=run_id, dry_run=params["dry_run"], wait=params["lease_wait"])
         # Only a verified promotion emits its prod prefix's Asset event (none on dry run or failure).
         for event in steps().asset_events(list(results), checks, run_id=run_id):
             outlet_events[AssetAlias(PROMOTED_ALIAS)].add(

@@ -6,11 +6,12 @@ object/version"), using the promotion manifest instead of a hand search through 
 
 | task | what it does |
 |---|---|
-| `plan` | reads the manifest (a run index `…/promotions/<run>/index.json` or one prefix manifest); lists what will be restored or deleted; **refuses, changing nothing, if a recorded version no longer exists** (e.g. expired by a lifecycle rule), naming the keys, unless `allow_partial` |
-| `restore` | copies each recorded VersionId back over its key, deletes keys that did not exist before, leaves untouched keys alone, verifies object by object and writes a rollback manifest (which can itself be rolled back) |
+| `plan` | reads the manifest (a run index `…/promotions/<run>/index.json` or one prefix manifest); lists what will be restored or deleted; **refuses, changing nothing**, if the manifest is not under the configured `manifest_uri` or names a key outside the configured prod prefixes, if a recorded version no longer exists (e.g. expired by a lifecycle rule) unless `allow_partial`, or if a key changed after the promotion (a later promotion or a hand edit; the run that changed it is named) unless `force` |
+| `restore` | holds the lease of each prod prefix (a promotion of the same prefix cannot run meanwhile), copies each recorded VersionId back over its key, deletes keys that did not exist before, leaves untouched keys and keys the promotion never wrote alone, verifies object by object and writes a rollback manifest (which can itself be rolled back; a retry merges into it) |
 
 **Params** — `manifest` (required), `only` (prefixes, QA or prod URI), `dry_run` (plan only),
-`allow_partial`, `resume_consumers`. Clearing and rerunning is safe: keys already at their recorded state are skipped.
+`allow_partial`, `force`, `lease_wait` (seconds to wait for another writer of the same prefix),
+`resume_consumers`. Clearing and rerunning is safe: keys already at their recorded state are skipped.
 Prod consumers paused by a contract halt (see `artefact_promotion`) stay paused unless
 `resume_consumers` is set: then `resume_consumers` unpauses them (only those) after the rollback
 verified.
@@ -33,6 +34,13 @@ def steps():
     return promotion
 
 
+def rollback_steps():
+    """The rollback task bodies, imported when a task runs (as :func:`steps`)."""
+    from greenlight.dagsupport import rollback
+
+    return rollback
+
+
 @dag(
     dag_id="artefact_rollback",
     schedule=None,
@@ -51,6 +59,20 @@ def steps():
         "only": Param([], type="array", items={"type": "string"}, description="Roll back only these prefixes."),
         "dry_run": Param(False, type="boolean", description="Only log what would be restored or deleted."),
         "allow_partial": Param(False, type="boolean", description="Restore what can be restored if versions are gone."),
+        "force": Param(
+            False,
+            type="boolean",
+            description="Also restore keys changed after the promotion (a later promotion or a hand edit): "
+            "undoes that later work.",
+        ),
+        "lease_wait": Param(
+            0,
+            type="integer",
+            minimum=0,
+            maximum=21600,
+            description="Seconds to wait for another writer (a promotion or rollback of the same prod prefix) "
+            "to finish; 0 = fail at once naming it.",
+        ),
         "resume_consumers": Param(
             False,
             type="boolean",
@@ -61,13 +83,22 @@ def steps():
 def artefact_rollback():
     @task
     def plan(params=None) -> dict:
-        return steps().rollback_plan(params["manifest"], params["only"], params["allow_partial"])
+        return rollback_steps().rollback_plan(
+            params["manifest"], params["only"], params["allow_partial"], force=params["force"]
+        )
 
     @task
     def restore(planned: dict, params=None, run_id=None) -> dict:
         if params["dry_run"]:
             return planned
-        return steps().rollback_apply(params["manifest"], params["only"], params["allow_partial"], run_id=run_id)
+        return rollback_steps().rollback_apply(
+            params["manifest"],
+            params["only"],
+            params["allow_partial"],
+            run_id=run_id,
+            force=params["force"],
+            wait=params["lease_wait"],
+        )
 
     @task
     def resume_consumers(params=None, run_id=None) -> dict:

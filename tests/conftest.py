@@ -158,7 +158,7 @@ def airflow_api(airflow_db):
     connection (set in the environment), as they would in a deployment."""
     from greenlight.dev.devstack import ApiServer
 
-    server = ApiServer(os.environ.copy()).start()
+    server = ApiServer(os.environ.copy()).start(timeout=float(os.environ.get("GREENLIGHT_TEST_API_TIMEOUT", "300")))
     os.environ["AIRFLOW_CONN_AIRFLOW_API"] = server.connection()
     try:
         yield server
@@ -185,3 +185,16 @@ def promotion_config(tmp_path, monkeypatch, buckets, area):
     )
     monkeypatch.setenv("GREENLIGHT_PROMOTION_CONFIG", str(path))
     return areas
+
+
+def pytest_addoption(parser):
+    parser.addoption(
+        "--reverse",
+        action="store_true",
+        help="run the collected tests in reverse order (proves no test depends on one run before it)",
+    )
+
+
+def pytest_collection_modifyitems(config, items):
+    if config.getoption("--reverse"):
+        items.reverse()

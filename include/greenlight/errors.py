@@ -49,6 +49,15 @@ class PreconditionError(PrefixError):
     template = "precondition failed for {prefix}: {reason}"
 
 
+class QAChangedError(PrefixError):
+    """A QA object changed after the plan the gates validated: that prefix is not promoted past it
+    (exit 2, never retried; clear and rerun the whole run to plan and gate the new snapshot)."""
+
+    exit_code = 2
+    kind = "precondition"
+    template = "{prefix}: QA changed after validation: {reason}"
+
+
 class StalePrefixError(PrefixError):
     """Nothing to copy or delete and the destination was not modified recently (exit 1)."""
 
@@ -57,10 +66,13 @@ class StalePrefixError(PrefixError):
 
 
 class SyncFailedError(GreenlightError):
-    """Some copies or deletes failed; no delete ran if any copy failed (exit 1)."""
+    """Some copies or deletes failed; no delete ran if any copy failed (exit 1).
+
+    ``result`` (when set) is the prefix's partial result, naming its manifest."""
 
     kind = "failure"
     retryable = True
+    result = None
 
 
 class VerificationError(GreenlightError):
@@ -81,6 +93,14 @@ class ManifestError(GreenlightError):
 
     kind = "manifest"
     retryable = True
+
+
+class ManifestInvalidError(ManifestError):
+    """The manifest named is not one greenlight can use: a folder, not JSON, not a JSON object,
+    missing a field, outside greenlight's manifest root (bad input: exit 2, never retried)."""
+
+    exit_code = 2
+    retryable = False
 
 
 class ManifestNotFoundError(ManifestError):

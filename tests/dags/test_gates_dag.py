@@ -1,11 +1,12 @@
 """Contract gates in ``artefact_promotion`` (``dag.test()``, real SeaweedFS, real GX, a real
 ``airflow api-server`` that the halt path pauses consumer DAGs through).
 
-One QA area holds the demo's three contract-checked artefacts (a Zarr v2 store, CSV and parquet
-deliveries). A clean promotion goes first; then each defective QA variant must route to
-``halt_prod_consumers``: nothing in prod changes (object versions compared), the consumer DAG is
-paused, the halt is recorded, no Asset event is emitted. Finally a clean run with
-``resume_consumers`` unpauses the consumer, and only it.
+Each test has its own QA area with the demo's three contract-checked artefacts (a Zarr v2 store,
+CSV and parquet deliveries) and sets up the prod state it needs itself (a clean promotion through
+the library when prod must hold data), so the tests pass alone and in any order. Each defective QA
+variant must route to ``halt_prod_consumers``: nothing in prod changes (object versions compared),
+the consumer DAG is paused, the halt is recorded (with no secret in it), no Asset event is emitted.
+A clean run with ``resume_consumers`` unpauses the consumer, and only it.
 """
 
 from __future__ import annotations
@@ -35,13 +36,14 @@ def _value(xcom):
     return json.loads(xcom) if isinstance(xcom, str) else xcom
 
 
-@pytest.fixture(scope="module")
-def gated(tmp_path_factory, s3, buckets, airflow_api):
-    """Config for the three prefixes under one area, and a helper that seeds a QA variant."""
+@pytest.fixture
+def gated(tmp_path, s3, buckets, airflow_api):
+    """Config for the three prefixes under an area of this test's own, and a helper that seeds a
+    QA variant."""
     qa, prod = buckets
     area = f"gates-{dt.datetime.now(dt.UTC):%H%M%S%f}/"
     config = write_config(
-        tmp_path_factory.mktemp("gates") / "promotion.yaml",
+        tmp_path / "promotion.yaml",
         {
             "manifest_uri": f"s3://{prod}/_greenlight/{area}",
             "defaults": {"consumers": [CONSUMER, HAND_PAUSED], "stale_after_hours": None},
@@ -61,8 +63,23 @@ def gated(tmp_path_factory, s3, buckets, airflow_api):
         }
         demo_data.seed_bucket(s3, qa, wanted, prefix=area, delete_extra_under=[rel for rel, _ in PREFIXES.values()])
 
+    def promote_clean() -> str:
+        """Seed clean QA and promote it through the library (the CLI's path): prod holds data."""
+        from greenlight.promotion.config import load_config
+        from greenlight.promotion.run import promote
+
+        seed("clean")
+        return promote(load_config(config), s3, run_id=f"setup-{area.strip('/')}")["manifest"]
+
     api = AirflowApi(airflow_api.url, "admin", airflow_api.password)
-    return {"config": config, "area": area, "seed": seed, "api": api}
+    return {
+        "config": config,
+        "area": area,
+        "seed": seed,
+        "promote_clean": promote_clean,
+        "api": api,
+        "secrets": [airflow_api.password],
+    }
 
 
 @pytest.fixture
@@ -117,9 +134,12 @@ def test_clean_qa_passes_every_gate_promotes_and_announces(use_config, s3, bucke
         ("stale", {"deliveries_csv", "deliveries_parquet"}, {"stale"}),
     ],
 )
-def test_defective_qa_halts_consumers_and_leaves_prod_untouched(use_config, s3, buckets, variant, failing, checks):
+def test_defective_qa_halts_consumers_and_leaves_prod_untouched(
+    use_config, s3, s3env, buckets, variant, failing, checks
+):
     qa, prod = buckets
     area, api = use_config["area"], use_config["api"]
+    use_config["promote_clean"]()  # prod holds the clean artefacts: drift is checked against them
     api.set_paused(CONSUMER, False)  # the consumer is live; the other one was paused by hand
     api.set_paused(HAND_PAUSED, True)
     use_config["seed"](variant)
@@ -147,8 +167,12 @@ def test_defective_qa_halts_consumers_and_leaves_prod_untouched(use_config, s3, 
     assert halt["halted"] is True and halt["run_id"] == run_id
     assert halt["paused_by_greenlight"] == [CONSUMER] and halt["already_paused"] == [HAND_PAUSED]
     assert set(halt["prefixes"]) == {f"s3://{qa}/{area}{PREFIXES[n][0]}" for n in failing}
-    record = json.loads(s3.get_object(Bucket=prod, Key=halt["manifest"].split("/", 3)[3])["Body"].read())
+    raw = s3.get_object(Bucket=prod, Key=halt["manifest"].split("/", 3)[3])["Body"].read().decode()
+    record = json.loads(raw)
     assert {g["name"] for g in record["gates"] if not g["passed"]} == failing
+    # The halt path records no secret: not the API user's password, not the S3 secret key.
+    for secret in [*use_config["secrets"], s3env.secret_key]:
+        assert secret not in raw and secret not in json.dumps(halt) and secret not in json.dumps(xcoms, default=str)
 
 
 def test_fixed_qa_then_resume_unpauses_only_what_the_halt_paused(use_config, s3, buckets):
@@ -178,23 +202,18 @@ def test_fixed_qa_then_resume_unpauses_only_what_the_halt_paused(use_config, s3,
 
 
 def test_rollback_after_a_halt_resumes_consumers_when_asked(use_config, s3, buckets):
-    """``artefact_rollback`` with ``resume_consumers``: prod goes back to before the first promotion
-    of this module, and only the consumer the halt paused is unpaused."""
+    """``artefact_rollback`` with ``resume_consumers``: prod goes back to before this test's
+    promotion, and only the consumer the halt paused is unpaused."""
     qa, prod = buckets
     area, api = use_config["area"], use_config["api"]
+    first = use_config["promote_clean"]()  # this test's own promotion: the one rolled back
     api.set_paused(CONSUMER, False)
     api.set_paused(HAND_PAUSED, True)
     use_config["seed"]("dropped_column")
     state, _, _, _ = run_dag("artefact_promotion", {})
     assert state == "failed" and api.get_dag(CONSUMER)["is_paused"] is True
 
-    indexes = [
-        o["Key"]
-        for o in s3.list_objects_v2(Bucket=prod, Prefix=f"_greenlight/{area}promotions/")["Contents"]
-        if o["Key"].endswith("/index.json")
-    ]
-    first = min(indexes, key=lambda k: s3.head_object(Bucket=prod, Key=k)["LastModified"])
-    state, tis, xcoms, _ = run_dag("artefact_rollback", {"manifest": f"s3://{prod}/{first}", "resume_consumers": True})
+    state, tis, xcoms, _ = run_dag("artefact_rollback", {"manifest": first, "resume_consumers": True})
 
     assert state == "success", tis
     for rel, _ in PREFIXES.values():

@@ -83,9 +83,15 @@ def _docs(s3, prod: str, area: str) -> dict[str, dict]:
         for obj in page.get("Contents", ()):
             rel = obj["Key"][len(f"_greenlight/{area}") :]
             parts = rel.split("/")
+            if parts[0] == "leases":
+                continue  # who held which prod prefix when: coordination state, not a record of the run
             if parts[0] == "promotions":
                 rel = "/".join(["promotions", "<run>", *parts[2:]])
-            out[rel] = json.loads(s3.get_object(Bucket=prod, Key=obj["Key"])["Body"].read())
+            doc = json.loads(s3.get_object(Bucket=prod, Key=obj["Key"])["Body"].read())
+            if isinstance(doc.get("destination"), str):
+                # File names encode the prod prefix (which names the area): key by the prefix instead.
+                rel = f"{rel.rsplit('/', 1)[0]}/<{doc['destination'].replace(area, '<area>')}>"
+            out[rel] = doc
     return out
 
 

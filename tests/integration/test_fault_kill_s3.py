@@ -22,7 +22,8 @@ import pytest
 from helpers import listing, rel_listing, write_config
 
 from greenlight.dev.localstack import free_port, start_seaweedfs
-from greenlight.storage.s3 import make_client
+from greenlight.storage.manifests import safe_name
+from greenlight.storage.s3 import make_client, object_state
 
 ROOT = Path(__file__).resolve().parents[2]
 OBJECTS = 1500
@@ -93,14 +94,15 @@ def test_kill_s3_mid_promotion_then_rerun_converges_and_rolls_back_exactly(own_s
     put_all("v2")  # every object changes
 
     proc = _cli(server, "promote", "--config", cfg, "--run-id", "night-2", wait=False)
-    manifest_key = "_greenlight/promotions/night-2/prod-fault_d.json"
+    manifest_key = f"_greenlight/promotions/night-2/{safe_name('prod-fault/d/')}.json"
     deadline = time.monotonic() + 120
-    while time.monotonic() < deadline:  # the pending manifest exists = copies are starting
-        try:
-            s3.head_object(Bucket="prod-fault", Key=manifest_key)
+    while True:  # the pending manifest exists = copies are starting
+        if object_state(s3, "prod-fault", manifest_key) is not None:
             break
-        except Exception:  # noqa: BLE001 - not there yet
-            time.sleep(0.05)
+        if time.monotonic() > deadline or proc.poll() is not None:
+            proc.kill()
+            pytest.fail(f"no pending manifest {manifest_key} within 120 s (promotion exit {proc.poll()})")
+        time.sleep(0.05)
     time.sleep(0.3)
     os.kill(server.pid, signal.SIGKILL)
     killed_at = time.monotonic()
@@ -125,7 +127,7 @@ def test_kill_s3_mid_promotion_then_rerun_converges_and_rolls_back_exactly(own_s
     assert manifest["attempts"] == 2 and manifest["status"] == "complete"
 
     # The manifest still holds the pre-first-attempt versions: rollback returns prod to v1 exactly.
-    code, summary, err = _cli(server, "rollback", "--manifest", f"s3://prod-fault/{manifest_key}")
+    code, summary, err = _cli(server, "rollback", "--config", cfg, "--manifest", f"s3://prod-fault/{manifest_key}")
     assert code == 0, err
     assert summary["restored"] == OBJECTS
     assert listing(s3, "prod-fault", "d/") == before_first_attempt

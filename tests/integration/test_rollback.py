@@ -9,7 +9,7 @@ import sys
 from pathlib import Path
 
 import pytest
-from helpers import body, listing, put, versions
+from helpers import body, listing, put, versions, write_config
 
 from greenlight.errors import RefusedError
 from greenlight.promotion.config import parse_config
@@ -53,7 +53,7 @@ def test_rollback_restores_prod_exactly(s3, buckets, area, promoted):
     before, manifest = promoted
     b_version = s3.head_object(Bucket=prod, Key=area + "b.csv")["VersionId"]
 
-    summary = rollback(manifest, s3)
+    summary = rollback(manifest, s3, config=config(buckets, area))
 
     assert listing(s3, prod, area) == before
     assert body(s3, prod, area + "a.csv") == b"a-v1"
@@ -73,7 +73,7 @@ def test_rollback_dry_run_changes_nothing(s3, buckets, area, promoted):
     _, manifest = promoted
     state = versions(s3, prod, area)
 
-    summary = rollback(manifest, s3, dry_run=True)
+    summary = rollback(manifest, s3, config=config(buckets, area), dry_run=True)
 
     assert versions(s3, prod, area) == state
     assert sorted(line.split(":")[0] for line in summary["plan_lines"]) == ["delete", "restore", "restore"]
@@ -87,11 +87,11 @@ def test_missing_version_is_refused_and_nothing_changes(s3, buckets, area, promo
     state = versions(s3, prod, area)
 
     with pytest.raises(RefusedError) as err:
-        rollback(manifest, s3)
+        rollback(manifest, s3, config=config(buckets, area))
 
     assert f"{area}a.csv" in str(err.value) and old_a in str(err.value)
     assert versions(s3, prod, area) == state
-    partial = rollback(manifest, s3, allow_partial=True)
+    partial = rollback(manifest, s3, config=config(buckets, area), allow_partial=True)
     assert partial["restored"] == 1 and partial["deleted"] == 1 and len(partial["unrecoverable"]) == 1
 
 
@@ -100,13 +100,29 @@ def test_rollback_can_be_rolled_back(s3, buckets, area, promoted):
     _, manifest = promoted
     after_promotion = listing(s3, prod, area)
 
-    first = rollback(manifest, s3, run_id="undo-night-2")
-    rollback(first["rollback_manifests"][0], s3, run_id="redo-night-2")
+    first = rollback(manifest, s3, config=config(buckets, area), run_id="undo-night-2")
+    rollback(first["rollback_manifests"][0], s3, config=config(buckets, area), run_id="redo-night-2")
 
     assert listing(s3, prod, area) == after_promotion
 
 
-def test_rollback_cli(s3env, s3, buckets, area, promoted):
+@pytest.fixture
+def config_file(tmp_path, monkeypatch, buckets, area):
+    """The same config as :func:`config` as a file, also what the DAGs read."""
+    qa, prod = buckets
+    path = write_config(
+        tmp_path / "promotion.yaml",
+        {
+            "prefixes": [{"source": f"s3://{qa}/{area}", "max_delete_fraction": 1.0}],
+            "manifest_uri": f"s3://{prod}/_greenlight/{area}",
+            "defaults": {"stale_after_hours": None},
+        },
+    )
+    monkeypatch.setenv("GREENLIGHT_PROMOTION_CONFIG", str(path))
+    return str(path)
+
+
+def test_rollback_cli(s3env, s3, buckets, area, promoted, config_file):
     _, prod = buckets
     before, manifest = promoted
     env = {**os.environ, **s3env.env(), "PYTHONPATH": str(ROOT / "include")}
@@ -132,7 +148,14 @@ def test_rollback_cli(s3env, s3, buckets, area, promoted):
     assert listing(s3, prod, area) == before
 
     missing = subprocess.run(
-        [sys.executable, "-m", "greenlight", "rollback", "--manifest", f"s3://{prod}/_greenlight/nope/index.json"],
+        [
+            sys.executable,
+            "-m",
+            "greenlight",
+            "rollback",
+            "--manifest",
+            f"s3://{prod}/_greenlight/{area}nope/index.json",
+        ],
         capture_output=True,
         text=True,
         env=env,
@@ -141,7 +164,7 @@ def test_rollback_cli(s3env, s3, buckets, area, promoted):
     assert missing.returncode == 2 and "does not exist" in missing.stdout
 
 
-@pytest.mark.usefixtures("airflow_db")
+@pytest.mark.usefixtures("airflow_db", "config_file")
 def test_rollback_dag(s3, buckets, area, promoted):
     from dagrun import run_dag
 
@@ -156,5 +179,5 @@ def test_rollback_dag(s3, buckets, area, promoted):
     assert state == "success", tis
     assert listing(s3, prod, area) == before
 
-    state, tis, _, _ = run_dag("artefact_rollback", {"manifest": f"s3://{prod}/_greenlight/none/index.json"})
+    state, tis, _, _ = run_dag("artefact_rollback", {"manifest": f"s3://{prod}/_greenlight/{area}none/index.json"})
     assert state == "failed" and tis["plan"] == ("failed", 1)  # bad input: no retry

@@ -9,7 +9,7 @@ from datetime import UTC, datetime, timedelta
 import pytest
 from helpers import body, listing, put, rel_listing, versions
 
-from greenlight.errors import RefusedError, StalePrefixError, SyncFailedError
+from greenlight.errors import QAChangedError, RefusedError, StalePrefixError, SyncFailedError
 from greenlight.promotion.config import parse_config
 from greenlight.promotion.engine import Engine
 from greenlight.promotion.run import promote
@@ -293,12 +293,26 @@ def test_unversioned_destination_is_refused(s3):
     assert promote(allowed, s3, run_id="r2")["copied"] == 1
 
 
-def test_missing_destination_bucket_is_refused(s3):
-    config = parse_config({"prefixes": ["s3://qa-greenlight-test/x/"], "manifest_uri": "s3://prod-greenlight-nope/m/"})
+def test_missing_source_bucket_is_refused(s3):
     bad = parse_config({"prefixes": ["s3://qa-greenlight-nowhere/x/"]})
-    with pytest.raises(RefusedError, match="does not exist"):
+    with pytest.raises(RefusedError, match="bucket 'qa-greenlight-nowhere' does not exist") as err:
         promote(bad, s3, run_id="r")
-    assert config.prefixes[0].destination.bucket == "prod-greenlight-test"
+    assert "s3://qa-greenlight-nowhere/x/" in str(err.value)
+
+
+def test_missing_destination_bucket_is_refused(s3):
+    """The QA bucket exists, its prod counterpart does not: refused before anything is read or written."""
+    try:
+        s3.create_bucket(Bucket="qa-greenlight-nodest")  # stays empty: no storage volume needed
+    except s3.exceptions.BucketAlreadyOwnedByYou:
+        pass
+    config = parse_config(
+        {"prefixes": ["s3://qa-greenlight-nodest/x/"], "manifest_uri": "s3://prod-greenlight-test/_greenlight/nodest/"}
+    )
+    assert config.prefixes[0].destination.bucket == "prod-greenlight-nodest"
+    with pytest.raises(RefusedError, match="bucket 'prod-greenlight-nodest' does not exist") as err:
+        promote(config, s3, run_id="r")
+    assert "s3://qa-greenlight-nodest/x/" in str(err.value)
 
 
 # ---------------------------------------------------------------- failures
@@ -335,7 +349,7 @@ def test_source_changed_after_plan_is_not_copied_blindly(s3, buckets, area):
     plan = engine.plan(engine.config.prefixes[0])
     put(s3, qa, f"{area}a", "rewritten mid-promotion")
 
-    with pytest.raises(SyncFailedError):
+    with pytest.raises(QAChangedError, match=f"QA changed after validation: .*{area}a"):
         engine.execute(plan, "r1")
     assert listing(s3, prod, area) == {}
 

@@ -35,6 +35,10 @@ def main(argv: list[str] | None = None) -> int:
         format="%(asctime)s %(levelname)s %(name)s: %(message)s",
         stream=sys.stderr,
     )
+    from greenlight.redact import RedactingFilter
+
+    for handler in logging.getLogger().handlers:  # secrets never reach the terminal
+        handler.addFilter(RedactingFilter())
     for noisy in ("botocore", "boto3", "urllib3", "s3transfer"):
         logging.getLogger(noisy).setLevel(logging.WARNING)
     try:

@@ -9,7 +9,9 @@ from typing import Any
 
 
 def emit(summary: dict[str, Any]) -> None:
-    sys.stdout.write(json.dumps(summary, default=str, sort_keys=True) + "\n")
+    from greenlight.redact import redact
+
+    sys.stdout.write(json.dumps(redact(summary), default=str, sort_keys=True) + "\n")
     sys.stdout.flush()
 
 

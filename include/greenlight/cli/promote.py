@@ -27,6 +27,13 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
     promote_cmd.add_argument("--only", nargs="+", metavar="PREFIX", help="promote only these prefixes (URI or name)")
     promote_cmd.add_argument("--run-id", help="run id for the manifest (default: cli__<UTC time>); reuse it to resume")
     promote_cmd.add_argument("--no-progress", action="store_true", help="no progress line on the terminal")
+    promote_cmd.add_argument(
+        "--wait",
+        type=float,
+        default=0.0,
+        metavar="SECONDS",
+        help="wait up to SECONDS when another run holds a prod prefix's lease (default: refuse at once, exit 2)",
+    )
     promote_cmd.set_defaults(handler=run)
     return promote_cmd
 
@@ -43,6 +50,7 @@ def run(args: argparse.Namespace) -> int:
         progress=progress,
         tracking_uri=os.environ.get("MLFLOW_TRACKING_URI"),
         fast=FastS3.from_environment(max_pool=config.workers + 16),
+        wait=args.wait,
     )
     if args.dry_run:
         for line in summary.pop("plan_lines", []):

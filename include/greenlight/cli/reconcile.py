@@ -17,6 +17,7 @@ import sys
 from greenlight.cli.output import default_run_id, emit
 from greenlight.reconcile.config import load_config
 from greenlight.reconcile.run import reconcile
+from greenlight.redact import redact_text
 from greenlight.storage.fast import FastS3
 from greenlight.storage.s3 import make_client
 
@@ -55,7 +56,7 @@ def run(args: argparse.Namespace) -> int:
         tracking_uri=os.environ.get("MLFLOW_TRACKING_URI"),
         lister=FastS3.from_client(client, max_pool=config.workers + 8),
     )
-    sys.stderr.write(summary.pop("markdown") + "\n")
+    sys.stderr.write(redact_text(summary.pop("markdown")) + "\n")
     for problem in summary["problems"][:50]:
         log.error("%s", problem)
     emit(summary)

@@ -14,7 +14,6 @@ from greenlight.promotion.config import load_config
 from greenlight.promotion.engine import Engine
 from greenlight.promotion.gates import GateFailedError
 from greenlight.promotion.progress import Progress
-from greenlight.promotion.rollback import rollback
 from greenlight.storage.manifests import safe_name
 
 log = logging.getLogger("greenlight.tasks.promotion")
@@ -25,6 +24,33 @@ def _engine(only: list[str] | None = None, progress=None) -> Engine:
     return Engine(config, s3_client(max_pool=config.workers), progress=progress)
 
 
+def _leases(engine: Engine, run_id: str, wait: float, operation: str = "promote"):
+    """Hold the lease of each prod prefix of ``engine``'s config while a task writes to it. Tasks of
+    one run share its run id, so each task takes the lease back from the previous one."""
+    from greenlight.storage.lease import holding
+
+    destinations = [str(p.destination) for p in engine.config.prefixes]
+    return holding(
+        engine.client, engine.config.manifest_uri, destinations, run_id=run_id, operation=operation, wait=wait
+    )
+
+
+HALT_LEASE = "halt-variable"
+
+
+def _halt_lease(engine: Engine, run_id: str, dry_run: bool, wait: float = 120.0):
+    """The lease serialising read-modify-writes of the halt Variable (halts and resumes wait for it)."""
+    from contextlib import nullcontext
+
+    from greenlight.storage.lease import holding
+
+    if dry_run:
+        return nullcontext()
+    return holding(
+        engine.client, engine.config.manifest_uri, [HALT_LEASE], run_id=f"{run_id}#halt", operation="halt", wait=wait
+    )
+
+
 @triaged
 def preflight(only: list[str] | None) -> list[dict[str, Any]]:
     """Runbook §2 preconditions: config valid, both buckets answer, prod versioned, no QA run RUNNING."""
@@ -32,12 +58,20 @@ def preflight(only: list[str] | None) -> list[dict[str, Any]]:
 
 
 @triaged
-def plan(only: list[str] | None) -> list[dict[str, Any]]:
+def plan(
+    only: list[str] | None, *, run_id: str | None = None, dry_run: bool = True, wait: float = 0.0
+) -> list[dict[str, Any]]:
     """List both sides of every prefix and apply the safety rules before anything changes.
 
-    Any refusal fails the whole run here, so no prefix is promoted when one is refused.
+    Any refusal fails the whole run here, so no prefix is promoted when one is refused. Unless a
+    dry run, the QA listing is kept as the snapshot the gates validate and ``promote`` copies, and
+    a prod prefix another run is writing refuses the run here (or waits ``lease_wait`` seconds).
     """
-    return [p.summary() for p in run.plan(_engine(only))]
+    engine = _engine(only)
+    if dry_run or not run_id:
+        return [p.summary() for p in run.plan(engine)]
+    with _leases(engine, run_id, wait):
+        return [p.summary() for p in run.plan(engine, run_id=run_id, dry_run=False)]
 
 
 def gx_operator_validate(contract, qa_schema: dict, sample: list[dict] | None, now) -> dict[str, Any]:
@@ -123,34 +157,49 @@ def halt_prod_consumers(gates: list[dict[str, Any]], *, run_id: str, dag_id: str
     """Pause the failed prefixes' consumer DAGs (REST API), record why, then fail the run (no retry).
 
     Rerunning it is safe: DAGs it paused earlier stay on its list; DAGs paused by someone else are
-    never put on it, so a later ``resume_consumers`` will not unpause them.
+    never put on it, so a later ``resume_consumers`` will not unpause them. Crash-safe: the DAGs it
+    is about to pause are recorded in the Variable first. The Variable's read-modify-write is done
+    holding the ``halt-variable`` lease, so a concurrent resume (or halt) cannot lose the update.
     """
     from airflow.sdk import Variable
 
     gates = list(gates)
     engine = _engine([g["prefix"] for g in gates])
     consumers = halt.consumers_for(engine.config, gates)
-    previous = Variable.get(halt.HALT_VARIABLE, default=None, deserialize_json=True)
+    rel = f"promotions/{safe_name(run_id)}/halt.json"
+    manifest = engine.manifests.uri(rel) if engine.manifests else None
     paused: dict[str, Any] = {"paused_by_greenlight": [], "already_paused": [], "missing": []}
     pause_error = None
-    if consumers:
-        try:
-            paused = halt.pause(airflow_api(), consumers, previous, dry_run=dry_run)
-        except GreenlightError as exc:
-            if exc.retryable:
-                raise  # API unreachable: the task is retried; the gates' verdict stays in XCom
-            pause_error = str(exc)
-            log.error("could not pause consumers %s: %s", consumers, exc)
-    else:
-        log.warning("no consumers configured for the failed prefixes: nothing to pause")
-    if not dry_run:
-        rel = f"promotions/{safe_name(run_id)}/halt.json"
-        manifest = engine.manifests.uri(rel) if engine.manifests else None
-        record = halt.record(run_id=run_id, dag_id=dag_id, gates=gates, paused=paused, manifest=manifest)
-        if engine.manifests:
-            engine.manifests.write(rel, {**record, "gates": gates})
-        Variable.set(halt.HALT_VARIABLE, record, serialize_json=True)
-        log.error("halt recorded in Variable %s and %s", halt.HALT_VARIABLE, manifest)
+    with _halt_lease(engine, run_id, dry_run):
+        previous = Variable.get(halt.HALT_VARIABLE, default=None, deserialize_json=True)
+
+        def record_intent(pausing: list[str]) -> None:
+            intent = halt.record(
+                run_id=run_id,
+                dag_id=dag_id,
+                gates=gates,
+                paused={"paused_by_greenlight": pausing, "already_paused": [], "missing": []},
+                manifest=manifest,
+            )
+            Variable.set(halt.HALT_VARIABLE, {**intent, "status": "pausing"}, serialize_json=True)
+            log.warning("halt intent recorded in Variable %s: pausing %s", halt.HALT_VARIABLE, pausing)
+
+        if consumers:
+            try:
+                paused = halt.pause(airflow_api(), consumers, previous, dry_run=dry_run, record_intent=record_intent)
+            except GreenlightError as exc:
+                if exc.retryable:
+                    raise  # API unreachable: the task is retried; the gates' verdict stays in XCom
+                pause_error = str(exc)
+                log.error("could not pause consumers %s: %s", consumers, exc)
+        else:
+            log.warning("no consumers configured for the failed prefixes: nothing to pause")
+        if not dry_run:
+            record = halt.record(run_id=run_id, dag_id=dag_id, gates=gates, paused=paused, manifest=manifest)
+            if engine.manifests:
+                engine.manifests.write(rel, {**record, "gates": gates})
+            Variable.set(halt.HALT_VARIABLE, record, serialize_json=True)
+            log.error("halt recorded in Variable %s and %s", halt.HALT_VARIABLE, manifest)
     error = GateFailedError(gates)  # not retryable: ``triaged`` fails the task (and the run) at once
     tail = f"; paused consumers: {', '.join(paused['paused_by_greenlight']) or 'none'}"
     if pause_error:
@@ -177,40 +226,57 @@ def resume_consumers(*, run_id: str, enabled: bool, dry_run: bool) -> dict[str, 
             paused,
         )
         return {"resumed": [], "halt": record.get("run_id")}
-    outcome = halt.resume(airflow_api(), record, run_id=run_id)
-    Variable.set(halt.HALT_VARIABLE, outcome["record"], serialize_json=True)
+    with _halt_lease(_engine(), run_id, dry_run):
+        record = Variable.get(halt.HALT_VARIABLE, default=None, deserialize_json=True)  # read again, held
+        if not record or not record.get("halted"):
+            log.info("the halt was lifted meanwhile: nothing to resume")
+            return {"resumed": [], "halt": None}
+        outcome = halt.resume(airflow_api(), record, run_id=run_id)
+        Variable.set(halt.HALT_VARIABLE, outcome["record"], serialize_json=True)
     log.warning("halt of run %s lifted; resumed %s", record.get("run_id"), outcome["resumed"])
     return {"resumed": outcome["resumed"], "halt": record.get("run_id")}
 
 
 @triaged
-def promote(planned: dict[str, Any], *, run_id: str, dry_run: bool) -> dict[str, Any]:
+def promote(planned: dict[str, Any], *, run_id: str, dry_run: bool, wait: float = 0.0) -> dict[str, Any]:
     """Promote one prefix (one mapped task per prefix): re-plan, re-check, copy, delete, manifest.
 
-    Re-planning makes a cleared-and-rerun task converge: it does only what is still missing and
-    merges into the same run's manifest, keeping the first attempt's pre-promotion versions.
+    Holds the prod prefix's lease. Re-planning makes a cleared-and-rerun task converge: it does
+    only what is still missing and merges into the same run's manifest, keeping the first attempt's
+    pre-promotion versions. What it copies must be the QA snapshot the ``plan`` task recorded and
+    the gates validated: a QA object changed, added or removed since fails the prefix without retry
+    ("QA changed after validation"); copies carry If-Match on the snapshot's ETags.
     """
     progress = Progress(tty=False, interval=10.0)
     engine = _engine([planned["prefix"]], progress=progress)
     (prefix,) = engine.config.prefixes
-    current = engine.plan(prefix)
-    engine.check(current)
-    progress.start(len(current.copies) + len(current.deletes), current.bytes_to_copy)
-    row = run.promote_prefix(engine, current, run_id, dry_run=dry_run)
-    progress.finish()
+    if dry_run:
+        current = engine.plan(prefix)
+        engine.check(current)
+        return run.promote_prefix(engine, current, run_id, dry_run=True)
+    with _leases(engine, run_id, wait) as leases:
+        current = engine.plan(prefix)
+        engine.check(current)
+        engine.check_snapshot(current, run_id)
+        progress.start(len(current.copies) + len(current.deletes), current.bytes_to_copy)
+        leases.check()
+        row = run.promote_prefix(engine, current, run_id, dry_run=False)
+        progress.finish()
     run.check_stale(engine, current, dry_run=dry_run)
     return row
 
 
 @triaged
-def verify(results: list[dict[str, Any]], *, run_id: str, dry_run: bool) -> list[dict[str, Any]]:
-    """Runbook §4 verification, done for every object: prod equals QA for each promoted prefix."""
+def verify(results: list[dict[str, Any]], *, run_id: str, dry_run: bool, wait: float = 0.0) -> list[dict[str, Any]]:
+    """Runbook §4 verification, done for every object: prod equals QA for each promoted prefix.
+    Holds the prod prefixes' leases: it moves their current pointers."""
     if dry_run:
         log.info("dry run: nothing was changed, nothing to verify")
         return []
     engine = _engine([r["prefix"] for r in results])
     by_prefix = {r["prefix"]: r for r in results}
-    return [run.verify_prefix(engine, p, by_prefix.get(p.label, {}), run_id) for p in engine.config.prefixes]
+    with _leases(engine, run_id, wait):
+        return [run.verify_prefix(engine, p, by_prefix.get(p.label, {}), run_id) for p in engine.config.prefixes]
 
 
 def asset_events(results: list[dict[str, Any]], checks: list[dict[str, Any]], *, run_id: str) -> list[dict[str, Any]]:
@@ -245,32 +311,3 @@ def summary(
     engine = _engine([r["prefix"] for r in rows])
     duration = sum(r["duration_s"] for r in rows)
     return run.summary(engine, rows, list(verified), run_id=run_id, dry_run=dry_run, duration=duration)
-
-
-@triaged
-def rollback_plan(manifest: str, only: list[str] | None, allow_partial: bool) -> dict[str, Any]:
-    """What a rollback would restore or delete (a dry run); refuses if a recorded version is gone."""
-
-    summary = rollback(manifest, s3_client(), only=only or None, dry_run=True, allow_partial=allow_partial)
-    for line in summary["plan_lines"]:
-        log.info("rollback plan: %s", line)
-    for key in summary["unrecoverable"]:
-        log.warning("cannot restore: %s", key)
-    return {k: v for k, v in summary.items() if k != "plan_lines"}
-
-
-@triaged
-def rollback_apply(manifest: str, only: list[str] | None, allow_partial: bool, *, run_id: str) -> dict[str, Any]:
-    """Restore every touched key to its recorded version, verify object by object, write a manifest."""
-
-    summary = rollback(manifest, s3_client(), only=only or None, allow_partial=allow_partial, run_id=run_id)
-    summary.pop("plan_lines", None)
-    log.info(
-        "rollback_done run_id=%s restored=%d deleted=%d unchanged=%d manifests=%s",
-        run_id,
-        summary["restored"],
-        summary["deleted"],
-        summary["unchanged"],
-        summary.get("rollback_manifests"),
-    )
-    return summary

@@ -17,8 +17,12 @@ log = logging.getLogger("greenlight.tasks.reconcile")
 
 def _config(only: list[str] | None = None):
     from greenlight.reconcile.config import load_config
+    from greenlight.redact import mask_for_airflow
 
-    return load_config().select(only or None)
+    config = load_config().select(only or None)
+    for target in config.targets:  # a token in a repo URL or a password in a tracking URI: masked in logs
+        mask_for_airflow(target.repo, target.tracking_uri, str(target.remote or ""))
+    return config
 
 
 @triaged
@@ -56,7 +60,9 @@ def reconcile_target(target: dict[str, Any], *, run_id: str, repair: bool, dry_r
         tracking_uri=mlflow_tracking_uri() if chosen.kind == "mlflow" else None,
         lister=FastS3.from_client(client, max_pool=config.workers + 8),
     )
-    return result.as_dict(inline=INLINE_ENTRIES)
+    from greenlight.redact import redact
+
+    return redact(result.as_dict(inline=INLINE_ENTRIES))  # XCom: no credentials
 
 
 @triaged
@@ -87,4 +93,6 @@ def report(results: list[dict[str, Any]], *, run_id: str, repair: bool, dry_run:
         log.warning(
             "%d missing object(s) can be repaired: trigger with repair=true (dry_run=false)", totals["outstanding"]
         )
-    return summary
+    from greenlight.redact import redact
+
+    return redact(summary)

@@ -103,11 +103,14 @@ def triaged(func: F) -> F:
 
             if is_control_flow(exc) or isinstance(exc, AirflowFailException):
                 raise
+            from greenlight.redact import clean_message
+
             triage = classify(exc)
+            message = clean_message(exc.args[0] if len(exc.args) == 1 else exc)  # no credentials in URLs
             if triage.retryable:
-                log.warning("[%s] %s — Airflow will retry. Hint: %s", triage.kind, exc, triage.hint)
+                log.warning("[%s] %s — Airflow will retry. Hint: %s", triage.kind, message, triage.hint)
                 raise
-            log.error("[%s] %s — failing without retry. Hint: %s", triage.kind, exc, triage.hint)
-            raise AirflowFailException(f"[{triage.kind}] {exc}") from exc
+            log.error("[%s] %s — failing without retry. Hint: %s", triage.kind, message, triage.hint)
+            raise AirflowFailException(f"[{triage.kind}] {message}") from exc
 
     return wrapper  # type: ignore[return-value]

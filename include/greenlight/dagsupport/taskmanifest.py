@@ -27,7 +27,6 @@ from __future__ import annotations
 import json
 import logging
 import os
-import re
 import threading
 from collections.abc import Mapping, Sequence
 from datetime import date, datetime, timedelta
@@ -35,30 +34,21 @@ from enum import Enum
 from pathlib import Path, PurePath
 from typing import Any
 
+# Redaction lives in greenlight.redact (no Airflow imports); these names stay importable from here.
+from greenlight.redact import REDACTED, _airflow_redact, clean_message, redact_text, sensitive_key
+
 log = logging.getLogger("greenlight.dagsupport.taskmanifest")
 
 ROOT_ENV = "GREENLIGHT_TASK_MANIFEST_ROOT"
 TAG = "greenlight"
 SCHEMA = "greenlight.task-manifest/1"
-REDACTED = "***"
 
 MAX_STR = 2000
 MAX_ITEMS = 50
 MAX_KEYS = 100
 MAX_DEPTH = 8
 MAX_JSON = 64 * 1024
-MAX_MESSAGE = 4000
 
-#: Key names whose values are never written (compared case-insensitively, ``-`` = ``_``). A bare
-#: ``key`` (or ``s3_key``, ``object_key``) is *not* sensitive: in this project it names S3 object
-#: keys, the very data manifests exist for; ``access_key``, ``api_key``, ``private_key``... are.
-_SENSITIVE_KEY = re.compile(
-    r"pass(word|wd|phrase)|secret|token|credential|authori[sz]ation|bearer|cookie|dsn|connection_string"
-    r"|webhook|keyfile|(access|private|api|service|signing|encryption|sse|customer|master|client|account"
-    r"|auth|ssh|pgp|gpg|license|app|consumer|subscription|storage|shared|sas)_?keys?$",
-    re.IGNORECASE,
-)
-_SENSITIVE_ENV = re.compile(r"SECRET|PASSWORD|PASSWD|TOKEN|CREDENTIAL|_KEY$|^AIRFLOW_CONN_", re.IGNORECASE)
 _BOOL_FIELDS = ("ok", "passed", "success", "equal", "valid")
 _NAME_FIELDS = ("name", "check", "expectation", "expectation_type", "prefix", "table", "id")
 
@@ -106,35 +96,6 @@ def store_for(root: str):
 
 
 # ------------------------------------------------------------------------------ JSON + redaction
-def sensitive_key(name: Any) -> bool:
-    return isinstance(name, str) and bool(_SENSITIVE_KEY.search(name.replace("-", "_")))
-
-
-def _env_secrets() -> list[str]:
-    return sorted(
-        (v for k, v in os.environ.items() if _SENSITIVE_ENV.search(k) and v and len(v) >= 8),
-        key=len,
-        reverse=True,
-    )
-
-
-def _scrub_text(text: str, secrets: list[str]) -> str:
-    for secret in secrets:
-        if secret in text:
-            text = text.replace(secret, REDACTED)
-    return text
-
-
-def _airflow_redact(value: Any) -> Any:
-    """Airflow's secrets masker: hides every registered secret (connection passwords, extras...)."""
-    try:
-        from airflow.sdk.log import redact
-    except Exception:  # noqa: BLE001 - outside Airflow there is nothing registered to mask
-        return value
-    try:
-        return redact(value)
-    except Exception:  # noqa: BLE001 - never let masking break the manifest; fall back to ours
-        return value
 
 
 def json_safe(value: Any, *, depth: int = 0) -> Any:
@@ -220,11 +181,8 @@ def _is_sequence(value: Any) -> bool:
 def clean(value: Any) -> Any:
     """``json_safe`` + Airflow's masker + scrubbing sensitive env values: what goes into a manifest."""
     safe = _airflow_redact(json_safe(value))
-    secrets = _env_secrets()
-    if not secrets:
-        return safe
     text = json.dumps(safe, default=str)
-    scrubbed = _scrub_text(text, [json.dumps(s)[1:-1] for s in secrets])
+    scrubbed = redact_text(text, json_escaped=True)  # URL credentials, sensitive env values
     if scrubbed == text:
         return safe
     try:
@@ -239,15 +197,6 @@ def bounded(value: Any) -> Any:
     if len(text) <= MAX_JSON:
         return value
     return {"truncated": True, "json_bytes": len(text), "preview": text[: MAX_JSON // 16]}
-
-
-def clean_message(error: Any) -> str | None:
-    if error is None:
-        return None
-    text = str(error) if not isinstance(error, BaseException) else f"{type(error).__name__}: {error}"
-    text = text[:MAX_MESSAGE]
-    masked = _airflow_redact(text)
-    return _scrub_text(masked if isinstance(masked, str) else text, _env_secrets())
 
 
 # ---------------------------------------------------------------------------------------- checks

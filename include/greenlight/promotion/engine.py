@@ -20,6 +20,7 @@ from typing import Any
 from greenlight.errors import (
     ConfigError,
     PreconditionError,
+    QAChangedError,
     RefusedError,
     StalePrefixError,
     SyncFailedError,
@@ -61,6 +62,8 @@ class PrefixPlan:
     dest_newest: datetime | None = None
     source_newest: ObjectInfo | None = None
     marker: ObjectInfo | None = None  # the QA sign-off marker, when configured (never promoted)
+    #: rel -> (size, etag) of every source object: the snapshot the gates validate
+    snapshot: dict[str, tuple[int, str]] = field(default_factory=dict)
 
     @property
     def bytes_to_copy(self) -> int:
@@ -134,6 +137,7 @@ def diff(source: dict[str, ObjectInfo], dest: dict[str, ObjectInfo], prefix: Pre
         dest = {k: v for k, v in dest.items() if k != marker_key}
         marker = source.pop(marker_key, None)
     plan = PrefixPlan(prefix=prefix, source_count=len(source), dest_count=len(dest), marker=marker)
+    plan.snapshot = {rel: (o.size, normalize_etag(o.etag)) for rel, o in source.items()}
     if source:
         plan.source_newest = max(source.values(), key=lambda o: o.last_modified or datetime.min.replace(tzinfo=UTC))
     for rel in sorted(source):
@@ -325,6 +329,56 @@ class Engine:
             )
 
     # ------------------------------------------------------------------ execute
+    def snapshot_path(self, run_id: str, prefix: PrefixConfig) -> str:
+        dest = prefix.destination
+        return f"promotions/{safe_name(run_id)}/snapshots/{safe_name(dest.bucket + '/' + dest.prefix)}.json"
+
+    def save_snapshot(self, plan: PrefixPlan, run_id: str) -> str | None:
+        """Record the QA listing (key, size, ETag) this run plans and gates: what ``promote`` may copy."""
+        if not self.manifests:
+            return None
+        self._guard(self.config.manifest_uri.bucket)
+        doc = {
+            "kind": "greenlight.qa-snapshot/v1",
+            "run_id": run_id,
+            "source": str(plan.prefix.source),
+            "destination": str(plan.prefix.destination),
+            "taken_at": utcnow(),
+            "objects": {rel: list(state) for rel, state in sorted(plan.snapshot.items())},
+        }
+        return self.manifests.write(self.snapshot_path(run_id, plan.prefix), doc)
+
+    def check_snapshot(self, plan: PrefixPlan, run_id: str) -> None:
+        """Refuse (:class:`QAChangedError`, never retried) when QA differs from the snapshot this
+        run's gates validated: changed, added or removed objects are named."""
+        if not self.manifests:
+            return
+        rel = self.snapshot_path(run_id, plan.prefix)
+        saved = self.manifests.read(rel)
+        if saved is None:
+            raise QAChangedError(
+                plan.prefix.label,
+                f"no validated QA snapshot for run {run_id!r} ({self.manifests.uri(rel)}): "
+                "clear and rerun the whole run (plan, gate, promote)",
+            )
+        validated = {k: (int(v[0]), normalize_etag(v[1])) for k, v in saved.get("objects", {}).items()}
+        changed = sorted(k for k in validated.keys() & plan.snapshot.keys() if validated[k] != plan.snapshot[k])
+        added = sorted(plan.snapshot.keys() - validated.keys())
+        removed = sorted(validated.keys() - plan.snapshot.keys())
+        if changed or added or removed:
+            parts = []
+            for what, keys in (("changed", changed), ("added", added), ("removed", removed)):
+                if keys:
+                    src = plan.prefix.source
+                    shown = ", ".join(f"s3://{src.bucket}/{src.join(k)}" for k in keys[:20])
+                    parts.append(f"{len(keys)} {what}: {shown}" + (" …" if len(keys) > 20 else ""))
+            raise QAChangedError(
+                plan.prefix.label,
+                "; ".join(parts) + " since the gates validated it (snapshot taken "
+                f"{saved.get('taken_at')}); nothing was promoted for this prefix. Clear and rerun the whole "
+                "run to plan and gate the new QA snapshot",
+            )
+
     def manifest_path(self, run_id: str, prefix: PrefixConfig) -> str:
         dest = prefix.destination
         return f"promotions/{safe_name(run_id)}/{safe_name(dest.bucket + '/' + dest.prefix)}.json"
@@ -361,6 +415,7 @@ class Engine:
         lock = threading.Lock()
 
         failures: list[str] = []
+        qa_changed: list[str] = []  # copies refused by CopySourceIfMatch: QA is not what was planned
         # Circuit breaker: once the S3 endpoint refuses connections (after the client's own retries),
         # the remaining copies are not attempted; the task fails fast and Airflow retries it later.
         unreachable = threading.Event()
@@ -380,6 +435,8 @@ class Engine:
                 except Exception as exc:  # noqa: BLE001 - collected and reported below
                     code = error_code(exc) or type(exc).__name__
                     failures.append(f"copy {src.rel}: {code}: {exc}")
+                    if code in ("PreconditionFailed", "412"):
+                        qa_changed.append(f"s3://{p.source.bucket}/{p.source.join(src.rel)}")
                     if _is_unreachable(exc) and not unreachable.is_set():
                         unreachable.set()
                         log.error("S3 endpoint unreachable (%s): not attempting the remaining copies", exc)
@@ -391,6 +448,14 @@ class Engine:
                     entry["after"] = {"version_id": version, "etag": etag, "size": src.size}
                     entry["source"]["version_id"] = source_version
                     entry["done"] = True
+                if is_multipart_etag(src.etag) and normalize_etag(etag) != normalize_etag(src.etag):
+                    # Prod changed (recorded above for the rollback), but equality with QA is not
+                    # proven: it does not count as copied, and no delete runs after it.
+                    failures.append(
+                        f"copy {src.rel}: ETag {etag} differs from the source's {src.etag} (a multipart layout "
+                        "this server does not reproduce): not counted as copied"
+                    )
+                    continue
                 result.copied += 1
                 result.bytes_copied += src.size
                 if self.progress:
@@ -399,11 +464,23 @@ class Engine:
         if failures:
             result.failed = len(failures)
             result.errors = failures[:20]
+            result.duration_s = round(time.monotonic() - started, 3)
             self._finish_manifest(manifest_rel, doc, "failed", result)
-            raise SyncFailedError(
-                f"{p.label}: {len(failures)} of {len(plan.copies)} copies failed, no object was deleted; "
-                f"first: {failures[0]}"
-            )
+            if qa_changed:
+                error: QAChangedError | SyncFailedError = QAChangedError(
+                    p.label,
+                    f"{len(qa_changed)} object(s) no longer have the ETag that was planned and gated: "
+                    + ", ".join(sorted(qa_changed)[:20])
+                    + f"; no object was deleted. Clear and rerun the whole run to gate the new snapshot "
+                    f"(manifest {result.manifest})",
+                )
+            else:
+                error = SyncFailedError(
+                    f"{p.label}: {len(failures)} of {len(plan.copies)} copies failed, no object was deleted; "
+                    f"first: {failures[0]}"
+                )
+            error.result = result
+            raise error
 
         for start in range(0, len(plan.deletes), DELETE_BATCH):
             batch = plan.deletes[start : start + DELETE_BATCH]
@@ -429,7 +506,9 @@ class Engine:
             result.failed = len(failures)
             result.errors = failures[:20]
             self._finish_manifest(manifest_rel, doc, "failed", result)
-            raise SyncFailedError(f"{p.label}: {len(failures)} deletes failed; first: {failures[0]}")
+            error = SyncFailedError(f"{p.label}: {len(failures)} deletes failed; first: {failures[0]}")
+            error.result = result
+            raise error
         self._finish_manifest(manifest_rel, doc, "complete", result)
         return result
 
@@ -508,10 +587,25 @@ class Engine:
         """One index per run naming every prefix manifest: the handle a rollback is given."""
         if not self.manifests:
             return None
+        import uuid
+
+        from greenlight.storage.lease import Lease
+
         rel = f"promotions/{safe_name(run_id)}/index.json"
-        previous = self.manifests.read(rel) or {}
-        parts = {r["prefix"]: r for r in previous.get("prefixes", ())}
-        for r in results:
+        self._guard(self.config.manifest_uri.bucket)
+        # Mapped tasks of one run may write the index at once: read-modify-write under a lease.
+        with Lease(
+            self.client,
+            self.config.manifest_uri,
+            f"run-index/{run_id}",
+            run_id=f"{run_id}#{uuid.uuid4().hex[:8]}",
+            operation="run index",
+            wait=120,
+            ttl=30,
+            poll=0.2,
+        ):
+            previous = self.manifests.read(rel) or {}
+            parts = {r["prefix"]: r for r in previous.get("prefixes", ())}
             keep = (
                 "prefix",
                 "destination",
@@ -521,17 +615,27 @@ class Engine:
                 "unchanged",
                 "objects_seen",
                 "bytes_copied",
+                "status",
+                "errors",
             )
-            parts[r["prefix"]] = {k: r.get(k) for k in keep}
-        doc = {
-            "kind": "greenlight.promotion-run/v1",
-            "run_id": run_id,
-            "updated_at": utcnow(),
-            "prefixes": sorted(parts.values(), key=lambda r: r["prefix"]),
-            **extra,
-        }
-        self._guard(self.config.manifest_uri.bucket)
-        return self.manifests.write(rel, doc)
+            for r in results:
+                row = {k: r.get(k) for k in keep}
+                row["status"] = r.get("status") or "complete"
+                row["errors"] = r.get("errors") or []
+                parts[r["prefix"]] = row
+            status = extra.pop("status", None)
+            if any(r.get("status") == "failed" for r in parts.values()):
+                status = "failed"
+            doc = {
+                **{k: v for k, v in previous.items() if k not in ("prefixes", "updated_at")},
+                "kind": "greenlight.promotion-run/v1",
+                "run_id": run_id,
+                "updated_at": utcnow(),
+                "prefixes": sorted(parts.values(), key=lambda r: r["prefix"]),
+                "status": status or previous.get("status") or "complete",
+                **extra,
+            }
+            return self.manifests.write(rel, doc)
 
     # ------------------------------------------------------------------ copying
     def _copy_one(self, p: PrefixConfig, src: ObjectInfo) -> tuple[str, str | None, str | None]:

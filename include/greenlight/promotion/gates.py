@@ -21,7 +21,7 @@ from typing import Any
 
 from greenlight.errors import ContractError, GreenlightError
 from greenlight.promotion.config import PrefixConfig
-from greenlight.storage.manifests import ManifestStore, safe_name, utcnow
+from greenlight.storage.manifests import ManifestStore, legacy_safe_name, safe_name, utcnow
 
 log = logging.getLogger("greenlight.promotion.gates")
 
@@ -59,8 +59,26 @@ def pointer_path(prefix: PrefixConfig | str) -> str:
     return f"current/{_dest_name(prefix)}.json"
 
 
+def _legacy_pointer_path(prefix: PrefixConfig | str) -> str:
+    dest = prefix if isinstance(prefix, str) else str(prefix.destination)
+    return f"current/{legacy_safe_name(dest.removeprefix('s3://'))}.json"
+
+
+def _stored_pointer(store: ManifestStore, prefix: PrefixConfig | str) -> dict[str, Any] | None:
+    """The pointer at its collision-free name, else one written under the old name for the same
+    destination (the old names could be shared by several prefixes, hence the destination check)."""
+    doc = store.read(pointer_path(prefix))
+    if doc is not None:
+        return doc
+    dest = prefix if isinstance(prefix, str) else str(prefix.destination)
+    legacy = store.read(_legacy_pointer_path(prefix))
+    if legacy is not None and legacy.get("destination") == dest:
+        return legacy
+    return None
+
+
 def read_pointer(store: ManifestStore | None, prefix: PrefixConfig) -> dict[str, Any] | None:
-    return store.read(pointer_path(prefix)) if store is not None else None
+    return _stored_pointer(store, prefix) if store is not None else None
 
 
 def publish_pointer(store: ManifestStore, prefix: PrefixConfig, **fields: Any) -> str:
@@ -70,7 +88,7 @@ def publish_pointer(store: ManifestStore, prefix: PrefixConfig, **fields: Any) -
     Rolling back the pointer is writing ``previous`` back (see :func:`restore_pointer`).
     """
     rel = pointer_path(prefix)
-    old = store.read(rel)
+    old = _stored_pointer(store, prefix)
     if old and old.get("run_id") == fields.get("run_id"):
         old = old.get("previous")  # a rerun of the same run replaces its own pointer
     if old:
@@ -91,7 +109,7 @@ def restore_pointer(store: ManifestStore, prefix: PrefixConfig | str, run_id: st
 
     ``prefix`` is a configured prefix or the prod destination URI a manifest records."""
     rel = pointer_path(prefix)
-    current = store.read(rel)
+    current = _stored_pointer(store, prefix)
     if not current or current.get("run_id") != run_id:
         return False
     previous = current.get("previous")

@@ -9,6 +9,7 @@ paused: a DAG an operator had paused by hand stays paused.
 from __future__ import annotations
 
 import logging
+from collections.abc import Callable
 from typing import Any
 
 from greenlight.promotion.config import PromotionConfig
@@ -30,12 +31,24 @@ def consumers_for(config: PromotionConfig, gates: list[dict[str, Any]]) -> list[
     return out
 
 
-def pause(api, dag_ids: list[str], previous: dict[str, Any] | None = None, *, dry_run: bool = False) -> dict[str, Any]:
-    """Pause each DAG that is running; remember which ones greenlight paused (idempotent on rerun)."""
+def pause(
+    api,
+    dag_ids: list[str],
+    previous: dict[str, Any] | None = None,
+    *,
+    dry_run: bool = False,
+    record_intent: Callable[[list[str]], None] | None = None,
+) -> dict[str, Any]:
+    """Pause each DAG that is running; remember which ones greenlight paused (idempotent on rerun).
+
+    Crash-safe: before the first pause, ``record_intent`` is called with every DAG greenlight is
+    about to pause (plus those an earlier halt paused), so that a retry after a crash between
+    pausing and recording still knows they are greenlight's to resume."""
     ours_before = set((previous or {}).get("paused_by_greenlight", ()) if (previous or {}).get("halted") else ())
     paused: list[str] = []
     already: list[str] = []
     missing: list[str] = []
+    running: list[str] = []
     for dag_id in dag_ids:
         info = api.get_dag(dag_id)
         if info is None:
@@ -45,12 +58,16 @@ def pause(api, dag_ids: list[str], previous: dict[str, Any] | None = None, *, dr
             (paused if dag_id in ours_before else already).append(dag_id)
             log.info("consumer DAG %s is already paused", dag_id)
         else:
-            if dry_run:
-                log.info("(dry run) would pause consumer DAG %s", dag_id)
-            else:
-                api.set_paused(dag_id, True)
-                log.warning("paused consumer DAG %s", dag_id)
-            paused.append(dag_id)
+            running.append(dag_id)
+    if running and not dry_run and record_intent is not None:
+        record_intent(sorted(ours_before | set(paused) | set(running)))
+    for dag_id in running:
+        if dry_run:
+            log.info("(dry run) would pause consumer DAG %s", dag_id)
+        else:
+            api.set_paused(dag_id, True)
+            log.warning("paused consumer DAG %s", dag_id)
+        paused.append(dag_id)
     # Keep DAGs an earlier halt paused that this halt does not name: they are still ours to resume.
     paused += [d for d in sorted(ours_before) if d not in paused and d not in dag_ids]
     return {"paused_by_greenlight": paused, "already_paused": already, "missing": missing}

@@ -16,12 +16,13 @@ from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
 from greenlight.contracts import load_contract
-from greenlight.errors import StalePrefixError, SyncFailedError, VerificationError
+from greenlight.errors import QAChangedError, StalePrefixError, SyncFailedError, VerificationError
 from greenlight.promotion.config import PrefixConfig, PromotionConfig
 from greenlight.promotion.engine import Engine, PrefixPlan, contract_record, prefix_line, summarize
 from greenlight.promotion.gates import GateFailedError, evaluate_gate, log_gate, record_gate
 from greenlight.promotion.progress import Progress
 from greenlight.storage.fast import FastS3
+from greenlight.storage.lease import holding
 
 log = logging.getLogger("greenlight.promotion.run")
 
@@ -40,11 +41,17 @@ def preflight(engine: Engine, tracking_uri: str | None) -> list[dict[str, Any]]:
     return report
 
 
-def plan(engine: Engine) -> list[PrefixPlan]:
-    """List both sides of every prefix and apply the safety rules; any refusal stops the whole run."""
+def plan(engine: Engine, *, run_id: str | None = None, dry_run: bool = True) -> list[PrefixPlan]:
+    """List both sides of every prefix and apply the safety rules; any refusal stops the whole run.
+
+    With a ``run_id`` (and not a dry run) the QA listing of each prefix is kept as the run's
+    snapshot: the gates validate it and ``promote`` copies nothing else."""
     plans = engine.plan_all()
     for p in plans:
         engine.check(p)
+    if run_id and not dry_run:
+        for p in plans:
+            engine.save_snapshot(p, run_id)
     for s in (p.summary() for p in plans):
         log.info(
             "plan %s: copy %d (overwrite %d), delete %d, unchanged %d, %d bytes",
@@ -77,11 +84,26 @@ def promote_prefix(engine: Engine, planned: PrefixPlan, run_id: str, *, dry_run:
     """Copy and delete one checked prefix, recording the manifest before anything changes.
 
     Raises :class:`SyncFailedError` when a copy or delete failed (retryable: a rerun does only
-    what is still missing)."""
-    result = engine.execute(planned, run_id, dry_run=dry_run, record=contract_record(planned.prefix))
+    what is still missing), :class:`QAChangedError` when a QA object no longer has the planned
+    ETag (never retried). Either way the run index lists the prefix and its partial manifest."""
+    try:
+        result = engine.execute(planned, run_id, dry_run=dry_run, record=contract_record(planned.prefix))
+    except (SyncFailedError, QAChangedError) as exc:
+        if exc.result is not None and exc.result.manifest:
+            engine.write_run_index(run_id, [failed_row(exc)], status="failed")
+        raise
     row = result.as_dict()
+    if row.get("manifest"):
+        # The index names each prefix as soon as it changed prod, so a run that fails later (or
+        # whose summary never runs) still rolls back exactly from its index.
+        engine.write_run_index(run_id, [row], status="in_progress")
     log.info("promoted %s", prefix_line(row))
     return row
+
+
+def failed_row(exc: SyncFailedError | QAChangedError) -> dict[str, Any]:
+    """The run-index row of a prefix that failed part-way (its manifest is what a rollback needs)."""
+    return {**exc.result.as_dict(), "status": "failed", "errors": [str(exc)]}
 
 
 def check_stale(engine: Engine, planned: PrefixPlan, *, dry_run: bool) -> None:
@@ -146,17 +168,32 @@ def promote(
     progress: Progress | None = None,
     tracking_uri: str | None = None,
     fast: FastS3 | None = None,
+    wait: float = 0.0,
 ) -> dict[str, Any]:
     """The whole run in one process (the CLI): every step above, in the DAG's order.
 
     Everything is planned, checked and gated before the first change; a failed gate raises
     :class:`GateFailedError` (exit 2). Prefixes then run side by side; one failing does not stop
-    the others, and the summary lists it under ``errors``.
+    the others, and the summary lists it under ``errors``. Unless a dry run, the run holds the
+    lease of every prod prefix from before the plan to the end (another writer of one of them:
+    :class:`~greenlight.storage.lease.LeaseHeldError`, exit 2, or wait up to ``wait`` seconds).
     """
     started = time.monotonic()
     engine = Engine(config, client, progress=progress, fast=fast)
     preflight(engine, tracking_uri)
-    plans = plan(engine)
+    if dry_run:
+        return _promote(engine, run_id=run_id, dry_run=True, progress=progress, started=started)
+    destinations = [str(p.destination) for p in engine.config.prefixes]
+    with holding(
+        engine.client, engine.config.manifest_uri, destinations, run_id=run_id, operation="promote", wait=wait
+    ) as leases:
+        total = _promote(engine, run_id=run_id, dry_run=False, progress=progress, started=started, leases=leases)
+        total["leases"] = leases.report()
+        return total
+
+
+def _promote(engine: Engine, *, run_id: str, dry_run: bool, progress, started: float, leases=None) -> dict[str, Any]:
+    plans = plan(engine, run_id=run_id, dry_run=dry_run)
     gates = [gate(engine, p, run_id, dry_run=dry_run) for p in engine.config.prefixes if p.contract]
     if failed_gates(gates):
         raise GateFailedError(gates)
@@ -167,10 +204,14 @@ def promote(
     errors: list[str] = []
 
     def run_one(planned: PrefixPlan) -> None:
+        if leases is not None:
+            leases.check()
         try:
             row = promote_prefix(engine, planned, run_id, dry_run=dry_run)
-        except SyncFailedError as exc:
+        except (SyncFailedError, QAChangedError) as exc:
             errors.append(str(exc))
+            if exc.result is not None:
+                rows.append(failed_row(exc))
             return
         rows.append(row)
         try:

@@ -17,6 +17,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from greenlight.errors import ConfigError, GreenlightError
+from greenlight.redact import redact_text
 from greenlight.storage.s3 import list_pages
 
 log = logging.getLogger("greenlight.reconcile.run")
@@ -110,12 +111,12 @@ class GitTree:
             self.git_dir = self._tmp
         else:
             self.git_dir = repo
-        self.repo = repo
+        self.repo = redact_text(repo)  # for messages: a token in the URL never reaches one
         try:
             self.sha = self._run("rev-parse", "--verify", "--end-of-options", f"{rev}^{{commit}}").decode().strip()
         except GreenlightError as exc:
             self.close()
-            raise ConfigError(f"git revision {rev!r} not found in {repo}: {exc}") from exc
+            raise ConfigError(f"git revision {rev!r} not found in {self.repo}: {exc}") from exc
         self.rev = rev
         self.files: dict[str, tuple[str, str]] = {}  # path -> (mode, blob sha)
         out = self._run("ls-tree", "-r", "-z", "--full-tree", self.sha)
@@ -135,7 +136,8 @@ class GitTree:
         except FileNotFoundError as exc:
             raise ConfigError("git is not installed (needed to read the repository at a ref)") from exc
         if proc.returncode != 0:
-            raise GreenlightError(f"git {' '.join(args[:2])} failed: {proc.stderr.decode(errors='replace').strip()}")
+            stderr = redact_text(proc.stderr.decode(errors="replace").strip())
+            raise GreenlightError(f"git {' '.join(args[:2])} failed: {stderr}")
         return proc.stdout
 
     def close(self) -> None:

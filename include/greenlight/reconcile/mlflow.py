@@ -153,7 +153,9 @@ class MlflowCheck:
             for name in t.experiments:
                 exp = self.ml.get_experiment_by_name(name)
                 if exp is None:
-                    raise ConfigError(f"target {t.name}: experiments: {name!r} does not exist in {self.tracking_uri}")
+                    raise ConfigError(
+                        f"target {t.name}: experiments: {name!r} does not exist in {_safe_uri(self.tracking_uri)}"
+                    )
                 experiments.append(exp)
         else:
             experiments = _pages(self.ml.search_experiments, view_type=ViewType.ACTIVE_ONLY, max_results=1000)
@@ -266,6 +268,12 @@ class MlflowCheck:
         return out
 
     def _resolve_source(self, source: str) -> S3Uri | None:
+        if ".." in source.replace("\\", "/").split("/"):
+            # A model version's source is user-controlled: '..' could name files outside its run.
+            raise ConfigError(
+                f"target {self.target.name}: model version source {source!r} contains '..': refused "
+                "(fix the model version's source in MLflow)"
+            )
         if source.startswith("s3://"):
             return _s3(source.rstrip("/") + "/")
         if source.startswith("models:/"):
@@ -360,13 +368,9 @@ class MlflowCheck:
 
 def _safe_uri(uri: str) -> str:
     """A tracking URI without a password (``https://user:pass@host`` → ``https://user:***@host``)."""
-    from urllib.parse import urlsplit, urlunsplit
+    from greenlight.redact import redact_urls
 
-    parts = urlsplit(uri)
-    if parts.password:
-        netloc = parts.netloc.replace(f":{parts.password}@", ":***@")
-        return urlunsplit(parts._replace(netloc=netloc))
-    return uri
+    return redact_urls(uri)
 
 
 def check_mlflow(target, client, *, tracking_uri=None, state_store=None, repair=False, dry_run=False, workers=32):

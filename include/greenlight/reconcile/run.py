@@ -24,7 +24,6 @@ import logging
 import os
 import tempfile
 import time
-from pathlib import Path
 from typing import Any
 
 from greenlight.reconcile.common import INLINE_ENTRIES, RECOVERABLE, UNRECOVERABLE, ReconcileError, TargetResult
@@ -214,7 +213,9 @@ def _cell(text: Any) -> str:
 def write_report(store: ManifestStore, report: dict[str, Any]) -> dict[str, str]:
     """Write ``report.json`` and ``report.md`` next to the run's target results and repair manifests."""
     base = safe_name(report["run_id"])
-    text = markdown(report)
+    from greenlight.redact import redact_text
+
+    text = redact_text(markdown(report))
     uris = {"report": store.uri(f"{base}/report.json"), "report_md": store.uri(f"{base}/report.md")}
     report = {**report, **uris}
     store.write(f"{base}/report.json", report)
@@ -223,13 +224,15 @@ def write_report(store: ManifestStore, report: dict[str, Any]) -> dict[str, str]
 
 
 def _write_text(store: ManifestStore, relpath: str, text: str) -> None:
-    body = text.encode()
+    from greenlight.redact import redact_text
+
+    body = redact_text(text).encode()
     if store.s3 is not None:
         store.client.put_object(
             Bucket=store.s3.bucket, Key=store.s3.prefix + relpath, Body=body, ContentType="text/markdown"
         )
         return
-    target = Path(store.local) / relpath
+    target = store._local_path(relpath)
     target.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(dir=target.parent, prefix=f".{target.name}.")
     with os.fdopen(fd, "wb") as fh:

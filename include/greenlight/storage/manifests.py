@@ -8,6 +8,7 @@ when the prefix is done. A rerun of the same run merges into it and keeps the fi
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 import re
@@ -16,16 +17,33 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-from greenlight.errors import ManifestError, ManifestNotFoundError
+from greenlight.errors import ManifestError, ManifestInvalidError, ManifestNotFoundError
 from greenlight.storage.s3 import S3Uri, error_code, parse_s3_uri
 
 _SAFE = re.compile(r"[^A-Za-z0-9._=-]+")
 
 
-def safe_name(text: str) -> str:
-    """A path segment made from a run id or prefix: keeps it readable, drops '/', ':' and '+'."""
+def legacy_safe_name(text: str) -> str:
+    """The file names greenlight wrote before names were made collision-free (``a/b/``, ``a_b/``
+    and ``a+b/`` all became ``a_b``): readers fall back to them so older pointers and manifests
+    are still found."""
     cleaned = _SAFE.sub("_", text).strip("_")
     return cleaned or "_"
+
+
+def safe_name(text: str) -> str:
+    """A path segment made from a run id or prefix: readable, and distinct for distinct texts.
+
+    A text made only of ``A-Za-z0-9._=-`` (and not ``.``/``..``) is used as it is. Any other text
+    (``/``, ``:``, ``+``, ...) is cleaned for readability and gets ``~`` and 10 hex digits of its
+    SHA-256, so ``a/b/``, ``a_b/`` and ``a+b/`` name three files, and a run id such as ``../x``
+    cannot leave its folder.
+    """
+    cleaned = _SAFE.sub("_", text).strip("_")
+    if cleaned == text and cleaned.strip("."):
+        return text
+    readable = cleaned.strip(".") or "_"
+    return f"{readable}~{hashlib.sha256(text.encode()).hexdigest()[:10]}"
 
 
 def utcnow() -> str:
@@ -52,11 +70,23 @@ class ManifestStore:
     def uri(self, relpath: str) -> str:
         if self.s3 is not None:
             return f"s3://{self.s3.bucket}/{self.s3.prefix}{relpath}"
-        return str(self.local / relpath)
+        return str(self._local_path(relpath))
+
+    def _local_path(self, relpath: str) -> Path:
+        """``relpath`` under the local root; a path that resolves outside it (``..``, an absolute
+        path, a symlink leading out) is refused before anything is read or written."""
+        root = self.local.resolve()
+        target = (root / relpath).resolve()
+        if target == root or not target.is_relative_to(root):
+            raise ManifestInvalidError(f"{relpath!r} resolves outside the manifest root {root}: refused")
+        return target
 
     def write(self, relpath: str, doc: dict[str, Any]) -> str:
         """Write ``doc`` atomically: one PUT on S3, temp file + rename locally."""
-        body = json.dumps(doc, indent=2, sort_keys=True, default=str).encode()
+        from greenlight.redact import redact_text
+
+        # Secrets never leave: URL credentials and sensitive env values are redacted from every record.
+        body = redact_text(json.dumps(doc, indent=2, sort_keys=True, default=str), json_escaped=True).encode()
         if self.s3 is not None:
             try:
                 self.client.put_object(
@@ -68,7 +98,7 @@ class ManifestStore:
             except Exception as exc:
                 raise ManifestError(f"could not write manifest {self.uri(relpath)}: {exc}") from exc
             return self.uri(relpath)
-        target = self.local / relpath
+        target = self._local_path(relpath)
         target.parent.mkdir(parents=True, exist_ok=True)
         fd, tmp = tempfile.mkstemp(dir=target.parent, prefix=f".{target.name}.", suffix=".tmp")
         try:
@@ -92,24 +122,40 @@ class ManifestStore:
                     return None
                 raise ManifestError(f"could not read manifest {self.uri(relpath)}: {exc}") from exc
         else:
-            path = self.local / relpath
+            path = self._local_path(relpath)
+            if path.is_dir():
+                raise ManifestInvalidError(f"{path} is a folder, not a manifest file")
             if not path.exists():
                 return None
             body = path.read_bytes()
         try:
-            return json.loads(body)
-        except ValueError as exc:
-            raise ManifestError(f"manifest {self.uri(relpath)} is not valid JSON: {exc}") from exc
+            doc = json.loads(body)
+        except ValueError as exc:  # UnicodeDecodeError included
+            raise ManifestInvalidError(f"manifest {self.uri(relpath)} is not valid JSON: {exc}") from exc
+        if not isinstance(doc, dict):
+            raise ManifestInvalidError(
+                f"manifest {self.uri(relpath)} is a JSON {type(doc).__name__}, not a greenlight manifest (an object)"
+            )
+        return doc
 
 
 def read_manifest_uri(uri: str, client=None) -> dict[str, Any]:
     """Read one manifest given its full location (``s3://bucket/key.json`` or a local path)."""
+    if not isinstance(uri, str) or not uri.strip():
+        raise ManifestInvalidError(f"manifest: expected an s3:// URI or a file path, got {uri!r}")
     if uri.startswith("s3://"):
         loc = parse_s3_uri(uri, what="manifest", directory=False)
+        if not loc.prefix or loc.prefix.endswith("/"):
+            raise ManifestInvalidError(
+                f"manifest {uri} names a bucket or a folder, not a manifest file "
+                "(give …/promotions/<run>/index.json or a prefix manifest …/<prefix>.json)"
+            )
         parent, _, name = loc.prefix.rpartition("/")
         store = ManifestStore(S3Uri(loc.bucket, parent + "/" if parent else ""), client)
     else:
         path = Path(uri)
+        if path.is_dir():
+            raise ManifestInvalidError(f"manifest {uri} is a folder, not a manifest file")
         store, name = ManifestStore(path.parent), path.name
     doc = store.read(name)
     if doc is None:
