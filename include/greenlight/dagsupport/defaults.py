@@ -14,9 +14,12 @@ PROMOTED_ALIAS = "greenlight-promoted-prefixes"
 def default_args(*, owner: str = "platform", retries: int = 3, retry_delay_s: int = 20, **extra: Any) -> dict:
     """Retries with exponential backoff (capped at 10 min) and the failure notifier on every task.
 
-    Failures that a retry cannot fix never use these retries: task bodies are ``triaged``.
+    Failures that a retry cannot fix never use these retries: task bodies are ``triaged``, and the
+    retry policy fails any non-retryable error class at once and gives ``service`` errors (refused
+    connection, port in use) a longer backoff (``greenlight.dagsupport.runtime.retry_policy``).
     """
     from greenlight.dagsupport.notify import default_notifier
+    from greenlight.dagsupport.runtime import retry_policy
 
     return {
         "owner": owner,
@@ -25,6 +28,7 @@ def default_args(*, owner: str = "platform", retries: int = 3, retry_delay_s: in
         "retry_delay": timedelta(seconds=retry_delay_s),
         "retry_exponential_backoff": 2.0,
         "max_retry_delay": timedelta(minutes=10),
+        "retry_policy": retry_policy(),
         **extra,
     }
 
