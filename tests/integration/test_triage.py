@@ -221,8 +221,7 @@ def test_triaged_fails_permission_errors_at_once_and_reraises_transient_ones(s3e
         raise ContractError("s3://qa/x/", "no rows")
 
     failed = caught(contract)
-    assert (
-        isinstance(failed, AirflowFailException)
-        and str(failed).startswith("[contract] contract check failed for s3://qa/x/: no rows — do not retry: ")
+    assert isinstance(failed, AirflowFailException) and str(failed).startswith(
+        "[contract] contract check failed for s3://qa/x/: no rows — do not retry: "
     )
     assert classify(failed).kind == "contract"

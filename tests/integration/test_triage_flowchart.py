@@ -1,8 +1,8 @@
 """The runbook's triage flowchart on real failures: ``missing_input`` (a real NoSuchKey from the test
 S3 server, a real FileNotFoundError, an empty upstream partition) and ``service`` (a real
 EADDRINUSE from binding a port in use, real refused connections from botocore, urllib, psycopg and
-redis); the retry policy's decisions; severity routing of alerts to real local receivers; and one
-``dag.test()`` run where Airflow itself applies all of it (manifests, retries, alerts)."""
+redis); the retry policy's decisions; severity routing of alerts to real local receivers.
+tests/dags/test_triage_flowchart_dag.py has the ``dag.test()`` run where Airflow applies it all."""
 
 from __future__ import annotations
 
@@ -13,16 +13,18 @@ import socket
 import urllib.request
 from datetime import timedelta
 
+import notifysinks
 import pytest
-from test_notify import channels, raised, task_context  # noqa: F401 - fixture re-used
+from notifysinks import raised, task_context
 from test_triage import caught, client, closed_port
 
+from greenlight.dagsupport.notify import default_notifier, parse_routes, routed
 from greenlight.dagsupport.runtime import do_not_retry_message, retry_policy, service_retry_delay, triaged
 from greenlight.errors import ContractError, MissingInputError, RefusedError
 from greenlight.inputs import read_input, require_partition
-from greenlight.storage.manifests import safe_name
-from greenlight.dagsupport.notify import default_notifier, parse_routes, routed
 from greenlight.triage import HINTS, classify, with_upstream
+
+channels = notifysinks.channels  # the SMTP + Slack stand-ins fixture
 
 
 def held_port() -> socket.socket:
@@ -150,7 +152,10 @@ def test_triaged_says_do_not_retry_for_a_missing_input():
     assert isinstance(failed, AirflowFailException)
     assert str(failed).startswith("[missing_input] missing input /nonexistent/greenlight/input.csv: no such file")
     assert "do not retry" in str(failed)
-    assert do_not_retry_message("contract", ValueError("x"), "h") == "[contract] x — do not retry: fix the cause first. Hint: h"
+    assert (
+        do_not_retry_message("contract", ValueError("x"), "h")
+        == "[contract] x — do not retry: fix the cause first. Hint: h"
+    )
 
 
 # ---------------------------------------------------------------------------- alert routing
@@ -166,11 +171,11 @@ def test_routes_parse_and_select_by_class():
             parse_routes(bad)
 
 
-def test_alerts_go_only_to_the_channels_routed_for_their_class(channels, monkeypatch, caplog):  # noqa: F811
+def test_alerts_go_only_to_the_channels_routed_for_their_class(channels, monkeypatch, caplog):
     monkeypatch.setenv("GREENLIGHT_NOTIFY_ROUTES", "slack=contract,permission,unrecoverable;smtp=*,-transient")
     notifier = default_notifier()
 
-    with caplog.at_level(logging.INFO, logger="greenlight.notify"):
+    with caplog.at_level(logging.INFO, logger="greenlight.dagsupport.notify"):
         notifier(task_context(raised(TimeoutError("read timed out"))))  # transient: log only
         assert notifier.last_sent == {"log": True}
         notifier(task_context(raised(ContractError("s3://qa-b/csv/", "column 'value' is missing"))))
@@ -188,72 +193,12 @@ def test_alerts_go_only_to_the_channels_routed_for_their_class(channels, monkeyp
     assert any("not routed to smtp, slack" in r.getMessage() for r in caplog.records)
 
 
-def test_a_malformed_route_sends_everywhere_rather_than_dropping_alerts(channels, monkeypatch, caplog):  # noqa: F811
+def test_a_malformed_route_sends_everywhere_rather_than_dropping_alerts(channels, monkeypatch, caplog):
     monkeypatch.setenv("GREENLIGHT_NOTIFY_ROUTES", "pager=contract")
     notifier = default_notifier()
-    with caplog.at_level(logging.WARNING, logger="greenlight.notify"):
+    with caplog.at_level(logging.WARNING, logger="greenlight.dagsupport.notify"):
         notifier(task_context(raised(TimeoutError("read timed out"))))
     assert sorted(notifier.last_sent) == ["log", "slack", "smtp"]
-    assert any("GREENLIGHT_NOTIFY_ROUTES ignored" in r.getMessage() and "pager" in r.getMessage() for r in caplog.records)
-
-
-# ---------------------------------------------------------------------- Airflow applies it all
-@pytest.mark.usefixtures("airflow_db")
-def test_dag_run_missing_input_fails_at_once_and_a_service_error_is_retried_after_the_backoff(
-    s3env, buckets, area, tmp_path, monkeypatch
-):
-    from airflow.models.taskinstancehistory import TaskInstanceHistory
-    from airflow.utils.session import create_session
-    from test_notify import HttpSink, SmtpSink
-    from test_task_manifests import local_manifests, run_test_dag
-
-    root = tmp_path / "task_manifests"
-    monkeypatch.setenv("GREENLIGHT_TASK_MANIFEST_ROOT", str(root))
-    monkeypatch.setenv("GREENLIGHT_SERVICE_RETRY_DELAY_S", "1")  # the backoff is asserted, not waited for
-    monkeypatch.setenv("GREENLIGHT_NOTIFY_ROUTES", "smtp=@fatal;slack=service")
-    holder = held_port()
-    with SmtpSink() as smtp, HttpSink() as slack:
-        monkeypatch.setenv(
-            "AIRFLOW_CONN_GREENLIGHT_SMTP",
-            json.dumps({"conn_type": "smtp", "host": "127.0.0.1", "port": smtp.port, "extra": {"to": "oncall@x.test"}}),
-        )
-        monkeypatch.setenv(
-            "AIRFLOW_CONN_GREENLIGHT_SLACK",
-            json.dumps({"conn_type": "http", "host": f"http://127.0.0.1:{slack.port}/hook", "password": "T/B/c"}),
-        )
-        try:
-            state, tis, run_id = run_test_dag(
-                "triage_flowchart_probe", {"bucket": buckets[0], "prefix": area, "port": holder.getsockname()[1]}
-            )
-        finally:
-            holder.close()
-
-    assert state == "failed"
-    assert tis["produce"] == ("success", 1)
-    assert tis["consume"] == ("failed", 1)  # missing_input: no retry although retries=2
-    assert tis["bind_port"] == ("failed", 2)  # service: retried once (retries=1), then failed
-
-    docs = local_manifests(root, "triage_flowchart_probe", run_id)
-    consume = docs["consume"]["error"]
-    assert (consume["kind"], consume["retryable"], consume["will_retry"]) == ("missing_input", False, False)
-    produce_manifest = root / "triage_flowchart_probe" / safe_name(run_id) / "produce.json"
-    assert produce_manifest.exists() and f"{produce_manifest} — each must say state=success" in consume["hint"]
-    assert f"(run {run_id})" in consume["hint"]
-    assert "do not retry" in consume["message"] and "empty" in consume["message"]
-    assert [(t["try_number"], t["state"], t["error_kind"]) for t in docs["bind_port"]["tries"]] == [
-        (1, "up_for_retry", "service"),
-        (2, "failed", "service"),
-    ]
-    with create_session() as session:
-        first_try = (
-            session.query(TaskInstanceHistory)
-            .filter_by(dag_id="triage_flowchart_probe", run_id=run_id, task_id="bind_port", try_number=1)
-            .one()
-        )
-        assert first_try.retry_delay_override == 1.0  # the retry policy's service backoff, not retry_delay
-        assert first_try.retry_reason.startswith("[service] retry in")
-
-    # routed: the fatal missing input paged by mail, the flapping service went to chat
-    assert [m["subject"] for m in smtp.messages] == ["[greenlight] triage_flowchart_probe.consume failed (missing_input)"]
-    assert str(produce_manifest) in smtp.messages[0]["body"]
-    assert len(slack.requests) == 1 and "bind_port failed (service)" in json.loads(slack.requests[0]["body"])["text"]
+    assert any(
+        "GREENLIGHT_NOTIFY_ROUTES ignored" in r.getMessage() and "pager" in r.getMessage() for r in caplog.records
+    )

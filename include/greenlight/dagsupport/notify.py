@@ -177,10 +177,7 @@ def routed(kind: str, retryable: bool, wanted: list[str] | None) -> bool:
         negate = item.startswith("-")
         name = item[1:] if negate else item
         match = (
-            name == "*"
-            or name == kind
-            or (name == "@retryable" and retryable)
-            or (name == "@fatal" and not retryable)
+            name == "*" or name == kind or (name == "@retryable" and retryable) or (name == "@fatal" and not retryable)
         )
         if match:
             selected = not negate
