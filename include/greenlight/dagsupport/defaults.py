@@ -39,3 +39,11 @@ def schedule_from_env(var: str, default: str) -> str | None:
     An env var, not a Variable: read at parse time for free."""
     value = os.environ.get(var, default)
     return None if value.strip().lower() == "none" else value
+
+
+def documented(decorated):
+    """A TaskFlow task about to be mapped, with its docstring as ``doc_md``.
+
+    Airflow 3.3 copies a TaskFlow function's docstring into ``doc_md`` only for unmapped tasks;
+    a mapped task shows no doc in the UI unless it is passed explicitly, which this does."""
+    return decorated.override(doc_md=decorated.function.__doc__)
