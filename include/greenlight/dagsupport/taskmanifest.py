@@ -108,7 +108,7 @@ def upstream_manifests(ti: Any, task_ids: list[str] | None = None) -> list[str]:
     for task_id in ids:
         upstream = (getattr(dag, "task_dict", None) or {}).get(task_id)
         rel = relpath(ti.dag_id, ti.run_id, task_id, None)
-        if upstream is not None and type(upstream).__name__ == "MappedOperator":
+        if upstream is not None and bool(getattr(upstream, "is_mapped", False)):
             rel = rel[: -len(".json")] + ".*.json"
         out.append(manifest_uri(root, rel))
     return out
