@@ -29,8 +29,17 @@ from __future__ import annotations
 import pendulum
 from airflow.sdk import Asset, AssetAlias, Param, dag, task
 
-from greenlight.dagsupport import models as steps
 from greenlight.dagsupport.defaults import default_args
+
+#: Asset alias through which a promotion or rollback emits one event for the model's pointer.
+MODELS_ALIAS = "greenlight-model-heads"
+
+
+def steps():
+    """The task bodies: imported when a task runs, never at parse time."""
+    from greenlight.dagsupport import models
+
+    return models
 
 
 @dag(
@@ -65,7 +74,7 @@ def model_promotion():
 
         Retry category: C — a bad candidate is refused ("do not retry"): pick or fix another candidate.
         """
-        return steps.check_candidate(params["model_name"], params["candidate"])
+        return steps().check_candidate(params["model_name"], params["candidate"])
 
     @task
     def smoke_score(checked: dict, params=None) -> dict:
@@ -73,32 +82,32 @@ def model_promotion():
 
         Retry category: C — a wrong output shape is refused ("do not retry"): fix the model or its contract.
         """
-        return steps.smoke_score(checked, params["smoke_partition"])
+        return steps().smoke_score(checked, params["smoke_partition"])
 
-    @task(outlets=[AssetAlias(steps.MODELS_ALIAS)])
+    @task(outlets=[AssetAlias(MODELS_ALIAS)])
     def promote_model(checked: dict, smoke: dict, params=None, run_id=None, outlet_events=None) -> dict:
         """Runbook step 3: move the alias and the `current/models/<name>.json` pointer together.
 
         Retry category: B — publishes: a second publish under this run id is refused unless identical.
         """
-        result = steps.promote_model(checked, smoke, run_id=run_id, dry_run=params["dry_run"])
-        event = steps.asset_event(result)
+        result = steps().promote_model(checked, smoke, run_id=run_id, dry_run=params["dry_run"])
+        event = steps().asset_event(result)
         if event:
-            outlet_events[AssetAlias(steps.MODELS_ALIAS)].add(
+            outlet_events[AssetAlias(MODELS_ALIAS)].add(
                 Asset(uri=event["uri"], name=event["name"]), extra=event["extra"]
             )
         return result
 
-    @task(outlets=[AssetAlias(steps.MODELS_ALIAS)])
+    @task(outlets=[AssetAlias(MODELS_ALIAS)])
     def rollback_model(params=None, run_id=None, outlet_events=None) -> dict:
         """Runbook step 5: restore the previous alias and pointer; list runs that used the rolled-back version.
 
         Retry category: B — moves the head back: trigger a new run rather than clearing.
         """
-        result = steps.rollback_model(params["model_name"], run_id=run_id, dry_run=params["dry_run"])
-        event = steps.asset_event(result)
+        result = steps().rollback_model(params["model_name"], run_id=run_id, dry_run=params["dry_run"])
+        event = steps().asset_event(result)
         if event:
-            outlet_events[AssetAlias(steps.MODELS_ALIAS)].add(
+            outlet_events[AssetAlias(MODELS_ALIAS)].add(
                 Asset(uri=event["uri"], name=event["name"]), extra=event["extra"]
             )
         return result

@@ -9,9 +9,6 @@ from greenlight.dagsupport.runtime import mlflow_tracking_uri, s3_client, triage
 
 log = logging.getLogger("greenlight.tasks.models")
 
-#: Asset alias through which a promotion or rollback emits one event for the model's pointer.
-MODELS_ALIAS = "greenlight-model-heads"
-
 
 def _setup(model_name: str):
     from greenlight.models import config as models_config
