@@ -34,7 +34,7 @@ from __future__ import annotations
 import pendulum
 from airflow.sdk import Asset, AssetAlias, Param, dag, get_current_context, task
 
-from greenlight.dagsupport.defaults import PROMOTED_ALIAS, default_args, schedule_from_env
+from greenlight.dagsupport.defaults import PROMOTED_ALIAS, default_args, documented, schedule_from_env
 
 SCHEDULE = schedule_from_env("GREENLIGHT_PROMOTION_SCHEDULE", "0 8 * * *")
 
@@ -86,33 +86,61 @@ def steps():
 def artefact_promotion():
     @task
     def preflight(params=None) -> list[dict]:
+        """Runbook §2 preconditions: config valid, QA and prod buckets reachable, prod versioning Enabled, no QA run RUNNING in MLflow.
+
+        Retry category: A — read-only checks; clear in place. A refusal or precondition failure says "do not retry": fix it first.
+        """
         return steps().preflight(params["only"])
 
     @task
     def plan(params=None, run_id=None) -> list[dict]:
+        """Runbook §3 step 2: list both sides of every prefix and apply the safety rules before anything changes.
+
+        Retry category: A — read-only; clear in place once a refusal's cause is fixed.
+        """
         return steps().plan(params["only"], run_id=run_id, dry_run=params["dry_run"], wait=params["lease_wait"])
 
     # A gate failure is a contract violation: reported, never retried.
     @task(retries=2, map_index_template="{{ gated_prefix }}")
     def gate(planned: dict, params=None, run_id=None) -> dict:
+        """Runbook §2 "delivery CSVs validated": the prefix's contract and drift against prod, validated with GX.
+
+        Retry category: A — read-only; writes only this run's gate record. A failed gate does not fail this task: `decide` halts.
+        """
         get_current_context()["gated_prefix"] = planned["prefix"]
         return steps().gate(planned, run_id=run_id, dry_run=params["dry_run"])
 
     @task.branch
     def decide(gates: list[dict]) -> str:
+        """Branch: every gate passed → promote; any failed → halt_prod_consumers.
+
+        Retry category: A — pure decision over the gates' XCom.
+        """
         return steps().decide(list(gates))
 
     @task(retries=3)
     def halt_prod_consumers(gates: list[dict], params=None, run_id=None, dag=None) -> dict:
+        """Runbook §5c "halt consumers": pause the failed prefixes' consumer DAGs, record why, fail the run.
+
+        Retry category: C — fails on purpose (contract violation). Fix the data or bump the contract, then trigger a new run with `resume_consumers`.
+        """
         return steps().halt_prod_consumers(list(gates), run_id=run_id, dag_id=dag.dag_id, dry_run=params["dry_run"])
 
     @task(map_index_template="{{ promoted_prefix }}")
     def promote(planned: dict, params=None, run_id=None) -> dict:
+        """Runbook §3 step 3: copy one prefix server-side (guarded deletes), recorded in this run's manifest.
+
+        Retry category: A — clear in place: it re-plans and merges into the same run's manifest, keeping the first attempt's pre-promotion versions.
+        """
         get_current_context()["promoted_prefix"] = planned["prefix"]
         return steps().promote(planned, run_id=run_id, dry_run=params["dry_run"], wait=params["lease_wait"])
 
     @task(outlets=[AssetAlias(PROMOTED_ALIAS)])
     def verify(results: list[dict], params=None, run_id=None, outlet_events=None) -> list[dict]:
+        """Runbook §4 verification: prove prod equals QA object by object, then move each prefix's `current` pointer and emit its Asset event.
+
+        Retry category: B — publishes pointers: a second publish under this run id is refused unless identical; after a failure trigger a new run.
+        """
         checks = steps().verify(list(results), run_id=run_id, dry_run=params["dry_run"], wait=params["lease_wait"])
         # Only a verified promotion emits its prod prefix's Asset event (none on dry run or failure).
         for event in steps().asset_events(list(results), checks, run_id=run_id):
@@ -123,17 +151,25 @@ def artefact_promotion():
 
     @task
     def summary(results: list[dict], verified: list[dict], params=None, run_id=None) -> dict:
+        """Runbook §4: the final `promotion_done` line and the run index manifest (the handle for a rollback).
+
+        Retry category: A — rewrites only this run's index; clear in place.
+        """
         return steps().summary(list(results), verified, run_id=run_id, dry_run=params["dry_run"])
 
     @task
     def resume_consumers(params=None, run_id=None) -> dict:
+        """After a halt: with `resume_consumers`, unpause the DAGs the halt paused (only those).
+
+        Retry category: A — idempotent; clear in place.
+        """
         return steps().resume_consumers(run_id=run_id, enabled=params["resume_consumers"], dry_run=params["dry_run"])
 
     planned = plan()
     preflight() >> planned
-    gates = gate.expand(planned=planned)
+    gates = documented(gate).expand(planned=planned)
     branch = decide(gates)
-    results = promote.expand(planned=planned)
+    results = documented(promote).expand(planned=planned)
     branch >> [results, halt_prod_consumers(gates)]
     summary(results, verify(results)) >> resume_consumers()
 

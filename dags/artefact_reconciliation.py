@@ -27,7 +27,7 @@ import pendulum
 from airflow.sdk import Param, dag, get_current_context, task
 
 from greenlight.dagsupport import reconcile as steps
-from greenlight.dagsupport.defaults import default_args, schedule_from_env
+from greenlight.dagsupport.defaults import default_args, documented, schedule_from_env
 
 SCHEDULE = schedule_from_env("GREENLIGHT_RECONCILE_SCHEDULE", "30 2 * * *")
 
@@ -63,18 +63,30 @@ DEFAULT_ARGS = default_args(retries=2, retry_delay_s=30)
 def artefact_reconciliation():
     @task
     def targets(params=None) -> list[dict]:
+        """Sync-recovery runbook: read the reconcile config and pick the targets (bad config fails here).
+
+        Retry category: A — read-only; clear in place.
+        """
         return steps.targets(params["only"])
 
     @task(map_index_template="{{ reconciled_target }}")
     def reconcile_target(target: dict, params=None, run_id=None) -> dict:
+        """Sync-recovery runbook DVC/MLflow/git steps for one target: list, diff, repair what a configured source can.
+
+        Retry category: A — repairs write only absent keys; clear in place.
+        """
         get_current_context()["reconciled_target"] = target["name"]
         return steps.reconcile_target(target, run_id=run_id, repair=params["repair"], dry_run=params["dry_run"])
 
     @task
     def report(results: list[dict], params=None, run_id=None) -> dict:
+        """Sync-recovery verification checklist: write the report and fail listing what is unrecoverable.
+
+        Retry category: C — fails on purpose when objects are unrecoverable: restore them by hand, then rerun.
+        """
         return steps.report(list(results), run_id=run_id, repair=params["repair"], dry_run=params["dry_run"])
 
-    report(reconcile_target.expand(target=targets()))
+    report(documented(reconcile_target).expand(target=targets()))
 
 
 artefact_reconciliation()

@@ -83,12 +83,20 @@ def rollback_steps():
 def artefact_rollback():
     @task
     def plan(params=None) -> dict:
+        """Runbook §6 rollback: read the manifest, list what would be restored or deleted; refuse if a recorded version is gone.
+
+        Retry category: A — read-only; clear in place. A refusal (expired version) says "do not retry".
+        """
         return rollback_steps().rollback_plan(
             params["manifest"], params["only"], params["allow_partial"], force=params["force"]
         )
 
     @task
     def restore(planned: dict, params=None, run_id=None) -> dict:
+        """Runbook §6 rollback: copy each recorded version back, delete what the promotion created, verify, restore the `current` pointers.
+
+        Retry category: B — moves prod and its pointers back; trigger a new rollback run (keys already restored are skipped).
+        """
         if params["dry_run"]:
             return planned
         return rollback_steps().rollback_apply(
@@ -102,6 +110,10 @@ def artefact_rollback():
 
     @task
     def resume_consumers(params=None, run_id=None) -> dict:
+        """After the rollback verified: with `resume_consumers`, unpause the DAGs a contract halt paused.
+
+        Retry category: A — idempotent; clear in place.
+        """
         return steps().resume_consumers(run_id=run_id, enabled=params["resume_consumers"], dry_run=params["dry_run"])
 
     restore(plan()) >> resume_consumers()

@@ -33,7 +33,7 @@ import pendulum
 from airflow.sdk import Asset, AssetAlias, Param, dag, get_current_context, task
 
 from greenlight.dagsupport import features as steps
-from greenlight.dagsupport.defaults import default_args, schedule_from_env
+from greenlight.dagsupport.defaults import default_args, documented, schedule_from_env
 
 SCHEDULE = schedule_from_env("GREENLIGHT_FEATURES_SCHEDULE", "@hourly")
 
@@ -83,19 +83,35 @@ ISO_OR_NULL = {"type": ["null", "string"], "format": "date-time"}
 def feature_materialization():
     @task
     def check_source_freshness(params=None, data_interval_start=None, data_interval_end=None) -> dict:
+        """Feature runbook step 1: the newest source row before the window end must be younger than the allowed age.
+
+        Retry category: C — a stale source is an upstream data problem: fix it (or override `max_source_age_minutes`), then rerun.
+        """
         return steps.check_source_freshness(params, data_interval_start, data_interval_end)
 
     @task
     def check_registry(params=None) -> list[str]:
+        """Feature runbook step 2: the deployed Feast registry equals `include/feature_repo`.
+
+        Retry category: C — registry drift needs the reviewed deploy step (`python -m greenlight.features apply`) first.
+        """
         return steps.check_registry(params)
 
     @task(map_index_template="{{ feature_view }}")
     def materialize(view: str, gate: dict, params=None) -> dict:
+        """Feature runbook steps 3-4: `store.materialize(window)` for one view (with `full_refresh`, delete that view's values in the range first).
+
+        Retry category: A — the window is owned by the run; rerunning rewrites the same values.
+        """
         get_current_context()["feature_view"] = view
         return steps.materialize(view, gate["window"], full_refresh=params["full_refresh"])
 
     @task(map_index_template="{{ feature_view }}", outlets=[AssetAlias(steps.FEATURES_ALIAS)])
     def parity(result: dict, params=None, run_id=None, outlet_events=None) -> dict:
+        """Feature runbook step 5: online values equal offline values for sampled entities; then the view's Asset event.
+
+        Retry category: A — read-only check; clear `materialize` and `parity` together after a mismatch's cause is fixed.
+        """
         get_current_context()["feature_view"] = result["view"]
         report = steps.parity(result, run_id=run_id, sample=params["parity_sample"])
         # Only a view whose parity check passed emits its Asset event (a failed task emits none).
@@ -106,8 +122,8 @@ def feature_materialization():
     gate = check_source_freshness()
     views = check_registry()
     gate >> views
-    results = materialize.partial(gate=gate).expand(view=views)
-    parity.expand(result=results)
+    results = documented(materialize).partial(gate=gate).expand(view=views)
+    documented(parity).expand(result=results)
 
 
 feature_materialization()

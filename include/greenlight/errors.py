@@ -121,3 +121,36 @@ class ContractError(GreenlightError):
         self.location = location
         self.reason = reason
         super().__init__(f"contract check failed for {location}: {reason}")
+
+
+class MissingInputError(GreenlightError):
+    """An input the task reads does not exist: a missing key or file, or an empty upstream
+    partition. Retrying cannot create it; the upstream step must run first (exit 2, not retried).
+
+    ``upstream`` names the task that should have produced it, when the caller knows.
+    """
+
+    exit_code = 2
+    kind = "missing_input"
+
+    def __init__(self, location: str, reason: str, *, upstream: str | None = None):
+        self.location = location
+        self.reason = reason
+        self.upstream = upstream
+        super().__init__(f"missing input {location}: {reason}")
+
+
+class ServiceError(GreenlightError):
+    """A service the task needs refused the connection or could not bind its port (a duplicate
+    service, or one that is restarting): retried with a longer backoff (exit 1)."""
+
+    kind = "service"
+    retryable = True
+
+
+class PublishedError(GreenlightError):
+    """A publishing step already published different outputs under this run id: it does not run
+    twice (category B: trigger a new run). Nothing was changed (exit 2)."""
+
+    exit_code = 2
+    kind = "refused"

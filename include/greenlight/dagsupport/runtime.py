@@ -6,6 +6,7 @@ import functools
 import logging
 import os
 from collections.abc import Callable
+from datetime import timedelta
 from typing import Any, TypeVar
 
 log = logging.getLogger("greenlight.tasks")
@@ -81,15 +82,32 @@ def airflow_api(conn_id: str | None = None):
     return AirflowApi(base_url_from(conn.host, conn.port, conn.schema), conn.login, conn.password or "")
 
 
+def _current_ti():
+    """The running task instance (None outside a task): for hints that name this run's manifests."""
+    try:
+        from airflow.sdk import get_current_context
+
+        return get_current_context().get("ti")
+    except Exception:  # noqa: BLE001 - no task context (CLI, unit test): hints stay generic
+        return None
+
+
+def do_not_retry_message(kind: str, exc: BaseException, hint: str) -> str:
+    """The message of a failure a retry cannot fix (retry category C: fix the cause first)."""
+    return f"[{kind}] {exc} — do not retry: fix the cause first. Hint: {hint}"
+
+
 def triaged(func: F) -> F:
     """Run a task body; errors that a retry cannot fix fail the task at once (no retries).
 
     :func:`greenlight.triage.classify` decides: refusals, bad config or params, permission
-    errors (AccessDenied, bad keys), contract and verification failures and stale prefixes raise
-    ``AirflowFailException("[kind] message")``; transient errors (network, timeouts, S3 5xx,
-    throttling) and unknown ones propagate unchanged so Airflow retries them with exponential
-    backoff. Either way the log names the class and the operator hint. Airflow's own flow-control
-    exceptions (skip, defer, reschedule) pass through untouched.
+    errors (AccessDenied, bad keys), contract and verification failures, stale prefixes and missing
+    inputs raise ``AirflowFailException("[kind] message — do not retry: …")``; transient errors
+    (network, timeouts, S3 5xx, throttling), service errors (connection refused, port in use) and
+    unknown ones propagate unchanged so Airflow retries them (service errors with the longer
+    backoff of :class:`GreenlightRetryPolicy`). Either way the log names the class and the operator
+    hint; a missing input's hint names the upstream task manifests of the same run. Airflow's own
+    flow-control exceptions (skip, defer, reschedule) pass through untouched.
     """
 
     @functools.wraps(func)
@@ -99,18 +117,66 @@ def triaged(func: F) -> F:
         except Exception as exc:
             from airflow.sdk.exceptions import AirflowFailException
 
-            from greenlight.triage import classify, is_control_flow
+            from greenlight.dagsupport.taskmanifest import contextual_triage
+            from greenlight.triage import is_control_flow
 
             if is_control_flow(exc) or isinstance(exc, AirflowFailException):
                 raise
             from greenlight.redact import clean_message
 
-            triage = classify(exc)
+            triage = contextual_triage(exc, _current_ti())
             message = clean_message(exc.args[0] if len(exc.args) == 1 else exc)  # no credentials in URLs
             if triage.retryable:
                 log.warning("[%s] %s — Airflow will retry. Hint: %s", triage.kind, message, triage.hint)
                 raise
             log.error("[%s] %s — failing without retry. Hint: %s", triage.kind, message, triage.hint)
-            raise AirflowFailException(f"[{triage.kind}] {message}") from exc
+            raise AirflowFailException(do_not_retry_message(triage.kind, message, triage.hint)) from exc
 
     return wrapper  # type: ignore[return-value]
+
+
+SERVICE_RETRY_ENV = "GREENLIGHT_SERVICE_RETRY_DELAY_S"
+DEFAULT_SERVICE_RETRY_S = 120.0
+MAX_SERVICE_RETRY_S = 1800.0
+
+
+def service_retry_delay(try_number: int) -> float:
+    """Seconds before retrying a ``service`` failure: ``$GREENLIGHT_SERVICE_RETRY_DELAY_S``
+    (default 120) doubled per try, capped at 30 minutes — a flapping or duplicated service takes
+    longer to sort out than a network blip."""
+    try:
+        base = float(os.environ.get(SERVICE_RETRY_ENV) or DEFAULT_SERVICE_RETRY_S)
+    except ValueError:
+        base = DEFAULT_SERVICE_RETRY_S
+    return min(base * 2 ** max(try_number - 1, 0), MAX_SERVICE_RETRY_S)
+
+
+def retry_policy():
+    """The :class:`GreenlightRetryPolicy` every greenlight task gets through ``default_args``.
+
+    Built lazily so that importing this module does not import the Task SDK."""
+    from airflow.sdk.definitions.retry_policy import RetryDecision, RetryPolicy
+
+    class GreenlightRetryPolicy(RetryPolicy):
+        """Airflow 3 retry policy from the triage class of the exception the task raised.
+
+        Non-retryable classes fail at once (also for tasks not wrapped in ``triaged``); ``service``
+        is retried after :func:`service_retry_delay`; everything else keeps the task's retries and
+        exponential backoff. Runs in the worker; the scheduler only sees the decision.
+        """
+
+        def evaluate(self, exception, try_number, max_tries, context=None):
+            from greenlight.triage import classify
+
+            triage = classify(exception)
+            if not triage.retryable:
+                return RetryDecision.fail(f"[{triage.kind}] do not retry: {triage.hint}")
+            if triage.kind == "service":
+                delay = timedelta(seconds=service_retry_delay(try_number))
+                return RetryDecision.retry(delay, f"[service] retry in {delay}: {triage.hint}")
+            return RetryDecision.default()
+
+        def serialize(self) -> dict[str, Any]:
+            return {"__type": "GreenlightRetryPolicy"}
+
+    return GreenlightRetryPolicy()

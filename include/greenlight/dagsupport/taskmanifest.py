@@ -75,6 +75,61 @@ def relpath(dag_id: str, run_id: str, task_id: str, map_index: int | None) -> st
     return f"{safe_name(dag_id)}/{safe_name(run_id)}/{name}.json"
 
 
+def manifest_uri(root: str, rel: str) -> str:
+    """Where the manifest ``rel`` lives under ``root`` (no client needed: for messages)."""
+    if root.startswith("s3://"):
+        return root.rstrip("/") + "/" + rel
+    return str(Path(root) / rel)
+
+
+def upstream_manifests(ti: Any, task_ids: list[str] | None = None) -> list[str]:
+    """The task manifests of ``ti``'s upstream tasks (or of ``task_ids``) for the same run id.
+
+    A mapped upstream task has one manifest per map index: it is named ``<task>.*.json``.
+    Empty when manifests are off or the task has no upstream.
+    """
+    root = manifest_root()
+    task = getattr(ti, "task", None)
+    if root is None or task is None:
+        return []
+    dag = getattr(task, "dag", None)
+    ids = sorted(task_ids if task_ids is not None else getattr(task, "upstream_task_ids", None) or ())
+    out = []
+    for task_id in ids:
+        upstream = (getattr(dag, "task_dict", None) or {}).get(task_id)
+        rel = relpath(ti.dag_id, ti.run_id, task_id, None)
+        if upstream is not None and bool(getattr(upstream, "is_mapped", False)):
+            rel = rel[: -len(".json")] + ".*.json"
+        out.append(manifest_uri(root, rel))
+    return out
+
+
+def contextual_triage(error: Any, ti: Any = None):
+    """:func:`greenlight.triage.classify`, with the upstream manifests of this run in the hint of a
+    ``missing_input`` failure (the upstream the error names, else the task's direct upstream)."""
+    from greenlight.triage import classify, with_upstream
+
+    triage = classify(error)
+    if triage.kind != "missing_input" or ti is None:
+        return triage
+    named = _error_upstream(error)
+    try:
+        manifests = upstream_manifests(ti, [named] if named else None)
+    except Exception:  # noqa: BLE001 - a hint must never break error handling
+        manifests = []
+    return with_upstream(triage, manifests, getattr(ti, "run_id", None))
+
+
+def _error_upstream(error: Any) -> str | None:
+    seen = 0
+    while isinstance(error, BaseException) and seen < 8:
+        if getattr(error, "upstream", None):
+            return str(error.upstream)
+        error = error.__cause__ or error.__context__
+        seen += 1
+    return None
+
+
 _stores: dict[str, Any] = {}
 _stores_lock = threading.Lock()
 
@@ -305,7 +360,6 @@ def _logical_date(ti: Any) -> str | None:
 def build(ti: Any, event: str, previous: dict[str, Any] | None, error: Any = None) -> dict[str, Any]:
     """The manifest document after ``event`` (running/success/failed/skipped) of this try."""
     from greenlight.storage.manifests import utcnow
-    from greenlight.triage import classify
 
     map_index = getattr(ti, "map_index", -1)
     try_number = getattr(ti, "try_number", None)
@@ -355,7 +409,7 @@ def build(ti: Any, event: str, previous: dict[str, Any] | None, error: Any = Non
         doc["checks"] = None
         doc["error"] = None
     if event == "failed":
-        triage = classify(error)
+        triage = contextual_triage(error, ti)
         doc["error"] = {
             "kind": triage.kind,
             "retryable": triage.retryable,

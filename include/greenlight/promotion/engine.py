@@ -738,21 +738,31 @@ class Engine:
         return [(o, min(o + part_size, src.size) - 1) for o in range(0, src.size, part_size)]
 
     # ------------------------------------------------------------------ verify
-    def publish_verified(self, prefix: PrefixConfig, run_id: str, manifest: str | None, objects: int) -> str | None:
-        """Move the prefix's current pointer to this verified promotion (see :mod:`greenlight.promotion.gates`).
+    def pointer_moves(self, prefix: PrefixConfig, manifest: str | None) -> bool:
+        """Whether a verified run with this promotion manifest moves the prefix's current pointer.
 
-        A verified run that changed nothing moves it only when the contract version changed."""
+        A verified run that changed nothing (no manifest) moves it only when the contract version
+        changed: the pointer keeps naming the promotion that made prod what it is, so rolling that
+        promotion back also restores the pointer before it."""
+        if not self.manifests:
+            return False
+        from greenlight.promotion.gates import read_pointer
+
+        current = read_pointer(self.manifests, prefix)
+        record = contract_record(prefix)
+        return not (manifest is None and current and all(current.get(k) == v for k, v in record.items()))
+
+    def publish_verified(self, prefix: PrefixConfig, run_id: str, manifest: str | None, objects: int) -> str | None:
+        """Move the prefix's current pointer to this verified promotion (see :mod:`greenlight.promotion.gates`),
+        when :meth:`pointer_moves` says so; returns the pointer's location."""
         if not self.manifests:
             return None
-        from greenlight.promotion.gates import pointer_path, publish_pointer, read_pointer
+        from greenlight.promotion.gates import pointer_path, publish_pointer
 
-        record = contract_record(prefix)
-        current = read_pointer(self.manifests, prefix)
-        if manifest is None and current and all(current.get(k) == v for k, v in record.items()):
-            # A no-op run proves nothing new: the pointer keeps naming the promotion that made prod
-            # what it is, so rolling that promotion back also restores the pointer before it.
+        if not self.pointer_moves(prefix, manifest):
             return self.manifests.uri(pointer_path(prefix))
         self._guard(self.config.manifest_uri.bucket)
+        record = contract_record(prefix)
         return publish_pointer(self.manifests, prefix, run_id=run_id, manifest=manifest, objects=objects, **record)
 
     def verify(self, prefix: PrefixConfig) -> dict[str, Any]:

@@ -89,8 +89,11 @@ def publish_pointer(store: ManifestStore, prefix: PrefixConfig, **fields: Any) -
     """
     rel = pointer_path(prefix)
     old = _stored_pointer(store, prefix)
-    if old and old.get("run_id") == fields.get("run_id"):
-        old = old.get("previous")  # a rerun of the same run replaces its own pointer
+    if old and fields.get("run_id") is not None and old.get("run_id") == fields.get("run_id"):
+        # Retry category B: a publishing step does not run twice under one run id. A rerun that
+        # would publish the very same outputs is a no-op; anything else is refused, unchanged.
+        ensure_same_publish(store.uri(rel), old, fields)
+        return store.uri(rel)
     if old:
         old = {k: v for k, v in old.items() if k != "previous"}
     doc = {
@@ -102,6 +105,31 @@ def publish_pointer(store: ManifestStore, prefix: PrefixConfig, **fields: Any) -
         "previous": old or None,
     }
     return store.write(rel, doc)
+
+
+def ensure_same_publish(where: str, published: dict[str, Any], fields: dict[str, Any]) -> None:
+    """Refuse (``PublishedError``, exit 2, nothing written) a second publish under the run id that
+    already published ``published`` at ``where`` unless every field is identical.
+
+    Shared by every publishing step (current pointers, model aliases): clearing a category-B step
+    after it succeeded must not leave a half-published state behind or rewrite history.
+    """
+    import json
+
+    from greenlight.errors import PublishedError
+
+    def norm(value: Any) -> str:
+        return json.dumps(value, sort_keys=True, default=str)
+
+    differing = sorted(k for k, v in fields.items() if norm(published.get(k)) != norm(v))
+    if not differing:
+        log.info("%s already published by run %s with the same outputs: nothing to do", where, fields.get("run_id"))
+        return
+    shown = "; ".join(f"{k}: published {published.get(k)!r}, now {fields[k]!r}" for k in differing[:6])
+    raise PublishedError(
+        f"{where} was already published by run {fields.get('run_id')} with different outputs ({shown}): "
+        "a publishing step does not run twice under one run id — trigger a new run (retry category B)"
+    )
 
 
 def restore_pointer(store: ManifestStore, prefix: PrefixConfig | str, run_id: str) -> bool:

@@ -123,7 +123,15 @@ def verify_prefix(
     check = planned.verified() if unchanged else engine.verify(prefix)
     check["asset_name"] = prefix.asset_name
     log.info("verified %s: %d objects equal in %s", prefix.label, check["objects"], prefix.destination)
-    check["pointer"] = engine.publish_verified(prefix, run_id, row.get("manifest"), check["objects"])
+    # A promote that was cleared and rerun after an earlier try changed prod returns no manifest:
+    # the run's manifest still exists, and this run still has to move the pointer.
+    manifest = row.get("manifest")
+    if manifest is None and engine.manifests is not None:
+        rel = engine.manifest_path(run_id, prefix)
+        manifest = engine.manifests.uri(rel) if engine.manifests.read(rel) is not None else None
+    # ``changed``: whether this run must leave the pointer naming it (what ``check-run`` verifies).
+    check["changed"] = engine.pointer_moves(prefix, manifest)
+    check["pointer"] = engine.publish_verified(prefix, run_id, manifest, check["objects"])
     return check
 
 

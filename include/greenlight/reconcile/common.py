@@ -32,8 +32,9 @@ INLINE_ENTRIES = 500
 class ReconcileError(GreenlightError):
     """Something was found that greenlight cannot repair: a human has to act (exit 1, never retried)."""
 
-    # "failed": triage's class for "the task chose to fail without retry; read the message".
-    kind = "failed"
+    # Triage class "unrecoverable": a human has to restore or re-create the objects (routed to the
+    # paging channel by GREENLIGHT_NOTIFY_ROUTES like contract and permission failures).
+    kind = "unrecoverable"
 
     def __init__(self, problems: list[str], report: str | None = None):
         self.problems = problems

@@ -85,6 +85,29 @@ def mlmodel_refs(text: bytes) -> list[str]:
     return clean
 
 
+def resolve_source(ml, source: str) -> S3Uri | None:
+    """The S3 prefix of a model version's ``source`` (``s3://``, ``models:/<model_id>``, ``runs:/<run>/<path>``),
+    None when it is not on S3 or cannot be resolved. Shared with model promotion's candidate check."""
+    if source.startswith("s3://"):
+        return _s3(source.rstrip("/") + "/")
+    if source.startswith("models:/"):
+        ident = source[len("models:/") :].strip("/")
+        if "/" in ident:
+            return None  # models:/<name>/<version>: resolved through the version that owns it
+        try:
+            return _s3(ml.get_logged_model(ident).artifact_location.rstrip("/") + "/")
+        except Exception:  # noqa: BLE001 - an unknown model id: the version's files cannot be located
+            return None
+    if source.startswith("runs:/"):
+        run_id, _, path = source[len("runs:/") :].partition("/")
+        try:
+            base = ml.get_run(run_id).info.artifact_uri.rstrip("/")
+        except Exception:  # noqa: BLE001
+            return None
+        return _s3(f"{base}/{path}".rstrip("/") + "/")
+    return None
+
+
 class MlflowCheck:
     def __init__(self, target, client, *, tracking_uri: str | None, state_store=None, workers: int = 32):
         from mlflow.tracking import MlflowClient
@@ -274,24 +297,7 @@ class MlflowCheck:
                 f"target {self.target.name}: model version source {source!r} contains '..': refused "
                 "(fix the model version's source in MLflow)"
             )
-        if source.startswith("s3://"):
-            return _s3(source.rstrip("/") + "/")
-        if source.startswith("models:/"):
-            ident = source[len("models:/") :].strip("/")
-            if "/" in ident:
-                return None  # models:/<name>/<version>: resolved through the version that owns it
-            try:
-                return _s3(self.ml.get_logged_model(ident).artifact_location.rstrip("/") + "/")
-            except Exception:  # noqa: BLE001 - an unknown model id: the version's files cannot be located
-                return None
-        if source.startswith("runs:/"):
-            run_id, _, path = source[len("runs:/") :].partition("/")
-            try:
-                base = self.ml.get_run(run_id).info.artifact_uri.rstrip("/")
-            except Exception:  # noqa: BLE001
-                return None
-            return _s3(f"{base}/{path}".rstrip("/") + "/")
-        return None
+        return resolve_source(self.ml, source)
 
     def _need_model(self, loc: S3Uri, label: str, need, pool, **info: Any) -> None:
         mlmodel = loc.prefix + "MLmodel"

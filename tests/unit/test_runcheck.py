@@ -1,0 +1,91 @@
+"""The run-completeness rules on hand-written manifests (no servers): branch choice inferred from
+which tasks ran, mapped counts from the upstream's output (also when the manifest cut the list),
+run ids, pointers. The same rules on real runs: tests/dags/test_check_run.py."""
+
+from __future__ import annotations
+
+from greenlight.runcheck import check_run, expected_instances, format_table
+
+STRUCTURE = [
+    {"task_id": "plan", "upstream": [], "downstream": ["decide", "promote"], "category": "A"},
+    {"task_id": "decide", "upstream": ["plan"], "downstream": ["halt", "promote"], "branch": True, "category": "A"},
+    {"task_id": "halt", "upstream": ["decide"], "downstream": [], "category": "C"},
+    {
+        "task_id": "promote",
+        "upstream": ["decide", "plan"],
+        "downstream": ["verify"],
+        "mapped": True,
+        "map_source": "plan",
+        "category": "A",
+    },
+    {"task_id": "verify", "upstream": ["promote"], "downstream": [], "category": "B"},
+]
+
+
+def doc(state="success", outputs=None, run_id="r1", end="2026-12-01T08:00:00+00:00"):
+    return {"state": state, "outputs": outputs, "run_id": run_id, "end": end, "error": None}
+
+
+def manifests(n=3, **overrides):
+    docs = {"plan": doc(outputs=[{"prefix": str(i)} for i in range(n)]), "decide": doc(), "verify": doc()}
+    docs.update({f"promote.{i}": doc() for i in range(n)})
+    docs.update(overrides)
+    return docs
+
+
+def test_the_branch_not_taken_is_expected_skipped_and_mapped_counts_follow_the_upstream():
+    plan = expected_instances(STRUCTURE, manifests())
+    assert sorted(plan["expected"]) == ["decide", "plan", "promote.0", "promote.1", "promote.2", "verify"]
+    assert plan["skipped_by_branch"] == ["halt"]
+
+    halted = {"plan": doc(outputs=[1, 2]), "decide": doc(), "halt": doc(state="failed")}
+    plan = expected_instances(STRUCTURE, halted)
+    assert plan["skipped_by_branch"] == ["promote", "verify"]  # verify only follows the skipped branch
+    report = check_run("d", "r1", STRUCTURE, halted)
+    assert report["missing"] == [
+        "halt is failed (retry category C: fix the cause first (data, contract, "
+        "permission, config), then rerun: the failure says do not retry)"
+    ]
+
+
+def test_a_list_cut_by_the_manifest_still_gives_the_map_count():
+    cut = [{"i": i} for i in range(50)] + ["…(+70 more items)"]
+    plan = expected_instances(STRUCTURE, manifests(n=120, plan=doc(outputs=cut)))
+    assert len([n for n in plan["expected"] if n.startswith("promote.")]) == 120
+
+
+def test_missing_instances_wrong_run_ids_and_pointers():
+    docs = manifests()
+    del docs["promote.2"]
+    docs["verify"] = doc(
+        outputs=[
+            {"pointer": "s3://m/current/a.json"},
+            {"pointer": "s3://m/current/b.json"},
+            {"pointer": "s3://m/current/c.json", "changed": False},
+        ]
+    )
+    docs["plan"]["run_id"] = "r0"
+    pointers = {
+        "s3://m/current/a.json": {"run_id": "r1"},
+        "s3://m/current/b.json": {"run_id": "r0", "published_at": "2026-12-01T07:00:00Z"},
+        "s3://m/current/c.json": {"run_id": "r0"},
+    }
+    report = check_run("d", "r1", STRUCTURE, docs, read_pointer=pointers.get)
+    assert not report["complete"]
+    assert report["missing"][0].startswith("promote.2 has no task manifest (retry category A")
+    assert "plan: manifest names run 'r0', not 'r1'" in report["missing"]
+    assert "verify: current pointer s3://m/current/b.json did not move to run r1 (it names 'r0')" in report["missing"]
+    assert [p["ok"] for p in report["pointers"]] == [True, False, True]  # c: this run changed nothing there
+    assert "promote.2" in format_table(report) and "NOT MOVED" in format_table(report)
+
+    pointers["s3://m/current/b.json"]["published_at"] = "2026-12-02T08:00:00Z"  # a later run moved it on
+    report = check_run("d", "r1", STRUCTURE, manifests(verify=docs["verify"]), read_pointer=pointers.get)
+    assert report["complete"], report["missing"]
+    assert report["pointers"][1]["superseded"] is True
+
+
+def test_an_unknown_map_count_is_reported_not_guessed():
+    docs = manifests()
+    docs["plan"] = doc(state="failed")
+    report = check_run("d", "r1", STRUCTURE, docs)
+    assert "promote: map count unknown: upstream 'plan' has no successful output" in report["missing"]
