@@ -11,12 +11,12 @@ import argparse
 import logging
 import sys
 
-from greenlight.cli import promote, reconcile, rollback
+from greenlight.cli import promote, reconcile, refresh, rollback
 from greenlight.cli.output import emit
 from greenlight.errors import GreenlightError
 
 #: Subcommand modules, in the order ``--help`` lists them.
-COMMANDS = (promote, rollback, reconcile)
+COMMANDS = (promote, rollback, reconcile, refresh)
 
 
 def _parser() -> argparse.ArgumentParser:

@@ -1,4 +1,4 @@
-"""Bucket pairs of the staging refresh, synced by the promotion engine (:mod:`greenlight.sync`).
+"""Bucket pairs of the staging refresh, synced by the promotion engine (:mod:`greenlight.promotion.engine`).
 
 No second sync implementation: each ``{source, target}`` mapping becomes one of the engine's
 prefixes, so the refresh gets the same size + ETag planner, server-side parallel copies, delete
@@ -13,8 +13,8 @@ from __future__ import annotations
 
 from typing import Any
 
-from greenlight.config import PrefixConfig, PrefixSettings, PromotionConfig
 from greenlight.errors import RefusedError
+from greenlight.promotion.config import PrefixConfig, PrefixSettings, PromotionConfig
 from greenlight.refresh.config import BucketMapping, RefreshConfig, looks_like_prod
 
 
@@ -45,7 +45,7 @@ def engine_config(config: RefreshConfig, mappings: list[BucketMapping]) -> Promo
 
 
 def make_engine(config: RefreshConfig, mappings: list[BucketMapping], client, fast=None):
-    from greenlight.sync import Engine
+    from greenlight.promotion.engine import Engine
 
     return Engine(engine_config(config, mappings), client, fast=fast, guard=staging_guard)
 

@@ -15,9 +15,10 @@ from typing import Annotated, Any, Literal
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from greenlight.errors import ConfigError
-from greenlight.s3 import S3Uri, parse_s3_uri
+from greenlight.paths import INCLUDE_DIR
+from greenlight.storage.s3 import S3Uri, parse_s3_uri
 
-DEFAULT_CONFIG_PATH = Path(__file__).resolve().parents[2] / "config" / "staging_refresh.yaml"
+DEFAULT_CONFIG_PATH = INCLUDE_DIR / "config" / "staging_refresh.yaml"
 CONFIG_ENV = "GREENLIGHT_REFRESH_CONFIG"
 
 #: A name that says "prod": refused as a refresh *target* (bucket, database, connection id).
@@ -238,7 +239,7 @@ def _key_path(loc: tuple[Any, ...]) -> str:
             out += f"[{part}]"
         else:
             out += ("." if out else "") + str(part)
-    return out or "<top>"
+    return out
 
 
 def parse_config(raw: Any, *, path: str = "<config>") -> RefreshConfig:
@@ -255,13 +256,13 @@ def parse_config(raw: Any, *, path: str = "<config>") -> RefreshConfig:
                 problems.append(f"{where}: unknown key")
             else:
                 msg = err["msg"].removeprefix("Value error, ")
-                problems.append(f"{where}: {msg}")
+                problems.append(f"{where}: {msg}" if where else msg)
         raise ConfigError(f"{path}: " + "; ".join(problems)) from None
 
 
 def load_config(path: str | os.PathLike | None = None) -> RefreshConfig:
     """Read and validate the refresh config (``$GREENLIGHT_REFRESH_CONFIG`` or the packaged one)."""
-    from greenlight.config import read_yaml
+    from greenlight.promotion.config import read_yaml
 
     resolved = Path(path or os.environ.get(CONFIG_ENV) or DEFAULT_CONFIG_PATH)
     return parse_config(read_yaml(resolved), path=str(resolved))

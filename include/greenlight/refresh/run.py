@@ -72,7 +72,7 @@ class Refresh:
         return make_engine(self.config, self.mappings(), self.client())
 
     def manifests(self):
-        from greenlight.manifest import ManifestStore
+        from greenlight.storage.manifests import ManifestStore
 
         uri = self.config.manifest_uri
         if not uri:
@@ -233,8 +233,15 @@ def copy_tables(r: Refresh, group: list[str], pre: dict[str, Any]) -> list[dict[
         if r.dry_run:
             rows = []
             for p in plans:
-                res = pg.TableResult(p.table, "failed" if p.error else "would_sync", group=group[0], reason=p.error or "")
-                res.casts, res.masked, res.source_only, res.target_only = p.casts, p.masked, p.source_only, p.target_only
+                res = pg.TableResult(
+                    p.table, "failed" if p.error else "would_sync", group=group[0], reason=p.error or ""
+                )
+                res.casts, res.masked, res.source_only, res.target_only = (
+                    p.casts,
+                    p.masked,
+                    p.source_only,
+                    p.target_only,
+                )
                 res.rows_source = pg.count_rows(src, p.table) if not p.error or "prod" not in p.error else None
                 res.rows_target = pg.count_rows(dst, p.table) if not p.error or "staging" not in p.error else None
                 res.format = "binary" if p.binary else "text"
@@ -300,7 +307,9 @@ def migrate(r: Refresh) -> dict[str, Any]:
         for line in tail:
             log.info("migrate| %s", line)
         if proc.returncode != 0:
-            raise RefreshFailedError("migrate", f"{' '.join(argv[:3])} exited {proc.returncode}: {' / '.join(tail[-3:])}")
+            raise RefreshFailedError(
+                "migrate", f"{' '.join(argv[:3])} exited {proc.returncode}: {' / '.join(tail[-3:])}"
+            )
         how = {"command": argv[:3], "returncode": proc.returncode}
     else:
         status, _ = _http(m.http.url, m.http.method, m.http.timeout_s)
@@ -380,7 +389,9 @@ def verify(r: Refresh, tables: list[dict[str, Any]]) -> dict[str, Any]:
             for t in synced:
                 now = pg.count_rows(conn, t["table"])
                 ok = now == t["rows_source"]
-                out["tables"].append({"table": t["table"], "rows_copied": t["rows_source"], "rows_now": now, "equal": ok})
+                out["tables"].append(
+                    {"table": t["table"], "rows_copied": t["rows_source"], "rows_now": now, "equal": ok}
+                )
                 if not ok:
                     out["problems"].append(f"{t['table']}: copied {t['rows_source']} rows, staging now has {now}")
             conn.rollback()
@@ -463,7 +474,7 @@ def summarize(
 
 
 def _safe(text: str) -> str:
-    from greenlight.manifest import safe_name
+    from greenlight.storage.manifests import safe_name
 
     return safe_name(text)
 
