@@ -7,6 +7,7 @@ migrations and a health check by hand). Manual only: trigger it when staging nee
 | task | runbook step it automates |
 |---|---|
 | `preflight` | "fix AWS profiles" + the dry run: both Airflow connections resolve, the target is **not** prod (not the same server+database, not named like prod), prod opens read-only, tables and FK groups listed, alembic versions of both sides recorded ("staging ahead of prod" is expected), bucket pairs reachable and within the delete guard |
+| `table_groups` | lists the FK groups found by `preflight` (tables linked by foreign keys are copied together) |
 | `sync_buckets` | "sync S3 images via script": the promotion engine's planner (size + ETag), server-side copies, guarded deletes |
 | `copy_tables` (one mapped task per FK group) | "sync database via Lambda": columns compared, explicit casts on the prod side (`numeric → jsonb`, `text[] → jsonb`, widened ints, …), streaming `COPY … TO STDOUT → COPY … FROM STDIN` in one staging transaction per group; the 0-row trap; sequences reset |
 | `migrate` | "run migrations on staging via API": a command with the staging connection in env, or the HTTP endpoint |
@@ -54,9 +55,14 @@ from greenlight.dagsupport.defaults import default_args
     },
 )
 def staging_refresh():
-    @task(multiple_outputs=True)
+    @task
     def preflight(params=None, run_id=None) -> dict:
         return steps.preflight(params, run_id)
+
+    @task
+    def table_groups(pre: dict) -> list:
+        """The FK groups preflight found: one mapped ``copy_tables`` each."""
+        return pre["groups"]
 
     @task(map_index_template="{{ table_group }}")
     def copy_tables(group: list, pre: dict, params=None, run_id=None) -> list:
@@ -93,7 +99,7 @@ def staging_refresh():
         return steps.summary(pre, list(tables or ()), buckets, migration, health_result, verification, params, run_id)
 
     pre = preflight()
-    tables = copy_tables.partial(pre=pre).expand(group=pre["groups"])
+    tables = copy_tables.partial(pre=pre).expand(group=table_groups(pre))
     buckets = sync_buckets(pre)
     migration = migrate()
     [tables, buckets] >> migration

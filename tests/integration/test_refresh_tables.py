@@ -7,12 +7,17 @@ Driven through the CLI entry point (``greenlight.cli.main``, the code behind
 from __future__ import annotations
 
 import json
+from pathlib import Path
 
 import pytest
+import refreshfixtures
 from helpers import write_config
-from refreshfixtures import pg_pair, refresh_dbs, seed_runbook_schema  # noqa: F401 - fixtures
+from refreshfixtures import seed_runbook_schema
 
 from greenlight.cli import main
+
+pg_pair = refreshfixtures.pg_pair  # the session's two PostgreSQL servers
+refresh_dbs = refreshfixtures.refresh_dbs  # a fresh database on each
 
 
 def refresh(capsys, config_path, *args: str) -> tuple[int, dict]:
@@ -73,7 +78,7 @@ def test_runbook_refresh_casts_jsonb_skips_seeded_table_and_resets_sequences(tmp
     # Masked in the prod SELECT: no prod e-mail address reached staging.
     emails = [e for (e,) in dbs.query("staging", "SELECT email FROM users")]
     assert len(set(emails)) == 5 and all(e.endswith("@example.invalid") for e in emails)
-    assert summary["manifest"] and json.loads(open(summary["manifest"]).read())["tables_synced"] == 5
+    assert summary["manifest"] and json.loads(Path(summary["manifest"]).read_text())["tables_synced"] == 5
 
 
 def test_numeric_to_jsonb_cast(tmp_path, capsys, refresh_dbs):

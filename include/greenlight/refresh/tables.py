@@ -29,6 +29,7 @@ from greenlight.refresh.casts import NoSafeCastError, cast_expression, mask_expr
 
 log = logging.getLogger("greenlight.refresh.tables")
 
+BATCH_BYTES = 128 * 1024  # COPY data handed to the staging writer at a time
 FIRST_USER_OID = 16384  # PostgreSQL's FirstNormalObjectId: types below it are built in
 
 
@@ -352,13 +353,22 @@ def _stream(src_cur, dst_cur, plan: TablePlan) -> tuple[int, int, int]:
     from psycopg.copy import QueuedLibpqWriter
 
     nbytes = 0
+    batch = bytearray()
     with (
         src_cur.copy(plan.copy_out_sql()) as out,
         dst_cur.copy(plan.copy_in_sql(), writer=QueuedLibpqWriter(dst_cur)) as into,
     ):
+        # PostgreSQL sends one message per row: hand them on in ~128 KiB batches, not row by row,
+        # and let the writer thread send to staging while this one reads from prod.
         for chunk in out:
-            nbytes += len(chunk)
-            into.write(chunk)
+            batch += chunk
+            if len(batch) >= BATCH_BYTES:
+                nbytes += len(batch)
+                into.write(bytes(batch))
+                batch.clear()
+        if batch:
+            nbytes += len(batch)
+            into.write(bytes(batch))
     return src_cur.rowcount, dst_cur.rowcount, nbytes
 
 
