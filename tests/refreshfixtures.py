@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import itertools
 import os
+import shutil
 import tempfile
 import uuid
 from dataclasses import dataclass
@@ -48,6 +49,7 @@ def pg_pair():
     finally:
         for server in servers:
             server.stop()
+        shutil.rmtree(root, ignore_errors=True)
 
 
 @dataclass

@@ -468,8 +468,17 @@ def summarize(
         }
         summary["manifest"] = store.write(f"{MANIFEST_DIR}/{_safe(r.run_id)}/summary.json", doc)
         if not failed and not problems:
-            # The next run's 0-row trap compares against the last complete refresh.
-            store.write(f"{MANIFEST_DIR}/latest.json", {**doc, "manifest": summary["manifest"]})
+            # The next run's 0-row trap compares against the last complete refresh of each table
+            # (merged, so a run with ``only`` does not forget the other tables).
+            previous = store.read(f"{MANIFEST_DIR}/latest.json") or {}
+            merged = {t["table"]: t for t in previous.get("tables", ())}
+            merged.update({t["table"]: t for t in table_rows if t["status"] == "synced"})
+            latest = {
+                **doc,
+                "manifest": summary["manifest"],
+                "tables": sorted(merged.values(), key=lambda t: t["table"]),
+            }
+            store.write(f"{MANIFEST_DIR}/latest.json", latest)
     return summary
 
 

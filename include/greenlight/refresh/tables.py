@@ -49,8 +49,8 @@ def connect(uri: str, *, read_only: bool = False, application: str = "greenlight
     """A psycopg 3 connection; ``read_only`` sets ``default_transaction_read_only`` for the session."""
     import psycopg
 
-    options = "-c default_transaction_read_only=on" if read_only else ""
-    return psycopg.connect(uri, options=options, application_name=application, connect_timeout=10)
+    extra = {"options": "-c default_transaction_read_only=on"} if read_only else {}
+    return psycopg.connect(uri, application_name=application, connect_timeout=10, **extra)
 
 
 def server_identity(conn) -> dict[str, Any]:
