@@ -36,7 +36,7 @@ def staging_bucket(s3):
 @pytest.fixture
 def health_server():
     """A staging API's deep health endpoint: 200 while ``state['healthy']``, else 503."""
-    state = {"healthy": True, "calls": 0}
+    state = {"healthy": True, "calls": 0, "posts": 0, "migrate_status": 200}
 
     class Handler(BaseHTTPRequestHandler):
         def do_GET(self):  # noqa: N802 - http.server's naming
@@ -44,6 +44,11 @@ def health_server():
             self.send_response(200 if state["healthy"] else 503)
             self.end_headers()
             self.wfile.write(b'{"status": "ok"}')
+
+        def do_POST(self):  # noqa: N802 - the app's migrate endpoint
+            state["posts"] += 1
+            self.send_response(state["migrate_status"])
+            self.end_headers()
 
         def log_message(self, *args):
             pass
@@ -198,3 +203,28 @@ def test_engine_guard_refuses_a_prod_named_target_bucket(s3, buckets, area):
     with pytest.raises(RefusedError, match="named like prod"):
         engine.check(plan)
     assert rel_listing(s3, prod, area) == {}
+
+
+def test_migrations_through_the_http_endpoint(tmp_path, capsys, refresh_dbs, health_server):
+    """The runbook's ``POST /api/v1/health/migrate``; a failing endpoint fails the run (exit 1)."""
+    dbs = refresh_dbs
+    seed_runbook_schema(dbs)
+    url, state = health_server
+    migrate_url = url.replace("/health/deep", "/health/migrate")
+    path = write_config(
+        tmp_path / "staging_refresh.yaml",
+        {
+            "postgres": {"source_conn": dbs.source_conn, "target_conn": dbs.target_conn, "tables": ["users"]},
+            "migrations": {"http": {"url": migrate_url}},
+        },
+    )
+    code, summary = run_main(capsys, path)
+    assert code == 0, summary
+    assert summary["migrations"]["http"] == migrate_url and summary["migrations"]["status"] == 200
+    assert state["posts"] == 1
+
+    state["migrate_status"] = 500
+    code, summary = run_main(capsys, path)
+    assert code == 1
+    assert summary["problems"] == [f"migrate: POST {migrate_url} answered 500"]
+    assert state["posts"] == 2
