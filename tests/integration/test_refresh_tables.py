@@ -59,6 +59,8 @@ def test_runbook_refresh_casts_jsonb_skips_seeded_table_and_resets_sequences(tmp
         row = tables[f"public.{name}"]
         assert (row["status"], row["rows_source"], row["rows_target"]) == ("synced", rows, rows), row
     assert summary["rows_synced"] == 20 + 150 + 300 + 4 + 5
+    assert tables["public.eval_runbooks"]["reason"] == "cast condition_positives: text[] -> jsonb"
+    assert tables["public.authors"]["reason"] == "staging-only columns got defaults: tier"
     # text[] -> jsonb, cast on the prod side: arrays become JSON arrays, NULL stays NULL.
     assert dbs.query("staging", "SELECT book_id, condition_positives FROM eval_runbooks ORDER BY id") == [
         (533, ["clean", "bright gilt"]),
@@ -221,3 +223,22 @@ def test_only_selects_tables_and_rejects_unknown_names(tmp_path, capsys, refresh
     assert [t["table"] for t in summary["tables"]] == ["public.eval_runbooks", "public.users"]
     code, summary = refresh(capsys, path, "--only", "no_such_table")
     assert code == 2 and "no_such_table" in summary["error"]
+
+
+def test_fk_no_dangling_references(tmp_path, capsys, refresh_dbs):
+    """A copied child whose parent is not copied must not leave references to missing rows; a
+    parent whose (not copied) child references nothing is emptied with DELETE instead of TRUNCATE."""
+    dbs = refresh_dbs
+    seed_runbook_schema(dbs)
+    before = dbs.query("staging", "SELECT id, title FROM books ORDER BY id")
+
+    code, summary = refresh(capsys, config(tmp_path, dbs, tables=["books", "book_images"], skip_tables=[]))
+
+    assert code == 1
+    tables = by_table(summary)
+    assert "books_author_id_fkey" in tables["public.books"]["reason"]
+    assert dbs.query("staging", "SELECT id, title FROM books ORDER BY id") == before
+
+    code, summary = refresh(capsys, config(tmp_path, dbs, tables=["authors", "books"]))
+    assert code == 0, summary
+    assert dbs.query("staging", "SELECT count(*) FROM books") == [(150,)]

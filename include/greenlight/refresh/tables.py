@@ -475,7 +475,22 @@ def copy_group(
         return [results[p.table] for p in plans]
     for p in plans:
         results[p.table].status = "synced"
+        results[p.table].reason = notes(p)
     return [results[p.table] for p in plans]
+
+
+def notes(plan: TablePlan) -> str:
+    """What a user should know about a synced table: casts, masks, columns on one side only."""
+    parts = []
+    if plan.casts:
+        parts.append("cast " + ", ".join(f"{c}: {how.split(' (')[0]}" for c, how in plan.casts.items()))
+    if plan.masked:
+        parts.append("masked " + ", ".join(f"{c} ({rule})" for c, rule in plan.masked.items()))
+    if plan.source_only:
+        parts.append("prod-only columns not copied: " + ", ".join(plan.source_only))
+    if plan.target_only:
+        parts.append("staging-only columns got defaults: " + ", ".join(plan.target_only))
+    return "; ".join(parts)
 
 
 def _describe(exc: BaseException) -> str:
