@@ -228,3 +228,59 @@ def test_migrations_through_the_http_endpoint(tmp_path, capsys, refresh_dbs, hea
     assert code == 1
     assert summary["problems"] == [f"migrate: POST {migrate_url} answered 500"]
     assert state["posts"] == 2
+
+
+class StagingOnlyIdentity:
+    """The staging connection of a separate account: every call works except reading prod objects
+    server-side (CopyObject / UploadPartCopy get AccessDenied, as cross-account they would).
+    Everything else goes to the real SeaweedFS client."""
+
+    def __init__(self, client):
+        self._client = client
+
+    def __getattr__(self, name):
+        if name.startswith("_"):  # no botocore internals: greenlight's signed fast path stays off
+            raise AttributeError(name)
+        if name in ("copy_object", "upload_part_copy"):
+            from botocore.exceptions import ClientError
+
+            def refused(**kwargs):
+                raise ClientError({"Error": {"Code": "AccessDenied", "Message": "cannot read prod"}}, name)
+
+            return refused
+        return getattr(self._client, name)
+
+
+def test_buckets_stream_get_put_when_staging_cannot_read_prod(tmp_path, s3env, s3, buckets, area, staging_bucket):
+    from greenlight.refresh.config import parse_config
+    from greenlight.refresh.connections import from_env
+    from greenlight.refresh.run import Refresh, refresh
+
+    _, prod_bucket = buckets
+    for i in range(4):
+        put(s3, prod_bucket, f"{area}img/{i}.jpg", os.urandom(3000 + i), ContentType="image/jpeg")
+    put(s3, prod_bucket, f"{area}img/large.bin", os.urandom(9 * 1024 * 1024))  # spills past the 8 MiB spool
+    raw = {
+        "buckets": [{"source": f"s3://{prod_bucket}/{area}img/", "target": f"s3://{staging_bucket}/{area}img/"}],
+        "manifest_uri": str(tmp_path / "manifests"),
+    }
+
+    def run(config):
+        return refresh(
+            Refresh(
+                parse_config(config),
+                run_id="stream",
+                resolve=from_env,
+                s3=lambda: StagingOnlyIdentity(s3env.client()),
+                s3_source=lambda: s3env.client(),
+            )
+        )
+
+    with pytest.raises(Exception, match="AccessDenied|copies failed"):
+        run(raw)  # server-side copies need an identity that can read prod
+    summary = run({**raw, "source_aws_conn": "prod_s3"})
+
+    assert summary["objects_copied"] == 5 and summary["problems"] == []
+    assert rel_listing(s3, staging_bucket, f"{area}img/") == rel_listing(s3, prod_bucket, f"{area}img/")
+    head = s3.head_object(Bucket=staging_bucket, Key=f"{area}img/0.jpg")
+    assert head["ContentType"] == "image/jpeg"

@@ -32,7 +32,7 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
 
 def run(args: argparse.Namespace) -> int:
     from greenlight.refresh.config import load_config
-    from greenlight.refresh.connections import from_env
+    from greenlight.refresh.connections import aws_client_from_env, from_env
     from greenlight.refresh.run import Refresh, exit_code, refresh
     from greenlight.storage.s3 import make_client
 
@@ -42,6 +42,7 @@ def run(args: argparse.Namespace) -> int:
         run_id=args.run_id or default_run_id(),
         resolve=from_env,
         s3=lambda: make_client(max_pool=config.workers + 8),
+        s3_source=lambda: aws_client_from_env(config.source_aws_conn, max_pool=config.workers + 8),
         only=list(args.only or ()),
         dry_run=bool(args.dry_run),
         skip_migrations=bool(args.skip_migrations),

@@ -26,6 +26,7 @@ def _refresh(params: dict[str, Any], run_id: str):
         run_id=run_id,
         resolve=from_airflow,
         s3=lambda: s3_client(config.aws_conn, max_pool=config.workers + 8),
+        s3_source=lambda: s3_client(config.source_aws_conn, max_pool=config.workers + 8),
         only=list(params.get("only") or ()),
         dry_run=bool(params.get("dry_run")),
         skip_migrations=bool(params.get("skip_migrations")),

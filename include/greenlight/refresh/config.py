@@ -167,6 +167,9 @@ class Health(_Model):
 class RefreshConfig(_Model):
     buckets: list[BucketMapping] = []
     aws_conn: str = "aws_default"
+    # Set when the staging identity cannot read prod: objects are then streamed GET -> PUT through
+    # this (prod) connection instead of copied server-side.
+    source_aws_conn: str | None = None
     postgres: PostgresSection | None = None
     migrations: Migrations | None = None
     health: Health | None = None

@@ -148,3 +148,35 @@ def from_airflow(conn_id: str) -> PgConn:
     except Exception as exc:  # noqa: BLE001 - the SDK raises its own not-found type
         raise ConfigError(f"Airflow connection {conn_id!r} is not defined or cannot be read: {exc}") from exc
     return _from_fields(conn_id, conn.host, conn.port, conn.schema, conn.login, conn.password, conn.extra_dejson)
+
+
+def aws_client_from_env(conn_id: str, environ: dict[str, str] | None = None, *, max_pool: int = 64):
+    """An S3 client for the AWS connection ``AIRFLOW_CONN_<ID>`` (JSON: login = access key, password =
+    secret key, extra ``endpoint_url`` / ``region_name``), for the CLI's ``source_aws_conn``."""
+    from greenlight.storage.s3 import make_client
+
+    environ = os.environ if environ is None else environ
+    var = "AIRFLOW_CONN_" + conn_id.upper()
+    value = (environ.get(var) or "").strip()
+    if not value:
+        raise ConfigError(f"connection {conn_id!r} is not defined: set {var} (JSON with login, password, extra)")
+    if value.startswith("{"):
+        try:
+            doc = json.loads(value)
+        except ValueError as exc:
+            raise ConfigError(f"{var}: not valid JSON") from exc
+        extra = doc.get("extra") or {}
+        if isinstance(extra, str):
+            extra = json.loads(extra or "{}")
+        login, password = doc.get("login"), doc.get("password")
+    else:
+        parts = urlsplit(value)
+        extra = dict(parse_qsl(parts.query))
+        login, password = unquote(parts.username or ""), unquote(parts.password or "")
+    return make_client(
+        endpoint_url=extra.get("endpoint_url"),
+        access_key=login or None,
+        secret_key=password or None,
+        region=extra.get("region_name"),
+        max_pool=max_pool,
+    )

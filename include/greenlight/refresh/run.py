@@ -50,11 +50,13 @@ class Refresh:
     run_id: str
     resolve: Callable[[str], PgConn]  # connection id -> PgConn
     s3: Callable[[], Any] | None = None  # -> S3 client (only called when buckets or an s3:// manifest need it)
+    s3_source: Callable[[], Any] | None = None  # -> S3 client of ``source_aws_conn`` (prod), when configured
     only: list[str] = field(default_factory=list)
     dry_run: bool = False
     skip_migrations: bool = False
 
     _client: Any = field(default=None, repr=False)
+    _source_client: Any = field(default=None, repr=False)
 
     def client(self):
         if self._client is None:
@@ -69,7 +71,17 @@ class Refresh:
     def engine(self):
         from greenlight.refresh.buckets import make_engine
 
-        return make_engine(self.config, self.mappings(), self.client())
+        client = self.client()
+        if self.config.source_aws_conn:
+            from greenlight.refresh.streamcopy import SplitClient
+
+            if self.s3_source is None:
+                raise ConfigError(f"source_aws_conn {self.config.source_aws_conn!r} is set but cannot be resolved here")
+            if self._source_client is None:
+                self._source_client = self.s3_source()
+            buckets = {m.source_uri.bucket for m in self.mappings()}
+            client = SplitClient(self._source_client, client, buckets)
+        return make_engine(self.config, self.mappings(), client)
 
     def manifests(self):
         from greenlight.storage.manifests import ManifestStore
