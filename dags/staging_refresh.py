@@ -26,8 +26,14 @@ from __future__ import annotations
 import pendulum
 from airflow.sdk import Param, dag, get_current_context, task
 
-from greenlight.dagsupport import refresh as steps
 from greenlight.dagsupport.defaults import default_args
+
+
+def steps():
+    """The task bodies (config model, psycopg, the engine): imported when a task runs, never at parse time."""
+    from greenlight.dagsupport import refresh
+
+    return refresh
 
 
 @dag(
@@ -57,7 +63,7 @@ from greenlight.dagsupport.defaults import default_args
 def staging_refresh():
     @task
     def preflight(params=None, run_id=None) -> dict:
-        return steps.preflight(params, run_id)
+        return steps().preflight(params, run_id)
 
     @task
     def table_groups(pre: dict) -> list:
@@ -67,23 +73,23 @@ def staging_refresh():
     @task(map_index_template="{{ table_group }}")
     def copy_tables(group: list, pre: dict, params=None, run_id=None) -> list:
         get_current_context()["table_group"] = ", ".join(group)
-        return steps.copy_tables(group, pre, params, run_id)
+        return steps().copy_tables(group, pre, params, run_id)
 
     @task
     def sync_buckets(pre: dict, params=None, run_id=None) -> list:
-        return steps.sync_buckets(params, run_id)
+        return steps().sync_buckets(params, run_id)
 
     @task(trigger_rule="none_failed")
     def migrate(params=None, run_id=None) -> dict:
-        return steps.migrate(params, run_id)
+        return steps().migrate(params, run_id)
 
     @task
     def health(params=None, run_id=None) -> dict:
-        return steps.health(params, run_id)
+        return steps().health(params, run_id)
 
     @task(trigger_rule="none_failed")
     def verify(tables: list, params=None, run_id=None) -> dict:
-        return steps.verify(list(tables or ()), params, run_id)
+        return steps().verify(list(tables or ()), params, run_id)
 
     @task(trigger_rule="none_failed")
     def summary(
@@ -96,7 +102,7 @@ def staging_refresh():
         params=None,
         run_id=None,
     ) -> dict:
-        return steps.summary(pre, list(tables or ()), buckets, migration, health_result, verification, params, run_id)
+        return steps().summary(pre, list(tables or ()), buckets, migration, health_result, verification, params, run_id)
 
     pre = preflight()
     tables = copy_tables.partial(pre=pre).expand(group=table_groups(pre))
