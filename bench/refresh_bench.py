@@ -34,6 +34,7 @@ import argparse
 import json
 import os
 import platform
+import shutil
 import statistics
 import subprocess
 import sys
@@ -226,6 +227,7 @@ def main() -> int:
     finally:
         for server in servers:
             server.stop()
+        shutil.rmtree(root, ignore_errors=True)
 
     med = {tool: statistics.median(times) for tool, times in results.items()}
     best = min(med["greenlight (binary)"], med["greenlight (text)"])
