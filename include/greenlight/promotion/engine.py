@@ -12,6 +12,7 @@ from __future__ import annotations
 import logging
 import threading
 import time
+from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor, as_completed
 from dataclasses import asdict, dataclass, field
 from datetime import UTC, datetime, timedelta
@@ -64,6 +65,8 @@ class PrefixPlan:
     marker: ObjectInfo | None = None  # the QA sign-off marker, when configured (never promoted)
     #: rel -> (size, etag) of every source object: the snapshot the gates validate
     snapshot: dict[str, tuple[int, str]] = field(default_factory=dict)
+    source_bytes: int = 0
+    dest_bytes: int = 0
 
     @property
     def bytes_to_copy(self) -> int:
@@ -138,6 +141,8 @@ def diff(source: dict[str, ObjectInfo], dest: dict[str, ObjectInfo], prefix: Pre
         marker = source.pop(marker_key, None)
     plan = PrefixPlan(prefix=prefix, source_count=len(source), dest_count=len(dest), marker=marker)
     plan.snapshot = {rel: (o.size, normalize_etag(o.etag)) for rel, o in source.items()}
+    plan.source_bytes = sum(o.size for o in source.values())
+    plan.dest_bytes = sum(o.size for o in dest.values())
     if source:
         plan.source_newest = max(source.values(), key=lambda o: o.last_modified or datetime.min.replace(tzinfo=UTC))
     for rel in sorted(source):
@@ -183,7 +188,8 @@ def _is_unreachable(exc: BaseException | None) -> bool:
 class Engine:
     """Promotes the prefixes of a :class:`PromotionConfig` with one shared S3 client.
 
-    The engine never writes to a source bucket: every write goes through :meth:`_guard`.
+    The engine never writes to a source bucket: every write goes through :meth:`_guard`, which
+    also calls ``guard(bucket)`` when given (a caller's own destination rule; it raises to refuse).
     """
 
     def __init__(
@@ -194,8 +200,10 @@ class Engine:
         workers: int | None = None,
         progress: Progress | None = None,
         fast: FastS3 | None = None,
+        guard: Callable[[str], None] | None = None,
     ):
         self.config = config
+        self._extra_guard = guard  # another caller's own destination rule (e.g. the staging refresh)
         self.client = client
         self.workers = workers or config.workers
         self.progress = progress
@@ -210,6 +218,8 @@ class Engine:
     def _guard(self, bucket: str) -> None:
         if bucket in self._source_buckets:
             raise ConfigError(f"refusing to write to source bucket {bucket!r}")
+        if self._extra_guard is not None:
+            self._extra_guard(bucket)
 
     def check_mlflow(self, tracking_uri: str | None) -> list[dict[str, Any]]:
         """No run of a prefix's QA experiments may be RUNNING (it could be writing to QA right now)."""

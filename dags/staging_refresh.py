@@ -1,0 +1,119 @@
+"""
+### staging_refresh — refresh staging's buckets and PostgreSQL tables from prod (runbook 001)
+
+Replaces the hand-run refresh (a shell script for the image bucket, a Lambda for the database,
+migrations and a health check by hand). Manual only: trigger it when staging needs prod's data.
+
+| task | runbook step it automates |
+|---|---|
+| `preflight` | "fix AWS profiles" + the dry run: both Airflow connections resolve, the target is **not** prod (not the same server+database, not named like prod), prod opens read-only, tables and FK groups listed, alembic versions of both sides recorded ("staging ahead of prod" is expected), bucket pairs reachable and within the delete guard |
+| `table_groups` | lists the FK groups found by `preflight` (tables linked by foreign keys are copied together) |
+| `sync_buckets` | "sync S3 images via script": the promotion engine's planner (size + ETag), server-side copies, guarded deletes |
+| `copy_tables` (one mapped task per FK group) | "sync database via Lambda": columns compared, explicit casts on the prod side (`numeric → jsonb`, `text[] → jsonb`, widened ints, …), streaming `COPY … TO STDOUT → COPY … FROM STDIN` in one staging transaction per group; the 0-row trap; sequences reset |
+| `migrate` | "run migrations on staging via API": a command with the staging connection in env, or the HTTP endpoint |
+| `health` | "verify staging health": deep health URL and SQL checks |
+| `verify` | "verify data": row counts per table, objects per bucket pair |
+| `summary` | the sync-results table (synced / skipped / failed per table) and the run manifest; fails the run if any table failed |
+
+**Params** — `dry_run` (row counts and bucket sizes per pair, nothing written), `only` (table
+names or bucket mapping names), `skip_migrations`. **Config** — `include/config/staging_refresh.yaml`
+(or `$GREENLIGHT_REFRESH_CONFIG`), see `docs/refresh.md`. **Connections** — the config's
+`postgres.source_conn` / `target_conn` (postgres provider) and `aws_conn`.
+"""
+
+from __future__ import annotations
+
+import pendulum
+from airflow.sdk import Param, dag, get_current_context, task
+
+from greenlight.dagsupport.defaults import default_args
+
+
+def steps():
+    """The task bodies (config model, psycopg, the engine): imported when a task runs, never at parse time."""
+    from greenlight.dagsupport import refresh
+
+    return refresh
+
+
+@dag(
+    dag_id="staging_refresh",
+    schedule=None,
+    start_date=pendulum.datetime(2026, 1, 1, tz="UTC"),
+    catchup=False,
+    max_active_runs=1,
+    doc_md=__doc__,
+    default_args=default_args(retries=2, retry_delay_s=30),
+    tags=["greenlight", "refresh", "staging", "postgres"],
+    params={
+        "dry_run": Param(
+            False, type="boolean", description="Report row counts and bucket sizes of each pair; write nothing."
+        ),
+        "only": Param(
+            [],
+            type="array",
+            items={"type": "string", "minLength": 1, "maxLength": 300},
+            uniqueItems=True,
+            description="Refresh only these tables (table or schema.table) or bucket mappings (name or "
+            "source URI). Empty = everything configured.",
+        ),
+        "skip_migrations": Param(False, type="boolean", description="Do not run the configured migrations."),
+    },
+)
+def staging_refresh():
+    @task
+    def preflight(params=None, run_id=None) -> dict:
+        return steps().preflight(params, run_id)
+
+    @task
+    def table_groups(pre: dict) -> list:
+        """The FK groups preflight found: one mapped ``copy_tables`` each."""
+        return pre["groups"]
+
+    @task(map_index_template="{{ table_group }}")
+    def copy_tables(group: list, pre: dict, params=None, run_id=None) -> list:
+        get_current_context()["table_group"] = ", ".join(group)
+        return steps().copy_tables(group, pre, params, run_id)
+
+    @task
+    def sync_buckets(pre: dict, params=None, run_id=None) -> list:
+        return steps().sync_buckets(params, run_id)
+
+    @task(trigger_rule="none_failed")
+    def migrate(params=None, run_id=None) -> dict:
+        return steps().migrate(params, run_id)
+
+    @task
+    def health(params=None, run_id=None) -> dict:
+        return steps().health(params, run_id)
+
+    @task(trigger_rule="none_failed")
+    def verify(tables: list, params=None, run_id=None) -> dict:
+        return steps().verify(list(tables or ()), params, run_id)
+
+    @task(trigger_rule="none_failed")
+    def summary(
+        pre: dict,
+        tables: list,
+        buckets: list,
+        migration: dict,
+        health_result: dict,
+        verification: dict,
+        params=None,
+        run_id=None,
+    ) -> dict:
+        return steps().summary(pre, list(tables or ()), buckets, migration, health_result, verification, params, run_id)
+
+    pre = preflight()
+    tables = copy_tables.partial(pre=pre).expand(group=table_groups(pre))
+    buckets = sync_buckets(pre)
+    migration = migrate()
+    [tables, buckets] >> migration
+    checked = health()
+    migration >> checked
+    verification = verify(tables)
+    checked >> verification
+    summary(pre, tables, buckets, migration, checked, verification)
+
+
+staging_refresh()

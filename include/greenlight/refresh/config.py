@@ -1,0 +1,271 @@
+"""``staging_refresh.yaml``: what the prod → staging refresh copies, and how it checks the result.
+
+Parsed by a pydantic v2 model with ``extra="forbid"``; every validation error becomes a
+:class:`ConfigError` naming the key path (``postgres.mask.users.email: …``). Only connection *ids*
+appear here: credentials come from Airflow connections (``AIRFLOW_CONN_<ID>`` for the CLI).
+"""
+
+from __future__ import annotations
+
+import os
+import re
+from pathlib import Path
+from typing import Annotated, Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+
+from greenlight.errors import ConfigError
+from greenlight.paths import INCLUDE_DIR
+from greenlight.storage.s3 import S3Uri, parse_s3_uri
+
+DEFAULT_CONFIG_PATH = INCLUDE_DIR / "config" / "staging_refresh.yaml"
+CONFIG_ENV = "GREENLIGHT_REFRESH_CONFIG"
+
+#: A name that says "prod": refused as a refresh *target* (bucket, database, connection id).
+PROD_NAME = re.compile(r"(^|[^a-z0-9])(prod|production|prd)([^a-z0-9]|$)", re.IGNORECASE)
+#: Tables never copied: staging keeps its own schema version (it may be migrated ahead of prod).
+ALWAYS_SKIPPED = {"alembic_version": "schema version table: staging keeps its own (it may be ahead of prod)"}
+
+_TABLE = re.compile(r"^[A-Za-z_][A-Za-z0-9_$]*(\.[A-Za-z_][A-Za-z0-9_$]*)?$")
+_IDENT = re.compile(r"^[A-Za-z_][A-Za-z0-9_$]*$")
+MaskRule = Literal["hash", "email", "null", "redact"]
+
+
+class _Model(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+def looks_like_prod(name: str | None) -> bool:
+    return bool(name) and bool(PROD_NAME.search(name))
+
+
+class BucketMapping(_Model):
+    source: str
+    target: str
+    name: str = ""
+    max_delete_fraction: Annotated[float, Field(ge=0, le=1)] = 0.10
+    max_delete_count: Annotated[int, Field(ge=0)] = 1000
+
+    @field_validator("source", "target")
+    @classmethod
+    def _uri(cls, value: str, info) -> str:
+        try:
+            uri = parse_s3_uri(value, what=info.field_name)
+        except ConfigError as exc:
+            raise ValueError(str(exc).split(": ", 1)[1]) from None
+        return str(uri)
+
+    @property
+    def source_uri(self) -> S3Uri:
+        return parse_s3_uri(self.source)
+
+    @property
+    def target_uri(self) -> S3Uri:
+        return parse_s3_uri(self.target)
+
+    @property
+    def label(self) -> str:
+        return self.name or self.source
+
+
+class PostgresSection(_Model):
+    source_conn: str
+    target_conn: str
+    schemas: list[str] = ["public"]
+    tables: list[str] | None = None  # default: every table of the schemas in prod
+    skip_tables: list[str] = []
+    allow_empty: list[str] = []
+    mask: dict[str, MaskRule] = {}
+    copy_format: Literal["auto", "binary", "text"] = "auto"
+    workers: Annotated[int, Field(ge=1, le=32)] = 2
+
+    @field_validator("schemas")
+    @classmethod
+    def _schemas(cls, value: list[str]) -> list[str]:
+        if not value:
+            raise ValueError("name at least one schema")
+        for s in value:
+            if not _IDENT.match(s):
+                raise ValueError(f"{s!r} is not a schema name")
+        return value
+
+    @field_validator("tables", "skip_tables", "allow_empty")
+    @classmethod
+    def _tables(cls, value: list[str] | None) -> list[str] | None:
+        for t in value or ():
+            if not _TABLE.match(t):
+                raise ValueError(f"{t!r} is not a table name (table or schema.table)")
+        if value is not None and len(set(value)) != len(value):
+            raise ValueError("a table is listed more than once")
+        return value
+
+    @field_validator("mask")
+    @classmethod
+    def _mask(cls, value: dict[str, str]) -> dict[str, str]:
+        for key in value:
+            parts = key.split(".")
+            if len(parts) not in (2, 3) or not all(_IDENT.match(p) for p in parts):
+                raise ValueError(f"{key!r}: expected table.column or schema.table.column")
+        return value
+
+    @model_validator(mode="after")
+    def _connections(self) -> PostgresSection:
+        if self.source_conn == self.target_conn:
+            raise ValueError(f"target_conn is the same connection as source_conn ({self.source_conn!r})")
+        if looks_like_prod(self.target_conn):
+            raise ValueError(f"target_conn {self.target_conn!r} is named like prod; a refresh never writes to prod")
+        return self
+
+    def qualify(self, table: str) -> str:
+        return table if "." in table else f"{self.schemas[0]}.{table}"
+
+    def masks_for(self, table: str) -> dict[str, str]:
+        out = {}
+        for key, rule in self.mask.items():
+            parts = key.split(".")
+            owner = ".".join(parts[:-1])
+            if self.qualify(owner) == table:
+                out[parts[-1]] = rule
+        return out
+
+
+class HttpMigration(_Model):
+    url: str
+    method: Literal["POST", "PUT", "GET"] = "POST"
+    timeout_s: Annotated[float, Field(gt=0)] = 300
+    expect_status: list[int] = [200, 201, 202, 204]
+
+
+class Migrations(_Model):
+    command: list[str] | str | None = None  # run with the staging connection in its environment
+    cwd: str | None = None
+    http: HttpMigration | None = None
+    timeout_s: Annotated[float, Field(gt=0)] = 900
+    alembic_script_location: str | None = None  # lets the run say whether staging is *ahead* of prod
+
+    @model_validator(mode="after")
+    def _one(self) -> Migrations:
+        if (self.command is None) == (self.http is None):
+            raise ValueError("give exactly one of 'command' or 'http'")
+        return self
+
+
+class SqlCheck(_Model):
+    name: str
+    sql: str
+    # The first column of the first row must be true (or, with ``min``, a number >= min).
+    min: float | None = None
+
+
+class Health(_Model):
+    url: str | None = None
+    expect_status: int = 200
+    timeout_s: Annotated[float, Field(gt=0)] = 30
+    sql: list[SqlCheck] = []
+
+
+class RefreshConfig(_Model):
+    buckets: list[BucketMapping] = []
+    aws_conn: str = "aws_default"
+    # Set when the staging identity cannot read prod: objects are then streamed GET -> PUT through
+    # this (prod) connection instead of copied server-side.
+    source_aws_conn: str | None = None
+    postgres: PostgresSection | None = None
+    migrations: Migrations | None = None
+    health: Health | None = None
+    manifest_uri: str | None = None
+    workers: Annotated[int, Field(ge=1, le=256)] = 32
+    path: str = Field(default="", exclude=True)
+
+    @model_validator(mode="after")
+    def _rules(self) -> RefreshConfig:
+        if not self.buckets and self.postgres is None:
+            raise ValueError("nothing to refresh: configure 'buckets' and/or 'postgres'")
+        sources = {b.source_uri.bucket for b in self.buckets}
+        for i, b in enumerate(self.buckets):
+            t = b.target_uri
+            if t.bucket in sources:
+                raise ValueError(
+                    f"buckets[{i}].target: bucket {t.bucket!r} is a source bucket; refusing to write to it"
+                )
+            if looks_like_prod(t.bucket):
+                raise ValueError(f"buckets[{i}].target: bucket {t.bucket!r} is named like prod")
+        labels = [b.label for b in self.buckets]
+        if len(set(labels)) != len(labels):
+            raise ValueError("buckets: a mapping is listed more than once")
+        if self.manifest_uri and self.manifest_uri.startswith("s3://"):
+            m = parse_s3_uri(self.manifest_uri, what="manifest_uri")
+            if m.bucket in sources:
+                raise ValueError("manifest_uri: in a source bucket; the refresh never writes to prod")
+            for b in self.buckets:
+                if b.target_uri.contains(m) or m.contains(b.target_uri):
+                    raise ValueError(f"manifest_uri: overlaps bucket target {b.target}; the sync would delete it")
+        return self
+
+    # ---------------------------------------------------------------------------- selection
+    def names(self) -> list[str]:
+        out = [b.label for b in self.buckets]
+        if self.postgres:
+            out += list(self.postgres.tables or [])
+        return out
+
+    def select(
+        self, only: list[str] | None, known_tables: list[str] | None = None
+    ) -> tuple[list[BucketMapping], set[str] | None]:
+        """Split ``only`` into bucket mappings and tables; an unknown name is a :class:`ConfigError`.
+
+        Returns (bucket mappings to sync, tables to copy or None for "all configured")."""
+        if not only:
+            return list(self.buckets), None
+        buckets: list[BucketMapping] = []
+        tables: set[str] = set()
+        pg = self.postgres
+        for item in only:
+            match = [b for b in self.buckets if item in (b.name, b.source, b.target) or item + "/" == b.source]
+            if match:
+                buckets.extend(m for m in match if m not in buckets)
+                continue
+            if pg is not None and _TABLE.match(item):
+                qualified = pg.qualify(item)
+                if known_tables is None or qualified in known_tables:
+                    tables.add(qualified)
+                    continue
+            known = ", ".join([b.label for b in self.buckets] + list(known_tables or []))
+            raise ConfigError(f"only: {item!r} is neither a configured bucket mapping nor a table (known: {known})")
+        return buckets, tables
+
+
+def _key_path(loc: tuple[Any, ...]) -> str:
+    out = ""
+    for part in loc:
+        if isinstance(part, int):
+            out += f"[{part}]"
+        else:
+            out += ("." if out else "") + str(part)
+    return out
+
+
+def parse_config(raw: Any, *, path: str = "<config>") -> RefreshConfig:
+    if not isinstance(raw, dict):
+        raise ConfigError(f"{path}: expected a mapping at the top level")
+    try:
+        return RefreshConfig.model_validate(raw).model_copy(update={"path": path})
+    except ValidationError as exc:
+        problems = []
+        for err in exc.errors():
+            loc = [p for p in err["loc"] if p not in ("function-after", "list[str]", "str")]
+            where = _key_path(tuple(loc))
+            if err["type"] == "extra_forbidden":
+                problems.append(f"{where}: unknown key")
+            else:
+                msg = err["msg"].removeprefix("Value error, ")
+                problems.append(f"{where}: {msg}" if where else msg)
+        raise ConfigError(f"{path}: " + "; ".join(problems)) from None
+
+
+def load_config(path: str | os.PathLike | None = None) -> RefreshConfig:
+    """Read and validate the refresh config (``$GREENLIGHT_REFRESH_CONFIG`` or the packaged one)."""
+    from greenlight.promotion.config import read_yaml
+
+    resolved = Path(path or os.environ.get(CONFIG_ENV) or DEFAULT_CONFIG_PATH)
+    return parse_config(read_yaml(resolved), path=str(resolved))

@@ -1,0 +1,542 @@
+"""The refresh sequence, step by step, shared by the ``staging_refresh`` DAG and ``python -m greenlight refresh``.
+
+preflight → (sync buckets ‖ copy tables, one FK group at a time) → migrate → health → verify → summary
+
+Every step takes and returns plain JSON-able dicts, so the DAG passes them through XCom and the
+CLI calls the same functions in order (:func:`refresh`). Connections are resolved by a callable
+(``PostgresHook`` in a task, ``AIRFLOW_CONN_<ID>`` env vars in the CLI); S3 clients likewise.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import subprocess
+import time
+import urllib.error
+import urllib.request
+from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
+from typing import Any
+
+from greenlight.errors import ConfigError, GreenlightError, RefusedError
+from greenlight.refresh import tables as pg
+from greenlight.refresh.config import ALWAYS_SKIPPED, RefreshConfig, looks_like_prod
+from greenlight.refresh.connections import PgConn
+
+log = logging.getLogger("greenlight.refresh")
+
+MANIFEST_DIR = "staging_refresh"
+SUMMARY_KIND = "greenlight.staging-refresh/v1"
+
+
+class RefreshFailedError(GreenlightError):
+    """A step of the refresh failed (a table, the migration, a health check, verification): exit 1."""
+
+    kind = "failure"
+
+    def __init__(self, step: str, reason: str):
+        self.step = step
+        self.reason = reason
+        super().__init__(f"{step}: {reason}")
+
+
+@dataclass
+class Refresh:
+    """One refresh run: the config, what was asked, and how to reach the servers."""
+
+    config: RefreshConfig
+    run_id: str
+    resolve: Callable[[str], PgConn]  # connection id -> PgConn
+    s3: Callable[[], Any] | None = None  # -> S3 client (only called when buckets or an s3:// manifest need it)
+    s3_source: Callable[[], Any] | None = None  # -> S3 client of ``source_aws_conn`` (prod), when configured
+    only: list[str] = field(default_factory=list)
+    dry_run: bool = False
+    skip_migrations: bool = False
+
+    _client: Any = field(default=None, repr=False)
+    _source_client: Any = field(default=None, repr=False)
+
+    def client(self):
+        if self._client is None:
+            if self.s3 is None:
+                raise ConfigError("an S3 client is needed (buckets or an s3:// manifest_uri) but none is configured")
+            self._client = self.s3()
+        return self._client
+
+    def mappings(self):
+        return self.config.select(self.only)[0]
+
+    def engine(self):
+        from greenlight.refresh.buckets import make_engine
+
+        client = self.client()
+        if self.config.source_aws_conn:
+            from greenlight.refresh.streamcopy import SplitClient
+
+            if self.s3_source is None:
+                raise ConfigError(f"source_aws_conn {self.config.source_aws_conn!r} is set but cannot be resolved here")
+            if self._source_client is None:
+                self._source_client = self.s3_source()
+            buckets = {m.source_uri.bucket for m in self.mappings()}
+            client = SplitClient(self._source_client, client, buckets)
+        return make_engine(self.config, self.mappings(), client)
+
+    def manifests(self):
+        from greenlight.storage.manifests import ManifestStore
+
+        uri = self.config.manifest_uri
+        if not uri:
+            return None
+        return ManifestStore(uri, self.client() if uri.startswith("s3://") else None)
+
+
+# ---------------------------------------------------------------------------------------- preflight
+def _connections(r: Refresh) -> tuple[PgConn, PgConn]:
+    section = r.config.postgres
+    source, target = r.resolve(section.source_conn), r.resolve(section.target_conn)
+    for what in (target.database, target.host):
+        if looks_like_prod(what):
+            raise RefusedError(
+                f"postgres target {target.describe()}", f"{what!r} is named like prod; a refresh never writes to prod"
+            )
+    return source, target
+
+
+def preflight(r: Refresh) -> dict[str, Any]:
+    """Runbook: "fix profiles" + dry run. Resolve both connections, refuse unsafe targets, list tables
+    and FK groups, record schema versions, check every bucket pair (refusals raise, exit 2)."""
+    out: dict[str, Any] = {"run_id": r.run_id, "dry_run": r.dry_run, "groups": [], "skipped": [], "buckets": []}
+    mappings, only_tables = r.config.select(r.only, known_tables=None) if r.only else (r.mappings(), None)
+    section = r.config.postgres
+    if section is not None:
+        out.update(_postgres_preflight(r, only_tables if r.only else None))
+    elif only_tables:
+        raise ConfigError(f"only: {sorted(only_tables)} name tables but no 'postgres' section is configured")
+    if mappings:
+        from greenlight.refresh.buckets import preflight as bucket_preflight
+
+        out["buckets"] = bucket_preflight(r.engine())
+        for row in out["buckets"]:
+            log.info(
+                "bucket %s -> %s: prod %d objects / %d B, staging %d objects / %d B; to copy %d (%d B), to delete %d",
+                row["source"],
+                row["target"],
+                row["source_objects"],
+                row["source_bytes"],
+                row["target_objects"],
+                row["target_bytes"],
+                row["to_copy"],
+                row["bytes_to_copy"],
+                row["to_delete"],
+            )
+    return out
+
+
+def _postgres_preflight(r: Refresh, only_tables: set[str] | None) -> dict[str, Any]:
+    section = r.config.postgres
+    source, target = _connections(r)
+    with pg.connect(source.conninfo, read_only=True) as src, pg.connect(target.conninfo) as dst:
+        src_id, dst_id = pg.server_identity(src), pg.server_identity(dst)
+        if pg.same_database(src_id, dst_id):
+            raise RefusedError(
+                f"postgres target {target.describe()}",
+                f"it is the same server and database as the source {source.describe()}",
+            )
+        if not src_id["read_only"]:
+            raise RefusedError(f"postgres source {source.describe()}", "the session did not open read-only")
+        prod_tables = pg.list_tables(src, section.schemas)
+        staging_tables = pg.list_tables(dst, section.schemas)
+        edges = pg.foreign_keys(dst, section.schemas)
+        versions = {
+            "prod": pg.alembic_version(src, section.schemas),
+            "staging": pg.alembic_version(dst, section.schemas),
+        }
+        src.rollback()
+        dst.rollback()
+    chosen = [section.qualify(t) for t in section.tables] if section.tables is not None else list(prod_tables)
+    unknown = sorted(set(chosen) - set(prod_tables) - set(staging_tables))
+    if unknown:
+        raise ConfigError(f"postgres.tables: {', '.join(unknown)} not found in prod or staging ({section.schemas})")
+    if only_tables is not None:
+        missing = sorted(only_tables - set(chosen))
+        if missing:
+            raise ConfigError(f"only: {', '.join(missing)} is not a configured table (tables: {', '.join(chosen)})")
+        chosen = [t for t in chosen if t in only_tables]
+    for key in section.mask:
+        owner = section.qualify(".".join(key.split(".")[:-1]))
+        if owner not in prod_tables:
+            raise ConfigError(f"postgres.mask.{key}: table {owner} is not in prod")
+    skip = {section.qualify(t): "in skip_tables" for t in section.skip_tables}
+    for name, why in ALWAYS_SKIPPED.items():
+        for schema in section.schemas:
+            skip.setdefault(f"{schema}.{name}", why)
+    skipped = [{"table": t, "reason": skip[t]} for t in chosen if t in skip]
+    if section.tables is None and only_tables is None:
+        skipped += [
+            {"table": t, "reason": "only in staging (created by a migration ahead of prod)"}
+            for t in staging_tables
+            if t not in prod_tables and t not in skip
+        ]
+    copy = [t for t in chosen if t not in skip]
+    groups = pg.table_groups(copy, edges)
+    outside = {t: sorted({c for c, p in edges if p == t and c not in copy}) for t in copy}
+    for t in skipped:
+        log.info("skip %s: %s", t["table"], t["reason"])
+    relation = _version_relation(r.config, versions["prod"], versions["staging"])
+    log.info("schema versions: prod %s, staging %s (%s)", versions["prod"], versions["staging"], relation)
+    return {
+        "source": source.describe(),
+        "target": target.describe(),
+        "groups": groups,
+        "skipped": skipped,
+        "outside_children": {t: c for t, c in outside.items() if c},
+        "versions": {**versions, "relation": relation},
+        "previous_rows": _previous_rows(r),
+    }
+
+
+def _version_relation(config: RefreshConfig, prod: str | None, staging: str | None) -> str:
+    if prod is None and staging is None:
+        return "no alembic_version table"
+    if prod == staging:
+        return "same"
+    location = config.migrations.alembic_script_location if config.migrations else None
+    if location and prod and staging:
+        try:
+            from alembic.script import ScriptDirectory
+
+            script = ScriptDirectory(location)
+            ancestors = {rev.revision for rev in script.iterate_revisions(staging, "base")}
+            if prod in ancestors:
+                return "staging ahead of prod (expected)"
+            return "staging is not a descendant of prod"
+        except Exception as exc:  # noqa: BLE001 - the relation is informational
+            log.warning("could not compare alembic revisions: %s", exc)
+    return "staging differs from prod (staging ahead of prod is expected)"
+
+
+def _previous_rows(r: Refresh) -> dict[str, int]:
+    """Rows each table had after the previous refresh (its manifest), for the 0-row trap."""
+    store = r.manifests()
+    if store is None:
+        return {}
+    latest = store.read(f"{MANIFEST_DIR}/latest.json") or {}
+    return {t["table"]: t["rows_target"] for t in latest.get("tables", ()) if t.get("rows_target")}
+
+
+# ---------------------------------------------------------------------------------------- copy tables
+def copy_tables(r: Refresh, group: list[str], pre: dict[str, Any]) -> list[dict[str, Any]]:
+    """Runbook: "sync database via Lambda". Copy one FK group (dry run: count both sides only)."""
+    section = r.config.postgres
+    source, target = _connections(r)
+    with pg.connect(source.conninfo, read_only=True) as src, pg.connect(target.conninfo) as dst:
+        plans = [
+            pg.plan_table(
+                pg.columns(src, t),
+                pg.columns(dst, t),
+                t,
+                masks=section.masks_for(t),
+                copy_format=section.copy_format,
+            )
+            for t in group
+        ]
+        if r.dry_run:
+            rows = []
+            for p in plans:
+                res = pg.TableResult(
+                    p.table, "failed" if p.error else "would_sync", group=group[0], reason=p.error or ""
+                )
+                res.casts, res.masked, res.source_only, res.target_only = (
+                    p.casts,
+                    p.masked,
+                    p.source_only,
+                    p.target_only,
+                )
+                res.rows_source = pg.count_rows(src, p.table) if not p.error or "prod" not in p.error else None
+                res.rows_target = pg.count_rows(dst, p.table) if not p.error or "staging" not in p.error else None
+                res.format = "binary" if p.binary else "text"
+                rows.append(res.as_dict())
+                log.info(
+                    "(dry run) %s: prod %s rows, staging %s rows%s%s",
+                    p.table,
+                    res.rows_source,
+                    res.rows_target,
+                    f"; casts {p.casts}" if p.casts else "",
+                    f"; WOULD FAIL: {p.error}" if p.error else "",
+                )
+            return rows
+    results = pg.copy_group(
+        source.conninfo,
+        target.conninfo,
+        plans,
+        allow_empty={section.qualify(t) for t in section.allow_empty},
+        previous_rows=pre.get("previous_rows") or {},
+        outside_children=pre.get("outside_children") or {},
+    )
+    return [res.as_dict() for res in results]
+
+
+# ---------------------------------------------------------------------------------------- buckets
+def sync_buckets(r: Refresh) -> list[dict[str, Any]]:
+    """Runbook: "sync S3 images via script". The promotion engine's plan/copy per bucket mapping."""
+    if not r.mappings():
+        return []
+    from greenlight.refresh.buckets import sync
+
+    return sync(r.engine(), r.run_id, dry_run=r.dry_run)
+
+
+# ---------------------------------------------------------------------------------------- migrate
+def migrate(r: Refresh) -> dict[str, Any]:
+    """Runbook: "run migrations on staging via API". A command with the staging connection in its
+    environment, or an HTTP call; records the staging schema version before and after."""
+    m = r.config.migrations
+    if m is None or r.dry_run or r.skip_migrations:
+        why = "not configured" if m is None else ("dry run" if r.dry_run else "skip_migrations")
+        log.info("migrations not run: %s", why)
+        return {"ran": False, "reason": why}
+    section = r.config.postgres
+    target = r.resolve(section.target_conn) if section else None
+    before = _staging_version(r, target)
+    started = time.monotonic()
+    if m.command is not None:
+        import os
+        import shlex
+
+        argv = shlex.split(m.command) if isinstance(m.command, str) else list(m.command)
+        env = {**os.environ, **(target.env() if target else {})}
+        try:
+            proc = subprocess.run(
+                argv, cwd=m.cwd, env=env, capture_output=True, text=True, timeout=m.timeout_s, check=False
+            )
+        except FileNotFoundError as exc:
+            raise RefreshFailedError("migrate", f"command {argv[0]!r} not found") from exc
+        except subprocess.TimeoutExpired as exc:
+            raise RefreshFailedError("migrate", f"{argv[0]} did not finish in {m.timeout_s:g}s") from exc
+        tail = (proc.stdout + proc.stderr).strip().splitlines()[-20:]
+        for line in tail:
+            log.info("migrate| %s", line)
+        if proc.returncode != 0:
+            raise RefreshFailedError(
+                "migrate", f"{' '.join(argv[:3])} exited {proc.returncode}: {' / '.join(tail[-3:])}"
+            )
+        how = {"command": argv[:3], "returncode": proc.returncode}
+    else:
+        status, _ = _http(m.http.url, m.http.method, m.http.timeout_s)
+        if status not in m.http.expect_status:
+            raise RefreshFailedError("migrate", f"{m.http.method} {m.http.url} answered {status}")
+        how = {"http": m.http.url, "status": status}
+    after = _staging_version(r, target)
+    log.info("migrations applied in %.1fs: staging %s -> %s", time.monotonic() - started, before, after)
+    return {"ran": True, **how, "version_before": before, "version_after": after}
+
+
+def _staging_version(r: Refresh, target: PgConn | None) -> str | None:
+    if target is None:
+        return None
+    with pg.connect(target.conninfo) as conn:
+        return pg.alembic_version(conn, r.config.postgres.schemas)
+
+
+def _http(url: str, method: str, timeout: float) -> tuple[int, bytes]:
+    req = urllib.request.Request(url, method=method, data=b"" if method != "GET" else None)  # noqa: S310
+    try:
+        with urllib.request.urlopen(req, timeout=timeout) as resp:  # noqa: S310 - URL from the config
+            return resp.status, resp.read(65536)
+    except urllib.error.HTTPError as exc:
+        return exc.code, exc.read(65536)
+    except (urllib.error.URLError, TimeoutError, OSError) as exc:
+        raise RefreshFailedError("http", f"{method} {url}: {exc}") from exc
+
+
+# ---------------------------------------------------------------------------------------- health
+def health(r: Refresh) -> dict[str, Any]:
+    """Runbook: "verify staging health" (the deep health URL) plus SQL checks on staging."""
+    h = r.config.health
+    if h is None or r.dry_run:
+        return {"checked": False}
+    out: dict[str, Any] = {"checked": True, "sql": []}
+    problems = []
+    if h.url:
+        status, body = _http(h.url, "GET", h.timeout_s)
+        out["url"] = {"url": h.url, "status": status}
+        if status != h.expect_status:
+            problems.append(f"GET {h.url} answered {status}: {body[:200].decode(errors='replace')}")
+    if h.sql:
+        target = r.resolve(r.config.postgres.target_conn)
+        with pg.connect(target.conninfo) as conn:
+            for check in h.sql:
+                try:
+                    value = conn.execute(check.sql).fetchone()
+                    value = value[0] if value else None
+                    ok = (value is not None and float(value) >= check.min) if check.min is not None else value is True
+                except Exception as exc:  # noqa: BLE001 - a broken check is a failed check, named
+                    conn.rollback()
+                    value, ok = f"{type(exc).__name__}: {exc}".strip(), False
+                out["sql"].append({"name": check.name, "ok": ok, "value": value})
+                if not ok:
+                    problems.append(f"SQL check {check.name!r} returned {value!r}")
+            conn.rollback()
+    for p in problems:
+        log.error("health: %s", p)
+    if problems:
+        raise RefreshFailedError("health", "; ".join(problems))
+    log.info("health: staging healthy (%s)", ", ".join([c["name"] for c in out["sql"]] + ([h.url] if h.url else [])))
+    return out
+
+
+# ---------------------------------------------------------------------------------------- verify
+def verify(r: Refresh, tables: list[dict[str, Any]]) -> dict[str, Any]:
+    """Runbook: "verify data" (books count matches prod): every synced table holds the rows copied;
+    every bucket pair equal object by object."""
+    out: dict[str, Any] = {"tables": [], "buckets": [], "problems": []}
+    if r.dry_run:
+        return out
+    synced = [t for t in tables if t["status"] == "synced"]
+    if synced:
+        target = r.resolve(r.config.postgres.target_conn)
+        with pg.connect(target.conninfo) as conn:
+            for t in synced:
+                now = pg.count_rows(conn, t["table"])
+                ok = now == t["rows_source"]
+                out["tables"].append(
+                    {"table": t["table"], "rows_copied": t["rows_source"], "rows_now": now, "equal": ok}
+                )
+                if not ok:
+                    out["problems"].append(f"{t['table']}: copied {t['rows_source']} rows, staging now has {now}")
+            conn.rollback()
+    if r.mappings():
+        from greenlight.errors import VerificationError
+        from greenlight.refresh.buckets import verify as bucket_verify
+
+        try:
+            out["buckets"] = bucket_verify(r.engine())
+        except VerificationError as exc:
+            out["problems"].append(str(exc))
+    for p in out["problems"]:
+        log.error("verify: %s", p)
+    return out
+
+
+# ---------------------------------------------------------------------------------------- summary
+def summarize(
+    r: Refresh,
+    pre: dict[str, Any],
+    tables: list[dict[str, Any]],
+    buckets: list[dict[str, Any]],
+    migration: dict[str, Any] | None = None,
+    health_result: dict[str, Any] | None = None,
+    verification: dict[str, Any] | None = None,
+) -> dict[str, Any]:
+    """The final report: one row per table, totals, and the run manifest (not on a dry run)."""
+    rows = sorted(
+        [*tables, *({"table": s["table"], "status": "skipped", "reason": s["reason"]} for s in pre.get("skipped", ()))],
+        key=lambda t: t["table"],
+    )
+    table_rows = [
+        {
+            "table": t["table"],
+            "status": t["status"],
+            "rows_source": t.get("rows_source"),
+            "rows_target": t.get("rows_target"),
+            "reason": t.get("reason") or "",
+        }
+        for t in rows
+    ]
+    problems = list((verification or {}).get("problems", ()))
+    failed = [t for t in table_rows if t["status"] == "failed"]
+    summary = {
+        "run_id": r.run_id,
+        "dry_run": r.dry_run,
+        "tables": table_rows,
+        "rows_synced": sum(t["rows_target"] or 0 for t in table_rows if t["status"] == "synced"),
+        "tables_synced": sum(1 for t in table_rows if t["status"] == "synced"),
+        "tables_skipped": sum(1 for t in table_rows if t["status"] == "skipped"),
+        "tables_failed": len(failed),
+        "objects_copied": sum(b.get("objects_copied", 0) for b in buckets),
+        "objects_deleted": sum(b.get("objects_deleted", 0) for b in buckets),
+        "bytes_copied": sum(b.get("bytes_copied", 0) for b in buckets),
+        "buckets": buckets or pre.get("buckets", []),
+        "versions": pre.get("versions"),
+        "migrations": migration,
+        "health": health_result,
+        "problems": problems,
+        "manifest": None,
+    }
+    if r.dry_run:
+        summary["would_fail"] = [t["table"] for t in failed]
+    for line in table_lines(table_rows):
+        log.info("%s", line)
+    store = None if r.dry_run else r.manifests()
+    if store is not None:
+        doc = {
+            "kind": SUMMARY_KIND,
+            "source": pre.get("source"),
+            "target": pre.get("target"),
+            "detail": {"tables": tables, "verification": verification},
+            **summary,
+        }
+        summary["manifest"] = store.write(f"{MANIFEST_DIR}/{_safe(r.run_id)}/summary.json", doc)
+        if not failed and not problems:
+            # The next run's 0-row trap compares against the last complete refresh of each table
+            # (merged, so a run with ``only`` does not forget the other tables).
+            previous = store.read(f"{MANIFEST_DIR}/latest.json") or {}
+            merged = {t["table"]: t for t in previous.get("tables", ())}
+            merged.update({t["table"]: t for t in table_rows if t["status"] == "synced"})
+            latest = {
+                **doc,
+                "manifest": summary["manifest"],
+                "tables": sorted(merged.values(), key=lambda t: t["table"]),
+            }
+            store.write(f"{MANIFEST_DIR}/latest.json", latest)
+    return summary
+
+
+def _safe(text: str) -> str:
+    from greenlight.storage.manifests import safe_name
+
+    return safe_name(text)
+
+
+def table_lines(rows: list[dict[str, Any]]) -> list[str]:
+    """The per-table result table for the log."""
+    width = max([len(t["table"]) for t in rows] + [5])
+    out = [f"{'table':<{width}}  {'status':<10} {'prod rows':>10} {'staging rows':>12}  reason"]
+    for t in rows:
+        src = "" if t["rows_source"] is None else str(t["rows_source"])
+        dst = "" if t["rows_target"] is None else str(t["rows_target"])
+        out.append(f"{t['table']:<{width}}  {t['status']:<10} {src:>10} {dst:>12}  {t['reason']}")
+    return out
+
+
+def exit_code(summary: dict[str, Any]) -> int:
+    """0 every table synced or skipped by config (and buckets, health, verify fine); 1 otherwise."""
+    return 1 if summary["tables_failed"] or summary["problems"] else 0
+
+
+# ---------------------------------------------------------------------------------------- the CLI's sequence
+def refresh(r: Refresh) -> dict[str, Any]:
+    """Every step in order, buckets and table groups side by side (the DAG runs the same steps)."""
+    pre = preflight(r)
+    workers = r.config.postgres.workers if r.config.postgres else 1
+    with ThreadPoolExecutor(max_workers=1, thread_name_prefix="gl-buckets") as side:
+        bucket_future = side.submit(sync_buckets, r)
+        with ThreadPoolExecutor(max_workers=workers, thread_name_prefix="gl-tables") as pool:
+            table_rows = [row for rows in pool.map(lambda g: copy_tables(r, g, pre), pre["groups"]) for row in rows]
+        buckets = bucket_future.result()
+    migration = health_result = verification = None
+    errors: list[str] = []
+    try:
+        migration = migrate(r)
+        health_result = health(r)
+    except RefreshFailedError as exc:
+        errors.append(str(exc))
+    verification = verify(r, table_rows)
+    verification["problems"] = errors + verification["problems"]
+    return summarize(r, pre, table_rows, buckets, migration, health_result, verification)
+
+
+def dumps(summary: dict[str, Any]) -> str:
+    return json.dumps(summary, default=str, sort_keys=True)
