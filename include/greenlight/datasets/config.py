@@ -425,6 +425,46 @@ def _overlaps(a: str, b: str) -> bool:
     return a == b or a.startswith(b + "/") or b.startswith(a + "/")
 
 
+def _version_spec(
+    ds: DatasetModel,
+    template: str,
+    base: str,
+    version: str,
+    role: str,
+    where: str,
+    offset: int,
+    image: str | None,
+    code_ref: str | None,
+    problems: list[Problem],
+) -> VersionSpec:
+    schedule = PRESETS.get(ds.schedule, ds.schedule) if ds.schedule else None
+    if schedule and offset:
+        try:
+            schedule = offset_cron(schedule, offset)
+        except ValueError as exc:
+            problems.append(
+                Problem(
+                    f"{where}.schedule_offset_minutes",
+                    ds.id,
+                    version,
+                    "schedule-offset",
+                    f"cannot offset schedule {ds.schedule!r} by {offset} min: {exc}; change the dataset's "
+                    "schedule or set schedule_offset_minutes: 0",
+                )
+            )
+    return VersionSpec(
+        dataset_id=ds.id,
+        version=version,
+        role=role,  # type: ignore[arg-type]
+        store_path=_store_path(template, base, ds.id, version, ds.ext),
+        schedule=schedule,
+        offset_minutes=offset,
+        where=where,
+        image=image,
+        code_ref=code_ref,
+    )
+
+
 def resolve(model: FileModel, *, path: str = "<config>", base_dir: Path | None = None) -> DatasetsConfig:
     """Apply defaults and every runbook rule; raise one :class:`DatasetConfigError` listing all problems."""
     base_dir = base_dir or Path(path).resolve().parent
@@ -456,35 +496,9 @@ def resolve(model: FileModel, *, path: str = "<config>", base_dir: Path | None =
             continue
         base = ds.base or model.base
 
-        def spec(version: str, role: str, entry_where: str, offset: int, image, code_ref) -> VersionSpec:
-            schedule = PRESETS.get(ds.schedule, ds.schedule) if ds.schedule else None
-            if schedule and offset:
-                try:
-                    schedule = offset_cron(schedule, offset)
-                except ValueError as exc:
-                    problems.append(
-                        Problem(
-                            f"{entry_where}.schedule_offset_minutes",
-                            ds.id,
-                            version,
-                            "schedule-offset",
-                            f"cannot offset schedule {ds.schedule!r} by {offset} min: {exc}; change the dataset's "
-                            "schedule or set schedule_offset_minutes: 0",
-                        )
-                    )
-            return VersionSpec(
-                dataset_id=ds.id,
-                version=version,
-                role=role,  # type: ignore[arg-type]
-                store_path=_store_path(template, base, ds.id, version, ds.ext),
-                schedule=schedule,
-                offset_minutes=offset,
-                where=entry_where,
-                image=image,
-                code_ref=code_ref,
-            )
-
-        primary = spec(ds.primary, naming.PRIMARY, where, 0, ds.image, ds.code_ref)
+        primary = _version_spec(
+            ds, template, base, ds.primary, naming.PRIMARY, where, 0, ds.image, ds.code_ref, problems
+        )
         declared = _declared_version(ds.template_version, ds.template, base_dir, where, problems, (ds.id, ds.primary))
         if declared is not None and declared != ds.primary:
             key = "template_version" if ds.template_version is not None else "template"
@@ -542,7 +556,11 @@ def resolve(model: FileModel, *, path: str = "<config>", base_dir: Path | None =
             offset = st.schedule_offset_minutes
             if offset is None:
                 offset = min(59, model.staged_offset_minutes * (j + 1))
-            staged.append(spec(st.version, naming.STAGED, st_where, offset, st.image, st.code_ref))
+            staged.append(
+                _version_spec(
+                    ds, template, base, st.version, naming.STAGED, st_where, offset, st.image, st.code_ref, problems
+                )
+            )
 
         dataset = Dataset(
             id=ds.id,
