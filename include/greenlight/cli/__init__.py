@@ -11,12 +11,12 @@ import argparse
 import logging
 import sys
 
-from greenlight.cli import promote, reconcile, rollback
+from greenlight.cli import datasets, promote, reconcile, rollback
 from greenlight.cli.output import emit
 from greenlight.errors import GreenlightError
 
 #: Subcommand modules, in the order ``--help`` lists them.
-COMMANDS = (promote, rollback, reconcile)
+COMMANDS = (promote, rollback, reconcile, datasets)
 
 
 def _parser() -> argparse.ArgumentParser:

@@ -47,6 +47,20 @@ def check_promotion(dataset_id: str, version: str) -> dict[str, Any]:
 
 
 @triaged
+def validate_staged(dataset_id: str, version: str) -> dict[str, Any]:
+    """The staged version's validate job; a failed validation fails without retry."""
+    from greenlight.datasets import naming
+    from greenlight.datasets.config import load_config
+    from greenlight.datasets.jobs import run_job as run
+
+    result = run(
+        load_config(), dataset_id, "validate", role=naming.STAGED, version=version, s3_client_factory=s3_client
+    )
+    log.info("staged %s v%s is valid: %s", dataset_id, version, result["result"])
+    return {"dataset_id": dataset_id, "version": version, "store_path": result["store_path"]}
+
+
+@triaged
 def promote(dataset_id: str, version: str, *, run_id: str, keep_previous: bool) -> dict[str, Any]:
     from greenlight.datasets.ops import promote as run
 
@@ -57,6 +71,7 @@ def promote(dataset_id: str, version: str, *, run_id: str, keep_previous: bool) 
         api=airflow_api(),
         run_id=run_id,
         keep_previous=keep_previous,
+        run_validate=False,  # the validate_staged task did it
         say=log.info,
     )
 

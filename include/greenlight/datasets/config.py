@@ -31,8 +31,9 @@ from pydantic import BaseModel, ConfigDict, Field, StringConstraints, Validation
 
 from greenlight.datasets import naming
 from greenlight.errors import ConfigError
+from greenlight.paths import INCLUDE_DIR
 
-DEFAULT_CONFIG_PATH = Path(__file__).resolve().parents[2] / "config" / "datasets.yaml"
+DEFAULT_CONFIG_PATH = INCLUDE_DIR / "config" / "datasets.yaml"
 CONFIG_ENV = "GREENLIGHT_DATASETS_CONFIG"
 DEFAULT_STORE = "{base}/{dataset_id}/v{version}.{ext}"
 STORE_FIELDS = {"base", "dataset_id", "version", "ext"}
@@ -641,7 +642,7 @@ def config_path(path: str | os.PathLike | None = None) -> Path:
 
 def load_config(path: str | os.PathLike | None = None) -> DatasetsConfig:
     """Read and validate the datasets config (``$GREENLIGHT_DATASETS_CONFIG`` or the packaged one)."""
-    from greenlight.config import read_yaml
+    from greenlight.promotion.config import read_yaml
 
     resolved = config_path(path)
     return parse_config(read_yaml(resolved, "datasets config"), path=str(resolved))

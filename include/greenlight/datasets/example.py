@@ -1,6 +1,6 @@
 """The demo dataset's update and validate jobs: a small Zarr v2 store per version.
 
-``update`` writes the corn-stress index of the last 30 days (``greenlight.demo_data``) as a
+``update`` writes the corn-stress index of the last 30 days (``greenlight.dev.demo_data``) as a
 consolidated Zarr v2 store at the version's own store path, with ``dataset_id`` and
 ``dataset_version`` in the group's ``.zattrs``. Version 0.3.0 and later add a ``stress_anomaly``
 variable (the change a staged version is there to test). zarr-python is not in the lock: the
@@ -40,7 +40,7 @@ def build_store(dataset_id: str, version: str, as_of: dt.date) -> dict[str, tupl
     """``{relative key: (body, content type)}`` of the version's store for ``as_of``."""
     import numpy as np
 
-    from greenlight.demo_data import _zarr_v2_store, corn_stress_arrays
+    from greenlight.dev.demo_data import _zarr_v2_store, corn_stress_arrays
 
     data = corn_stress_arrays(as_of)
     nan = float("nan")
@@ -59,7 +59,7 @@ def build_store(dataset_id: str, version: str, as_of: dt.date) -> dict[str, tupl
 
 
 def _split(store_path: str) -> tuple[str, str]:
-    from greenlight.s3 import parse_s3_uri
+    from greenlight.storage.s3 import parse_s3_uri
 
     uri = parse_s3_uri(store_path.rstrip("/") + "/", what="store path")
     return uri.bucket, uri.prefix
@@ -70,7 +70,7 @@ def update(ctx: JobContext) -> dict[str, Any]:
     as_of = dt.datetime.now(dt.UTC).date()
     artefacts = build_store(ctx.dataset_id, ctx.version, as_of)
     if ctx.store_path.startswith("s3://"):
-        from greenlight.demo_data import seed_bucket
+        from greenlight.dev.demo_data import seed_bucket
 
         bucket, prefix = _split(ctx.store_path)
         counts = seed_bucket(ctx.s3_client(), bucket, artefacts, prefix=prefix)
@@ -86,7 +86,7 @@ def update(ctx: JobContext) -> dict[str, Any]:
 
 def read_metadata(ctx: JobContext) -> dict[str, Any] | None:
     if ctx.store_path.startswith("s3://"):
-        from greenlight.s3 import error_code
+        from greenlight.storage.s3 import error_code
 
         bucket, prefix = _split(ctx.store_path)
         try:
