@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import datetime as dt
 import json
+import warnings
 from pathlib import Path
 from typing import Any
 
@@ -52,7 +53,9 @@ def build_store(dataset_id: str, version: str, as_of: dt.date) -> dict[str, tupl
     }
     if "stress_anomaly" in expected_variables(version):
         stress = data["stress_index"]
-        anomaly = (stress - np.nanmean(stress, axis=0, keepdims=True)).astype(np.float32)
+        with np.errstate(invalid="ignore"), warnings.catch_warnings():
+            warnings.simplefilter("ignore", RuntimeWarning)  # open-water cells are NaN on every day
+            anomaly = (stress - np.nanmean(stress, axis=0, keepdims=True)).astype(np.float32)
         arrays["stress_anomaly"] = (anomaly, (10, 6, 8), nan, {"_ARRAY_DIMENSIONS": ["time", "lat", "lon"]})
     attrs = {"dataset_id": dataset_id, "dataset_version": version, "as_of": as_of.isoformat()}
     return _zarr_v2_store(arrays, attrs)
