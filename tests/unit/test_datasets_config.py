@@ -314,8 +314,9 @@ def test_factory_output():
     for dag in (primary, staged):
         (task,) = dag.tasks
         assert task.task_id == "update" and task.owner == "weather-team" and dag.max_active_runs == 1
-    assert staged.params["version"] == "0.4.0-rc1"
-    assert staged.params.get_param("version").schema["enum"] == ["0.4.0-rc1"]
+    (staged_task,) = staged.tasks
+    assert staged_task.params["version"] == "0.4.0-rc1"
+    assert staged_task.params.get_param("version").schema["enum"] == ["0.4.0-rc1"]
     assert staged.tasks[0].pool == "dataset__noaa-gfs-forecast__v0-4-0-rc1"
     assert primary.tasks[0].pool == "dataset__noaa-gfs-forecast__v0-2-0"
     assert "s3://prod-x/datasets/noaa-gfs-forecast/v0.4.0-rc1.zarr" in staged.doc_md

@@ -421,6 +421,28 @@ def _default_pointer_root(base: str) -> str:
     return str(Path(base) / "_greenlight" / "datasets")
 
 
+def _store_clashes(
+    v: VersionSpec, stores: dict[str, VersionSpec], parents: dict[str, VersionSpec]
+) -> list[tuple[VersionSpec, bool]]:
+    """Entries whose store path equals, contains or lies inside ``v``'s; then records ``v``.
+
+    Linear in the number of entries (a dict lookup per path segment), so 150 versions cost nothing."""
+    parts = v.store_path.rstrip("/").split("/")
+    norm = "/".join(parts)
+    clashes: list[tuple[VersionSpec, bool]] = []
+    if norm in stores:
+        clashes.append((stores[norm], True))
+    elif norm in parents:
+        clashes.append((parents[norm], False))
+    for k in range(1, len(parts)):
+        ancestor = "/".join(parts[:k])
+        if ancestor in stores:
+            clashes.append((stores[ancestor], False))
+        parents.setdefault(ancestor, v)
+    stores.setdefault(norm, v)
+    return clashes
+
+
 def _overlaps(a: str, b: str) -> bool:
     a, b = a.rstrip("/"), b.rstrip("/")
     return a == b or a.startswith(b + "/") or b.startswith(a + "/")
@@ -472,7 +494,8 @@ def resolve(model: FileModel, *, path: str = "<config>", base_dir: Path | None =
     problems: list[Problem] = []
     datasets: list[Dataset] = []
     seen_ids: dict[str, str] = {}
-    stores: list[tuple[str, VersionSpec]] = []
+    stores: dict[str, VersionSpec] = {}  # normalised store path -> entry
+    store_parents: dict[str, VersionSpec] = {}  # every proper parent of a store path -> entry
     dag_ids: dict[str, str] = {}
 
     top_store_problem = _store_template_problem(model.store)
@@ -581,20 +604,18 @@ def resolve(model: FileModel, *, path: str = "<config>", base_dir: Path | None =
 
         for v in dataset.versions:
             key = f"{v.where}.version" if v.staged else f"{v.where}.primary"
-            for other_path, other in stores:
-                if _overlaps(v.store_path, other_path):
-                    same = "the same store path" if v.store_path.rstrip("/") == other_path.rstrip("/") else "nested"
-                    problems.append(
-                        Problem(
-                            key,
-                            ds.id,
-                            v.version,
-                            "unique-store-path",
-                            f"store path {v.store_path} and {other_path} of dataset {other.dataset_id!r} version "
-                            f"{other.version!r} ({other.where}) are {same}: one would overwrite the other",
-                        )
+            for other, same in _store_clashes(v, stores, store_parents):
+                problems.append(
+                    Problem(
+                        key,
+                        ds.id,
+                        v.version,
+                        "unique-store-path",
+                        f"store path {v.store_path} and {other.store_path} of dataset {other.dataset_id!r} version "
+                        f"{other.version!r} ({other.where}) are {'the same store path' if same else 'nested'}: "
+                        "one would overwrite the other",
                     )
-            stores.append((v.store_path, v))
+                )
             names = [v.dag_id(job) for job in naming.JOBS] + [v.pool]
             for name in names:
                 problem = naming.airflow_id_problem(name)
