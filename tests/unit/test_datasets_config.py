@@ -491,6 +491,9 @@ def test_cleanup_locally_removes_the_entry_and_lists_what_is_left(tmp_path):
     with pytest.raises(RefusedError, match="this is the primary version") as info:
         cleanup("corn", "0.2.0", path=path)
     assert info.value.exit_code == 2
+    cleanup("corn", "0.3.0", path=path, say=lines.append)  # the last staged entry: the key goes
+    assert "staged" not in yaml.safe_load(path.read_text())["datasets"][0]
+    assert load_config(path).dataset("corn").staged == ()
 
 
 def test_cleanup_removes_a_bad_entry_from_an_invalid_config(tmp_path):

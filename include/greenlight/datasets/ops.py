@@ -26,7 +26,7 @@ from typing import Any
 
 from greenlight.datasets import naming
 from greenlight.datasets.config import DatasetConfigError, config_path, load_config, parse_config
-from greenlight.errors import ConfigError, RefusedError
+from greenlight.errors import ConfigError, GreenlightError, RefusedError
 
 log = logging.getLogger("greenlight.datasets")
 
@@ -92,7 +92,13 @@ def write_document(path: Path, doc, *, require_valid: bool = True) -> list[str]:
     text = buf.getvalue()
     problems: list[str] = []
     try:
-        parse_config(pyyaml.safe_load(text), path=str(path), base_dir=path.resolve().parent)
+        reparsed = pyyaml.safe_load(text)
+    except pyyaml.YAMLError as exc:
+        raise GreenlightError(
+            f"{path}: the rewritten config would not be valid YAML ({exc}); nothing was written"
+        ) from exc
+    try:
+        parse_config(reparsed, path=str(path), base_dir=path.resolve().parent)
     except DatasetConfigError as exc:
         if require_valid:
             raise
@@ -123,6 +129,15 @@ def _find_dataset(doc, dataset_id: str, path: Path):
 
 
 _MOVED_WITH_VERSION = ("template_version", "template", "image", "code_ref")
+
+
+def _set_staged(entry, staged) -> None:
+    """An empty list is dropped (``staged`` defaults to none): ruamel cannot place ``[]`` after
+    the comments that belonged to the removed entries."""
+    if staged:
+        entry["staged"] = staged
+    else:
+        entry.pop("staged", None)
 
 
 # ------------------------------------------------------------------------------ promote
@@ -201,15 +216,16 @@ def promote(
     staged_entry = staged[index]
     old_primary = {"version": str(entry["primary"])}
     for key in _MOVED_WITH_VERSION:
+        position = list(entry).index(key) if key in entry else list(entry).index("primary") + 1
         if key in entry:
             old_primary[key] = entry.pop(key)
         if key in staged_entry:
-            entry[key] = staged_entry[key]
+            entry.insert(position, key, staged_entry[key])  # where the old value was (or after primary)
     entry["primary"] = version
     del staged[index]
     if keep_previous:
         staged.append(old_primary)
-    entry["staged"] = staged
+    _set_staged(entry, staged)
     write_document(resolved, doc)
     legacy = f"; {previous.version} kept as a staged (legacy) version" if keep_previous else ""
     say(f"3. {resolved}: primary {previous.version} -> {version}{legacy}")
@@ -324,7 +340,7 @@ def cleanup(
         say(f"   config: {verb} {entry.get('id')}.staged[{index}] (version {version}) from {resolved}")
         if not dry_run:
             del staged[index]
-            entry["staged"] = staged
+            _set_staged(entry, staged)
             remaining = write_document(resolved, doc, require_valid=False)
             for problem in remaining:
                 say(f"   the config still has a problem (not caused by this entry): {problem}")

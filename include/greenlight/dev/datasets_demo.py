@@ -25,6 +25,8 @@ import subprocess
 import sys
 from pathlib import Path
 
+import yaml
+
 from greenlight.dev import devstack
 
 DATASET = "corn-stress-index"
@@ -87,15 +89,12 @@ def datasets_step(env: dict[str, str], client, api, *, step: int = 8, folder: Pa
         _say(f"   {spec.store_path}: {_declared(client, spec.store_path)}")
 
     bad = folder / "datasets-bad.yaml"
-    text = config_path.read_text()
-    bad.write_text(
-        text.replace(
-            "      - version: 0.3.0\n",
-            f"      - version: {PRIMARY}            # a staged entry equal to the primary\n"
-            "      - version: 0.4.0\n        template_version: 0.4.1   # template says another version\n"
-            "      - version: 0.3.0\n",
-        )
-    )
+    doc = yaml.safe_load(config_path.read_text())
+    doc["datasets"][0]["staged"] += [
+        {"version": PRIMARY},  # a staged entry equal to the primary
+        {"version": "0.4.0", "template_version": "0.4.1"},  # its template declares another version
+    ]
+    bad.write_text(yaml.safe_dump(doc, sort_keys=False))
     check = _cli(env, "check", "--config", str(bad), "--no-import")
     _say(
         f"   a bad staged entry: greenlight datasets check exits {check.returncode} (the DAG file shows the same import error):"
