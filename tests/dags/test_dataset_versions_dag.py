@@ -123,7 +123,7 @@ def test_promote_moves_the_pointer_and_removes_the_staged_dags(staged, s3):
     summary = json.loads(proc.stdout.splitlines()[-1])
     assert sorted(summary["deleted_dags"]) == sorted(staged_ids)
     assert all(staged.api.get_dag(d) is None for d in staged_ids)
-    assert staged.api.get(f"/api/v2/pools/dataset__{staged.dataset_id}__v0-3-0") is None
+    assert staged.api.get(f"/api/v2/pools/dataset__{staged.dataset_id}__v0-3-0") is not None  # now the primary's
     key = f"{staged.area}pointers/current/datasets_{staged.dataset_id}.json"
     pointer = json.loads(s3.get_object(Bucket=staged.prod, Key=key)["Body"].read())
     assert pointer["store_path"] == staged.store("0.3.0") and pointer["version"] == "0.3.0"

@@ -162,8 +162,9 @@ def promote(
     3. the config's ``primary`` becomes ``version``; the staged entry is removed (with
        ``keep_previous`` the old primary becomes a staged entry, a legacy version that keeps
        updating); the entry's template/image/code_ref move with it;
-    4. with an Airflow API client, the staged DAGs are paused and deleted and their pool removed
-       (seed: "clean up the now-redundant staging resources"); store paths are never deleted.
+    4. with an Airflow API client, the staged DAGs are paused and deleted (seed: "clean up the
+       now-redundant staging resources"); the version's pool stays (the new primary runs in it);
+       store paths are never deleted.
     """
     from greenlight.datasets.jobs import run_job
     from greenlight.promotion.gates import pointer_path, publish_pointer
@@ -230,7 +231,7 @@ def promote(
     legacy = f"; {previous.version} kept as a staged (legacy) version" if keep_previous else ""
     say(f"3. {resolved}: primary {previous.version} -> {version}{legacy}")
 
-    removed = _remove_staged_dags(dataset_id, version, api, say=say, dry_run=False)
+    removed = _remove_staged_dags(dataset_id, version, api, say=say, dry_run=False, delete_pool=False)
     return {
         "kind": PROMOTION_KIND,
         "dataset_id": dataset_id,
@@ -247,14 +248,18 @@ def promote(
     }
 
 
-def _remove_staged_dags(dataset_id: str, version: str, api, *, say, dry_run: bool) -> dict[str, Any]:
+def _remove_staged_dags(
+    dataset_id: str, version: str, api, *, say, dry_run: bool, delete_pool: bool = True
+) -> dict[str, Any]:
+    """Pause and delete the staged DAGs of ``version``; the pool too unless ``delete_pool`` is
+    False (after a promotion the version's pool is the new primary's: pools are per version)."""
     dag_ids = [naming.dag_id(dataset_id, version, job, staged=True) for job in naming.JOBS]
     pool = naming.pool_name(dataset_id, version)
     if api is None:
         say(
             "   no Airflow API connection: staged DAG metadata left in Airflow; remove it with "
             + "; ".join(f"airflow dags delete -y {d}" for d in dag_ids)
-            + f"; airflow pools delete {pool}"
+            + (f"; airflow pools delete {pool}" if delete_pool else "")
         )
         return {"paused": [], "deleted_dags": [], "deleted_pool": None, "dag_metadata_left": dag_ids}
     paused, deleted = [], []
@@ -271,7 +276,9 @@ def _remove_staged_dags(dataset_id: str, version: str, api, *, say, dry_run: boo
             deleted.append(dag_id)
         say(f"   {dag_id}: paused and deleted through the REST API")
     pool_deleted = None
-    if dry_run:
+    if not delete_pool:
+        say(f"   pool {pool}: kept (the promoted primary runs in it)")
+    elif dry_run:
         say(f"   would delete pool {pool}")
     else:
         pool_deleted = pool if api.delete_pool(pool) else None
