@@ -18,7 +18,8 @@ from __future__ import annotations
 from typing import Any
 
 import pendulum
-from airflow.sdk import DAG, Param, task
+from airflow.providers.standard.operators.python import PythonOperator
+from airflow.sdk import DAG, Param
 
 from greenlight.datasets import naming
 from greenlight.datasets.config import Dataset, DatasetsConfig, VersionSpec
@@ -26,7 +27,6 @@ from greenlight.datasets.config import Dataset, DatasetsConfig, VersionSpec
 START = pendulum.datetime(2026, 1, 1, tz="UTC")
 
 
-@task
 def dataset_job(dataset_id: str, role: str, job: str, dag_version: str, params=None, run_id=None) -> dict:
     """Runbook 002, "Operational updates (automated)": the dataset version's update or validate job
     (the seed's ``{dataset_id}-update`` / ``-validate`` cronjobs, staged: ``staging-…``).
@@ -100,8 +100,15 @@ def build_dag(dataset: Dataset, spec: VersionSpec, job: str, default_args: dict[
             enum=[spec.version],
             description=f"The {spec.role} version this DAG writes; its store path is derived from it.",
         )
-        dataset_job.override(task_id=job, pool=spec.pool, params={"version": version})(
-            dataset_id=dataset.id, role=spec.role, job=job, dag_version=spec.version
+        # A PythonOperator, not @task: TaskFlow's decorator machinery is half of this file's parse
+        # time at 300 DAGs (measured); the callable, its docstring and the XCom result are the same.
+        PythonOperator(
+            task_id=job,
+            python_callable=dataset_job,
+            op_kwargs={"dataset_id": dataset.id, "role": spec.role, "job": job, "dag_version": spec.version},
+            params={"version": version},
+            pool=spec.pool,
+            doc_md=dataset_job.__doc__,
         )
     return dag
 
