@@ -148,7 +148,8 @@ def main() -> int:
             devstack.LOCAL / "airflow", s3, extra={"AIRFLOW__CORE__DAGS_ARE_PAUSED_AT_CREATION": "False"}
         )
         devstack.airflow(env, "db", "migrate")
-        api_server = devstack.ApiServer(env, log_path=devstack.LOCAL / "demo" / "api-server.log").start()
+        # A generous start timeout: on a busy machine the API server needs minutes, not seconds.
+        api_server = devstack.ApiServer(env, log_path=devstack.LOCAL / "demo" / "api-server.log").start(timeout=600)
         env["AIRFLOW_CONN_AIRFLOW_API"] = api_server.connection()
         client = make_client(endpoint_url=s3.endpoint_url, access_key=s3.access_key, secret_key=s3.secret_key)
         return datasets_step(env, client, AirflowApi(api_server.url, "admin", api_server.password), step=1)
