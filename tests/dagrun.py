@@ -7,21 +7,22 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 
 
-def load_dag(dag_id: str):
+def load_dag(dag_id: str, file: str | None = None):
+    """The DAG from ``dags/<dag_id>.py``, or from ``dags/<file>`` (a factory file generating it)."""
     from airflow.dag_processing.dagbag import DagBag
 
-    bag = DagBag(dag_folder=str(ROOT / "dags" / f"{dag_id}.py"))
+    bag = DagBag(dag_folder=str(ROOT / "dags" / (file or f"{dag_id}.py")))
     assert bag.import_errors == {}, bag.import_errors
     return bag.dags[dag_id]
 
 
-def run_dag(dag_id: str, conf: dict | None = None):
+def run_dag(dag_id: str, conf: dict | None = None, *, file: str | None = None):
     """Run one DagRun to completion; returns (dag run state, {task_id[.map_index]: (state, try)}, xcoms)."""
     from airflow.models.taskinstance import TaskInstance
     from airflow.models.xcom import XComModel
     from airflow.utils.session import create_session
 
-    dag = load_dag(dag_id)
+    dag = load_dag(dag_id, file)
     dr = dag.test(run_conf=conf or {})
     with create_session() as session:
         tis = session.query(TaskInstance).filter_by(dag_id=dag_id, run_id=dr.run_id).all()

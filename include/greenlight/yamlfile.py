@@ -37,7 +37,7 @@ class StrictModel(BaseModel):
 
 
 # ------------------------------------------------------------------------------------------ YAML
-class _UniqueKeyLoader(yaml.SafeLoader):
+class _UniqueKeyLoader(getattr(yaml, "CSafeLoader", yaml.SafeLoader)):  # libyaml's parser: ~10x faster
     """A SafeLoader that refuses a mapping with the same key twice."""
 
 

@@ -1,4 +1,4 @@
-"""A small client for the Airflow 3 REST API: pause and unpause DAGs from task code.
+"""A small client for the Airflow 3 REST API: pause, unpause and delete DAGs, manage pools.
 
 Task code in a real deployment cannot use the metadata DB; the REST API is the supported way to
 change another DAG. A token comes from ``POST /auth/token`` (user + password); DAGs are read with
@@ -91,6 +91,40 @@ class AirflowApi:
         return self._request(
             "PATCH", f"/api/v2/dags/{urllib.parse.quote(dag_id, safe='')}", {"is_paused": bool(paused)}
         )
+
+    def delete_dag(self, dag_id: str) -> bool:
+        """Delete a DAG's metadata (runs, task instances, ...), not its file: True if it existed.
+
+        The DAG processor re-creates a DAG whose file still defines it."""
+        try:
+            self._request("DELETE", f"/api/v2/dags/{urllib.parse.quote(dag_id, safe='')}")
+        except AirflowApiError as exc:
+            if "HTTP 404" in str(exc):
+                return False
+            raise
+        return True
+
+    def ensure_pool(self, name: str, slots: int, description: str = "") -> str:
+        """Create the pool, or set its slots: returns "created", "updated" or "unchanged"."""
+        path = f"/api/v2/pools/{urllib.parse.quote(name, safe='')}"
+        current = self.get(path)
+        if current is None:
+            self._request("POST", "/api/v2/pools", {"name": name, "slots": int(slots), "description": description})
+            return "created"
+        if current.get("slots") == int(slots):
+            return "unchanged"
+        self._request("PATCH", path, {"name": name, "slots": int(slots), "description": description})
+        return "updated"
+
+    def delete_pool(self, name: str) -> bool:
+        """Delete a pool: True if it existed."""
+        try:
+            self._request("DELETE", f"/api/v2/pools/{urllib.parse.quote(name, safe='')}")
+        except AirflowApiError as exc:
+            if "HTTP 404" in str(exc):
+                return False
+            raise
+        return True
 
 
 def base_url_from(host: str | None, port: int | None, schema: str | None) -> str:
