@@ -99,6 +99,7 @@ class LocalStack:
     reconcile_config: Path | None = None
     tracking_uri: str = ""
     dvc_repo: Path | None = None
+    dvc_remote: str = ""
     timings: dict[str, float] = field(default_factory=dict)
 
     @property
@@ -216,6 +217,7 @@ def start(
     port: int | None = None,
     schedules: bool = True,
     feed_interval: float = 60.0,
+    start_timeout: float = 300.0,
     progress: Callable[[str], None] = lambda _line: None,
 ) -> LocalStack:
     """Start the whole stack with its state under ``workdir``; returns once the scheduler is healthy.
@@ -268,10 +270,10 @@ def start(
             demo.write_reconcile_config(stack.reconcile_config, built["targets"])
             return built
 
-        # The Airflow migration and the DVC repo are subprocesses: they run beside the in-process
-        # seeding (Feast and MLflow imports are CPU-bound and stay in this thread).
-        with ThreadPoolExecutor(2, thread_name_prefix="gl-stack") as pool:
-            migrated = pool.submit(devstack.airflow, env, "db", "migrate")
+        # The DVC repo is built by subprocesses (git, dvc): beside the in-process seeding (Feast and
+        # MLflow imports are CPU-bound and stay in this thread). `airflow standalone` migrates its
+        # metadata DB itself.
+        with ThreadPoolExecutor(1, thread_name_prefix="gl-stack") as pool:
             repo = pool.submit(reconcile_repo)
             started = time.monotonic()
             counts = demo.seed(client, dt.date.today(), tracking_uri=stack.tracking_uri)
@@ -289,9 +291,8 @@ def start(
                 f"views {', '.join(summary['feature_views'])} materialized and parity-checked"
             )
             built = repo.result()
-            stack.dvc_repo = built["repo"]
+            stack.dvc_repo, stack.dvc_remote = built["repo"], built["remote"]
             progress(f"DVC repo {built['repo']} pushed to {built['remote']} (+ backup); 2 objects lost from the remote")
-            migrated.result()
         timings["prepared"] = time.monotonic() - t0
         stack.feed = BarFeed(stack.features.postgres.uri, stack.features.redis.url, interval=feed_interval).start()
 
@@ -303,7 +304,7 @@ def start(
         stack.standalone = standalone
         progress(f"starting airflow standalone on {standalone.url} (log: {standalone.log_path}) ...")
         started = time.monotonic()
-        standalone.start()
+        standalone.start(timeout=start_timeout)
         timings["standalone"] = time.monotonic() - started
         timings["total"] = time.monotonic() - t0
         stack.timings = timings

@@ -1,0 +1,212 @@
+"""The Airflow web UI in a real browser, on the stack ``make airflow`` starts.
+
+Playwright for Python drives Debian's Chromium (``/usr/bin/chromium``, installed by
+``.ci/install-browser``; Playwright's own browser download is never used). As a new user would:
+log in, open ``artefact_promotion``, read the trigger form's params and their help, trigger a dry
+run and see it succeed; open a halted run's ``halt_prod_consumers`` log and read why; clear a
+failed task and see the rerun succeed. Each step leaves a screenshot in the folder printed at the
+start (``.local/test-artifacts/ui/`` unless ``GREENLIGHT_UI_ARTIFACTS`` says otherwise).
+
+The QA side (a delivery with a renamed column, a missing sign-off) is set up through S3, and run
+states are confirmed through the REST API as well as on the page.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import os
+import re
+import time
+import urllib.parse
+from pathlib import Path
+
+import pytest
+from e2ehelpers import wait_for
+
+from greenlight.dev import demo
+
+pytestmark = pytest.mark.e2e
+
+ROOT = Path(__file__).resolve().parents[2]
+CHROMIUM = os.environ.get("GREENLIGHT_CHROMIUM", "/usr/bin/chromium")
+# Headless, as root (--no-sandbox), and nothing that phones home: this machine's network is closed.
+CHROMIUM_ARGS = [
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-quic",
+    "--no-first-run",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
+]
+RUN_TIMEOUT = 420
+UI_TIMEOUT_MS = 60_000  # the page waits: the API server shares 2 cores with the scheduler and tasks
+DAG = "artefact_promotion"
+PROMOTION_HELP = {
+    "dry_run": "Log the per-object plan and change nothing.",
+    "only": "Promote only these configured prefixes (source URI or name). Empty = all.",
+    "resume_consumers": "After a verified promotion, unpause the prod consumer DAGs that a contract halt paused",
+}
+
+
+def _in_ci() -> bool:
+    return os.environ.get("CI", "").lower() not in ("", "0", "false", "no")
+
+
+def _require_browser():
+    """Playwright's sync API, or a skip when there is no browser here (never under CI: a failure)."""
+    missing = None
+    if not Path(CHROMIUM).exists():
+        missing = f"{CHROMIUM} not found (install it with .ci/install-browser)"
+    try:
+        from playwright.sync_api import sync_playwright
+    except ImportError:
+        missing = missing or "playwright is not installed (pip install -r requirements-dev.txt -c constraints.txt)"
+        sync_playwright = None
+    if missing:
+        if _in_ci():
+            pytest.fail(f"browser UI test cannot run under CI: {missing}")
+        pytest.skip(f"no browser for the UI test: {missing}")
+    return sync_playwright
+
+
+@pytest.fixture(scope="module")
+def shots():
+    folder = Path(os.environ.get("GREENLIGHT_UI_ARTIFACTS") or ROOT / ".local" / "test-artifacts" / "ui")
+    folder.mkdir(parents=True, exist_ok=True)
+    for old in folder.glob("*.png"):
+        old.unlink()
+    print(f"\nUI screenshots: {folder}")
+    return folder
+
+
+@pytest.fixture(scope="module")
+def browser_page(local_stack, shots):
+    sync_playwright = _require_browser()
+    with sync_playwright() as p:
+        browser = p.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS, headless=True)
+        try:
+            context = browser.new_context(viewport={"width": 1440, "height": 900})
+            context.set_default_timeout(UI_TIMEOUT_MS)
+            page = context.new_page()
+            login(page, local_stack.url, local_stack.admin_password())
+            yield page
+        finally:
+            browser.close()
+
+
+def login(page, base: str, password: str) -> None:
+    page.goto(f"{base}/auth/login")
+    page.locator("input[name=username]").fill("admin")
+    page.locator("input[name=password]").fill(password)
+    page.get_by_role("button", name=re.compile("sign in|log ?in", re.I)).click()
+    page.wait_for_url(lambda url: "/auth/login" not in url)
+
+
+def shot(page, folder: Path, name: str) -> Path:
+    path = folder / f"{name}.png"
+    page.screenshot(path=str(path), full_page=True)
+    return path
+
+
+def run_url(base: str, run_id: str) -> str:
+    return f"{base}/dags/{DAG}/runs/{urllib.parse.quote(run_id, safe='')}"
+
+
+def expect_state_on_page(page, state: str) -> None:
+    """The run (or task) page shows ``state`` (the UI capitalises it: Success, Failed)."""
+    from playwright.sync_api import expect
+
+    expect(page.get_by_text(re.compile(rf"^{state}$", re.I)).first).to_be_visible()
+
+
+def test_trigger_form_params_and_a_dry_run(browser_page, local_stack, stack_api, shots):
+    from playwright.sync_api import expect
+
+    page, api, client = browser_page, stack_api, local_stack.client()
+    prod_before = demo.prod_versions(client)
+    page.goto(f"{local_stack.url}/dags/{DAG}")
+    expect(page.get_by_text(DAG).first).to_be_visible()
+    shot(page, shots, "01-dag-page")
+
+    page.get_by_role("button", name="Trigger").first.click()
+    dialog = page.get_by_role("dialog")
+    expect(dialog.get_by_text("Trigger Dag")).to_be_visible()
+    # The params are in a collapsible section; open it when it is closed.
+    params = dialog.get_by_text("Run Parameters")
+    if params.count():
+        params.first.click()
+    for name, help_text in PROMOTION_HELP.items():
+        expect(dialog.get_by_text(name, exact=True).first).to_be_visible()
+        expect(dialog.get_by_text(help_text, exact=False).first).to_be_visible()
+    shot(page, shots, "02-trigger-form")
+
+    # A dry run of one prefix: switch dry_run on, name the prefix in `only` (one per line).
+    dialog.get_by_role("switch").first.click()  # dry_run is the first boolean param
+    dialog.locator("textarea").first.fill("deliveries_csv")
+    shot(page, shots, "03-trigger-form-filled")
+    dialog.get_by_role("button", name="Trigger").last.click()
+    page.wait_for_url(re.compile(rf"/dags/{DAG}/runs/[^/?]+"))
+    run_id = urllib.parse.unquote(re.search(rf"/dags/{DAG}/runs/([^/?]+)", page.url).group(1))
+
+    run = api.run(DAG, run_id)
+    assert run["conf"] == {"dry_run": True, "only": ["deliveries_csv"], "resume_consumers": False}, run["conf"]
+    assert api.wait_finished(DAG, run_id, RUN_TIMEOUT) == "success", sorted(api.task_states(DAG, run_id).items())
+    page.goto(run_url(local_stack.url, run_id))
+    expect_state_on_page(page, "success")
+    shot(page, shots, "04-dry-run-succeeded")
+    assert demo.prod_versions(client) == prod_before  # a dry run changes nothing
+
+
+def test_halted_run_log_says_why(browser_page, local_stack, stack_api, shots):
+    from playwright.sync_api import expect
+
+    page, api, client = browser_page, stack_api, local_stack.client()
+    # QA delivers a forecast whose column was renamed (forecast_yield -> yield_forecast).
+    demo.seed(client, dt.date.today(), variant="renamed_column", tracking_uri=local_stack.tracking_uri)
+    try:
+        run_id = api.trigger(DAG, {"only": ["deliveries_csv"]})
+        assert api.wait_finished(DAG, run_id, RUN_TIMEOUT) == "failed"
+    finally:
+        demo.seed(client, dt.date.today(), tracking_uri=local_stack.tracking_uri)
+    assert api.task_states(DAG, run_id)[("halt_prod_consumers", -1)] == "failed"
+
+    page.goto(f"{run_url(local_stack.url, run_id)}/tasks/halt_prod_consumers")
+    expect(page.get_by_text(re.compile("forecast_yield")).first).to_be_visible()
+    expect(page.get_by_text(re.compile("contract", re.I)).first).to_be_visible()
+    shot(page, shots, "05-halt-log")
+
+
+def test_clear_a_failed_task_and_the_rerun_succeeds(browser_page, local_stack, stack_api, shots):
+    from playwright.sync_api import expect
+
+    page, api, client = browser_page, stack_api, local_stack.client()
+    # New QA data, but QA has not signed off yet: `plan` refuses, the run fails.
+    demo.seed(client, dt.date.today(), tracking_uri=local_stack.tracking_uri)
+    client.delete_object(Bucket=demo.QA_BUCKET, Key=demo.SIGNOFF_MARKER)
+    run_id = api.trigger(DAG, {"only": ["deliveries_csv"]})
+    assert api.wait_finished(DAG, run_id, RUN_TIMEOUT) == "failed"
+    assert api.task_states(DAG, run_id)[("plan", -1)] == "failed"
+
+    page.goto(f"{run_url(local_stack.url, run_id)}/tasks/plan")
+    expect(page.get_by_text(re.compile("has not signed off")).first).to_be_visible()
+    shot(page, shots, "06-failed-task")
+
+    # QA signs off; the operator clears the failed task (with its downstream tasks) in the UI.
+    client.put_object(Bucket=demo.QA_BUCKET, Key=demo.SIGNOFF_MARKER, Body=b"signed off\n")
+    page.get_by_role("button", name=re.compile("^Clear Task Instance", re.I)).first.click()
+    dialog = page.get_by_role("dialog")
+    expect(dialog.get_by_text(re.compile("Affected Tasks", re.I))).to_be_visible()
+    shot(page, shots, "07-clear-dialog")
+    dialog.get_by_role("button", name="Confirm").click()
+
+    def plan_retried():
+        tis = {(t["task_id"], t["map_index"]): t for t in api.task_instances(DAG, run_id)}
+        return tis.get(("plan", -1), {}).get("try_number", 0) >= 2
+
+    wait_for(plan_retried, 120, "the cleared task to run again")
+    assert api.wait_finished(DAG, run_id, RUN_TIMEOUT) == "success", sorted(api.task_states(DAG, run_id).items())
+    page.goto(run_url(local_stack.url, run_id))
+    expect_state_on_page(page, "success")
+    shot(page, shots, "08-rerun-succeeded")
+    _ = time
