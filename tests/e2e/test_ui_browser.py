@@ -16,7 +16,6 @@ from __future__ import annotations
 import datetime as dt
 import os
 import re
-import time
 import urllib.parse
 from pathlib import Path
 
@@ -113,11 +112,10 @@ def run_url(base: str, run_id: str) -> str:
     return f"{base}/dags/{DAG}/runs/{urllib.parse.quote(run_id, safe='')}"
 
 
-def expect_state_on_page(page, state: str) -> None:
-    """The run (or task) page shows ``state`` (the UI capitalises it: Success, Failed)."""
-    from playwright.sync_api import expect
-
-    expect(page.get_by_text(re.compile(rf"^{state}$", re.I)).first).to_be_visible()
+def state_badge(page, title: str):
+    """The state badge next to a run's or task's title (the page header: ``<h2>title</h2> [Success]``)."""
+    heading = page.locator("h2").filter(has_text=re.compile(rf"^{re.escape(title)}$"))
+    return heading.locator("xpath=following-sibling::*[@data-testid='state-badge']")
 
 
 def test_trigger_form_params_and_a_dry_run(browser_page, local_stack, stack_api, shots):
@@ -131,19 +129,20 @@ def test_trigger_form_params_and_a_dry_run(browser_page, local_stack, stack_api,
 
     page.get_by_role("button", name="Trigger").first.click()
     dialog = page.get_by_role("dialog")
-    expect(dialog.get_by_text("Trigger Dag")).to_be_visible()
-    # The params are in a collapsible section; open it when it is closed.
-    params = dialog.get_by_text("Run Parameters")
-    if params.count():
-        params.first.click()
+    expect(dialog.get_by_text(f"Trigger Dag - {DAG}")).to_be_visible()
+    expect(dialog.get_by_text("Run Parameters")).to_be_visible()  # a section, open by default
     for name, help_text in PROMOTION_HELP.items():
         expect(dialog.get_by_text(name, exact=True).first).to_be_visible()
         expect(dialog.get_by_text(help_text, exact=False).first).to_be_visible()
     shot(page, shots, "02-trigger-form")
 
     # A dry run of one prefix: switch dry_run on, name the prefix in `only` (one per line).
-    dialog.get_by_role("switch").first.click()  # dry_run is the first boolean param
-    dialog.locator("textarea").first.fill("deliveries_csv")
+    # A boolean Param is a switch: a visually hidden checkbox inside its label.
+    dry_run = dialog.locator("input[name=element_dry_run]")
+    expect(dry_run).not_to_be_checked()
+    dialog.locator("label", has=dry_run).click()
+    expect(dry_run).to_be_checked()
+    dialog.locator("textarea[name=element_only]").fill("deliveries_csv")  # an array: one item per line
     shot(page, shots, "03-trigger-form-filled")
     dialog.get_by_role("button", name="Trigger").last.click()
     page.wait_for_url(re.compile(rf"/dags/{DAG}/runs/[^/?]+"))
@@ -153,7 +152,7 @@ def test_trigger_form_params_and_a_dry_run(browser_page, local_stack, stack_api,
     assert run["conf"] == {"dry_run": True, "only": ["deliveries_csv"], "resume_consumers": False}, run["conf"]
     assert api.wait_finished(DAG, run_id, RUN_TIMEOUT) == "success", sorted(api.task_states(DAG, run_id).items())
     page.goto(run_url(local_stack.url, run_id))
-    expect_state_on_page(page, "success")
+    expect(state_badge(page, run_id)).to_have_text(re.compile("success", re.I))
     shot(page, shots, "04-dry-run-succeeded")
     assert demo.prod_versions(client) == prod_before  # a dry run changes nothing
 
@@ -207,6 +206,5 @@ def test_clear_a_failed_task_and_the_rerun_succeeds(browser_page, local_stack, s
     wait_for(plan_retried, 120, "the cleared task to run again")
     assert api.wait_finished(DAG, run_id, RUN_TIMEOUT) == "success", sorted(api.task_states(DAG, run_id).items())
     page.goto(run_url(local_stack.url, run_id))
-    expect_state_on_page(page, "success")
+    expect(state_badge(page, run_id)).to_have_text(re.compile("success", re.I))
     shot(page, shots, "08-rerun-succeeded")
-    _ = time

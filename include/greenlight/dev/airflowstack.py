@@ -259,6 +259,9 @@ def start(
                 "GREENLIGHT_RECONCILE_CONFIG": str(stack.reconcile_config),
                 "MLFLOW_TRACKING_URI": stack.tracking_uri,
                 "AIRFLOW__CORE__DAGS_ARE_PAUSED_AT_CREATION": "False",
+                # One API server answers the UI and every task's Execution API calls: on a busy
+                # laptop the default 5 s timeout fails tasks before they start.
+                "AIRFLOW__WORKERS__EXECUTION_API_TIMEOUT": "30",
                 **feature_connections(stack.features),
                 **({} if schedules else dict.fromkeys(SCHEDULE_ENVS, "none")),
             },
