@@ -170,9 +170,13 @@ def test_halted_run_log_says_why(browser_page, local_stack, stack_api, shots):
         demo.seed(client, dt.date.today(), tracking_uri=local_stack.tracking_uri)
     assert api.task_states(DAG, run_id)[("halt_prod_consumers", -1)] == "failed"
 
+    # The task page opens on its log: the reason (the gate's finding) and the paused consumer.
     page.goto(f"{run_url(local_stack.url, run_id)}/tasks/halt_prod_consumers")
-    expect(page.get_by_text(re.compile("forecast_yield")).first).to_be_visible()
-    expect(page.get_by_text(re.compile("contract", re.I)).first).to_be_visible()
+    expect(state_badge(page, "halt_prod_consumers")).to_have_text(re.compile("failed", re.I))
+    expect(page.get_by_text(re.compile(r"contract gate failed for deliveries_csv")).first).to_be_visible()
+    expect(page.get_by_text(re.compile(r"column 'forecast_yield' .* is missing")).first).to_be_visible()
+    expect(page.get_by_text(re.compile(f"paused consumer DAG {demo.CONSUMER}")).first).to_be_visible()
+    page.keyboard.press("w")  # the log viewer's hotkey: wrap long lines, so the screenshot shows them
     shot(page, shots, "05-halt-log")
 
 
@@ -193,7 +197,8 @@ def test_clear_a_failed_task_and_the_rerun_succeeds(browser_page, local_stack, s
 
     # QA signs off; the operator clears the failed task (with its downstream tasks) in the UI.
     client.put_object(Bucket=demo.QA_BUCKET, Key=demo.SIGNOFF_MARKER, Body=b"signed off\n")
-    page.get_by_role("button", name=re.compile("^Clear Task Instance", re.I)).first.click()
+    # The task header's clear button (an icon; its tooltip names the hotkey).
+    page.get_by_role("button", name=re.compile(r"shift\+c to clear", re.I)).first.click()
     dialog = page.get_by_role("dialog")
     expect(dialog.get_by_text(re.compile("Affected Tasks", re.I))).to_be_visible()
     shot(page, shots, "07-clear-dialog")
