@@ -25,9 +25,12 @@ def local_stack(request):
     # Not under pytest's tmp_path: concurrent pytest sessions prune old /tmp/pytest-of-* dirs.
     workdir = Path(tempfile.mkdtemp(prefix="greenlight-localstack-"))
     started = time.monotonic()
-    stack = airflowstack.start(workdir, credentials_file=workdir / "credentials.env", schedules=False)
+    # A generous start timeout: ~35 s alone on 2 cores, minutes when the machine is shared.
+    stack = airflowstack.start(
+        workdir, credentials_file=workdir / "credentials.env", schedules=False, start_timeout=900
+    )
     try:
-        stack.wait_for_dags()
+        stack.wait_for_dags(timeout=600)
         print(f"\nlocal stack up in {time.monotonic() - started:.0f}s ({stack.url}; state under {workdir})")
         yield stack
     finally:

@@ -38,8 +38,8 @@ CHROMIUM_ARGS = [
     "--disable-component-update",
     "--disable-sync",
 ]
-RUN_TIMEOUT = 420
-UI_TIMEOUT_MS = 60_000  # the page waits: the API server shares 2 cores with the scheduler and tasks
+RUN_TIMEOUT = 1200  # seconds: generous; a run takes well under a minute alone
+UI_TIMEOUT_MS = 240_000  # the page waits: the API server shares 2 cores with the scheduler and tasks
 DAG = "artefact_promotion"
 PROMOTION_HELP = {
     "dry_run": "Log the per-object plan and change nothing.",
@@ -208,7 +208,7 @@ def test_clear_a_failed_task_and_the_rerun_succeeds(browser_page, local_stack, s
         tis = {(t["task_id"], t["map_index"]): t for t in api.task_instances(DAG, run_id)}
         return tis.get(("plan", -1), {}).get("try_number", 0) >= 2
 
-    wait_for(plan_retried, 120, "the cleared task to run again")
+    wait_for(plan_retried, RUN_TIMEOUT, "the cleared task to run again")
     assert api.wait_finished(DAG, run_id, RUN_TIMEOUT) == "success", sorted(api.task_states(DAG, run_id).items())
     page.goto(run_url(local_stack.url, run_id))
     expect(state_badge(page, run_id)).to_have_text(re.compile("success", re.I))
