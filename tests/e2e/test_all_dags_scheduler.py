@@ -15,7 +15,8 @@ from helpers import rel_listing
 
 from greenlight.dev import demo
 
-pytestmark = pytest.mark.e2e
+# The session's local stack starts inside the first test's timeout: minutes on a shared machine.
+pytestmark = [pytest.mark.e2e, pytest.mark.timeout(2400)]
 
 RUN_TIMEOUT = 1200  # seconds: generous; a run takes ~1 min alone, far longer when the machine is shared
 PROMOTED = ("weather/", "deliveries/", "usda/", "wasde/")

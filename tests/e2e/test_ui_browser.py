@@ -24,7 +24,8 @@ from e2ehelpers import wait_for
 
 from greenlight.dev import demo
 
-pytestmark = pytest.mark.e2e
+# The session's local stack starts inside the first test's timeout: minutes on a shared machine.
+pytestmark = [pytest.mark.e2e, pytest.mark.timeout(2400)]
 
 ROOT = Path(__file__).resolve().parents[2]
 CHROMIUM = os.environ.get("GREENLIGHT_CHROMIUM", "/usr/bin/chromium")
