@@ -83,11 +83,14 @@ def shots():
 @pytest.fixture(scope="module")
 def browser_page(local_stack, shots):
     sync_playwright = _require_browser()
+    from playwright.sync_api import expect
+
     with sync_playwright() as p:
         browser = p.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS, headless=True)
         try:
             context = browser.new_context(viewport={"width": 1440, "height": 900})
             context.set_default_timeout(UI_TIMEOUT_MS)
+            expect.set_options(timeout=UI_TIMEOUT_MS)
             page = context.new_page()
             login(page, local_stack.url, local_stack.admin_password())
             yield page
@@ -132,18 +135,18 @@ def test_trigger_form_params_and_a_dry_run(browser_page, local_stack, stack_api,
     dialog = page.get_by_role("dialog")
     expect(dialog.get_by_text(f"Trigger Dag - {DAG}")).to_be_visible()
     expect(dialog.get_by_text("Run Parameters")).to_be_visible()  # a section, open by default
-    for name, help_text in PROMOTION_HELP.items():
-        expect(dialog.get_by_text(name, exact=True).first).to_be_visible()
-        expect(dialog.get_by_text(help_text, exact=False).first).to_be_visible()
+    for name, help_text in PROMOTION_HELP.items():  # each param: its name, its help under the field
+        expect(dialog.get_by_role("group").filter(has_text=help_text).last).to_contain_text(name)
     shot(page, shots, "02-trigger-form")
 
     # A dry run of one prefix: switch dry_run on, name the prefix in `only` (one per line).
     # A boolean Param is a switch: a visually hidden checkbox inside its label.
-    dry_run = dialog.locator("input[name=element_dry_run]")
+    dry_run = dialog.get_by_role("checkbox", name="dry_run")
     expect(dry_run).not_to_be_checked()
-    dialog.locator("label", has=dry_run).click()
+    dialog.locator("label").filter(has=page.get_by_role("checkbox", name="dry_run")).first.click()
     expect(dry_run).to_be_checked()
-    dialog.locator("textarea[name=element_only]").fill("deliveries_csv")  # an array: one item per line
+    only = dialog.get_by_role("group").filter(has_text=PROMOTION_HELP["only"]).last.get_by_role("textbox")
+    only.fill("deliveries_csv")  # an array Param: one item per line
     shot(page, shots, "03-trigger-form-filled")
     dialog.get_by_role("button", name="Trigger").last.click()
     page.wait_for_url(re.compile(rf"/dags/{DAG}/runs/[^/?]+"))
