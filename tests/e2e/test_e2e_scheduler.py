@@ -13,9 +13,9 @@ import secrets
 import time
 
 import pytest
+from e2ehelpers import Api, wait_for
 from helpers import put, rel_listing, versions, write_config
 
-from greenlight.dagsupport.api import AirflowApi, AirflowApiUnavailable
 from greenlight.dev import demo_data, devstack
 
 pytestmark = pytest.mark.e2e
@@ -32,31 +32,6 @@ def seed_deliveries(s3, bucket: str, prefix: str, variant: str) -> None:
         if k.startswith(demo_data.DELIVERY_CSV_PREFIX)
     }
     demo_data.seed_bucket(s3, bucket, wanted, prefix=prefix, delete_extra_under=[""])
-
-
-class Api:
-    """greenlight's REST client, polling-tolerant: a missing resource, or a busy API server slow to
-    answer (2 cores shared with the scheduler and the tasks), is None and the caller polls again."""
-
-    def __init__(self, base: str, password: str):
-        self.client = AirflowApi(base, "admin", password)
-
-    def get(self, path: str):
-        try:
-            return self.client.get(f"/api/v2{path}")
-        except AirflowApiUnavailable:
-            return None
-
-
-def wait_for(predicate, timeout: float, what: str, interval: float = 2.0, describe=None):
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        value = predicate()
-        if value:
-            return value
-        time.sleep(interval)
-    detail = f"; now: {describe()}" if describe else ""
-    raise AssertionError(f"timed out after {timeout}s waiting for {what}{detail}")
 
 
 @pytest.fixture(scope="module")

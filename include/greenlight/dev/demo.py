@@ -17,6 +17,7 @@ import signal
 import sys
 import time
 from pathlib import Path
+from typing import Any
 
 from greenlight.dev import devstack
 
@@ -35,11 +36,12 @@ SIGNOFF_MARKER = "deliveries/csv/_QA_SIGNED_OFF"
 CONSUMER = "commodity_hindcast_prod"
 
 
-def mlflow_uri() -> str:
-    return f"sqlite:///{devstack.LOCAL / 'demo' / 'mlflow.db'}"
+def mlflow_uri(workdir: Path | None = None) -> str:
+    """The demo's MLflow store (SQLite) under ``workdir`` (default ``.local/demo``)."""
+    return f"sqlite:///{(workdir or devstack.LOCAL / 'demo') / 'mlflow.db'}"
 
 
-def seed(client, as_of: dt.date, variant: str = "clean") -> dict[str, int]:
+def seed(client, as_of: dt.date, variant: str = "clean", *, tracking_uri: str | None = None) -> dict[str, int]:
     """QA bucket content for ``as_of``, the QA sign-off marker, and a FINISHED QA run in MLflow."""
     from greenlight.dev.demo_data import DEMO_PREFIXES, build_qa_artefacts, seed_bucket
 
@@ -50,17 +52,17 @@ def seed(client, as_of: dt.date, variant: str = "clean") -> dict[str, int]:
     client.put_object(
         Bucket=QA_BUCKET, Key=SIGNOFF_MARKER, Body=f"signed off as_of={as_of}\n".encode(), ContentType="text/plain"
     )
-    record_qa_run(as_of)
+    record_qa_run(as_of, tracking_uri)
     return counts
 
 
-def record_qa_run(as_of: dt.date) -> None:
+def record_qa_run(as_of: dt.date, tracking_uri: str | None = None) -> None:
     """One finished QA hindcast run per as_of date in a local MLflow store (SQLite)."""
     from mlflow.tracking import MlflowClient
 
     logging.getLogger("mlflow").setLevel(logging.ERROR)
     logging.getLogger("alembic").setLevel(logging.ERROR)
-    client = MlflowClient(tracking_uri=mlflow_uri())
+    client = MlflowClient(tracking_uri=tracking_uri or mlflow_uri())
     experiment = client.get_experiment_by_name(QA_EXPERIMENT)
     exp_id = experiment.experiment_id if experiment else client.create_experiment(QA_EXPERIMENT)
     name = f"qa-hindcast-{as_of}"
@@ -217,18 +219,17 @@ def _sh(cmd: list[str], cwd: Path) -> None:
         raise RuntimeError(f"{redact_argv(cmd)} failed: {redact_text(proc.stderr[-1000:])}")
 
 
-def reconcile_step(s3, client) -> int:
-    """A DVC repo pushed to the demo S3 (and a backup), two objects lost from the remote, then
-    ``python -m greenlight reconcile --repair``: one comes back from the local cache, one from the
-    backup remote."""
+def build_reconcile_repo(s3, client, work: Path) -> dict[str, Any]:
+    """A DVC repo under ``work/repo`` pushed to the demo S3 (and a backup remote), then two objects
+    lost from the remote (one is still in the local cache, the other only in the backup).
+
+    Returns the repo path, the two remotes and the reconcile targets that check it (``yields``: DVC
+    against its remote with the backup as fallback; ``pipeline``: git against dvc.lock). Remote
+    credentials go to ``.dvc/config.local`` (never committed).
+    """
     import hashlib
     import shutil
-    import subprocess
 
-    import yaml
-
-    say("7. reconciliation: a DVC repo whose remote lost two objects; greenlight finds and repairs them")
-    work = devstack.LOCAL / "demo" / "reconcile"
     shutil.rmtree(work, ignore_errors=True)
     repo = work / "repo"
     repo.mkdir(parents=True)
@@ -237,10 +238,8 @@ def reconcile_step(s3, client) -> int:
     _sh(["git", "init", "-q", "-b", "main"], repo)
     _sh([dvc, "init", "-q"], repo)
     prefix = f"store-{time.strftime('%Y%m%d%H%M%S')}/"
-    for name, url, default in (
-        ("storage", f"s3://{DVC_BUCKET}/{prefix}", True),
-        ("backup", f"s3://{DVC_BACKUP_BUCKET}/{prefix}", False),
-    ):
+    remote, backup = f"s3://{DVC_BUCKET}/{prefix}", f"s3://{DVC_BACKUP_BUCKET}/{prefix}"
+    for name, url, default in (("storage", remote, True), ("backup", backup, False)):
         _sh([dvc, "remote", "add", *(["-d"] if default else []), name, url], repo)
         for key, value in (
             ("endpointurl", s3.endpoint_url),
@@ -261,26 +260,36 @@ def reconcile_step(s3, client) -> int:
     for h in lost:
         client.delete_object(Bucket=DVC_BUCKET, Key=f"{prefix}files/md5/{h[:2]}/{h[2:]}")
     (repo / ".dvc" / "cache" / "files" / "md5" / lost[1][:2] / lost[1][2:]).unlink()  # only the backup has it
-    config = work / "reconcile.yaml"
-    config.write_text(
+    targets = [
+        {"name": "yields", "kind": "dvc", "repo": str(repo), "rev": "main", "fallback_remotes": [backup]},
+        {"name": "pipeline", "kind": "git_dvc", "repo": str(repo), "rev": "main"},
+    ]
+    return {"repo": repo, "remote": remote, "backup": backup, "targets": targets}
+
+
+def write_reconcile_config(path: Path, targets: list[dict[str, Any]]) -> Path:
+    import yaml
+
+    path.write_text(
         yaml.safe_dump(
-            {
-                "report_uri": f"s3://{PROD_BUCKET}/_greenlight/reconcile/",
-                "targets": [
-                    {
-                        "name": "yields",
-                        "kind": "dvc",
-                        "repo": str(repo),
-                        "rev": "main",
-                        "fallback_remotes": [f"s3://{DVC_BACKUP_BUCKET}/{prefix}"],
-                    },
-                    {"name": "pipeline", "kind": "git_dvc", "repo": str(repo), "rev": "main"},
-                ],
-            },
-            sort_keys=False,
+            {"report_uri": f"s3://{PROD_BUCKET}/_greenlight/reconcile/", "targets": targets}, sort_keys=False
         )
     )
-    env = {**__import__("os").environ, **s3.env()}
+    return path
+
+
+def reconcile_step(s3, client) -> int:
+    """A DVC repo whose remote lost two objects (:func:`build_reconcile_repo`), then
+    ``python -m greenlight reconcile --repair``: one comes back from the local cache, one from the
+    backup remote."""
+    import os
+    import subprocess
+
+    say("7. reconciliation: a DVC repo whose remote lost two objects; greenlight finds and repairs them")
+    work = devstack.LOCAL / "demo" / "reconcile"
+    built = build_reconcile_repo(s3, client, work)
+    config = write_reconcile_config(work / "reconcile.yaml", built["targets"])
+    env = {**os.environ, **s3.env()}
     for label, extra in (("check", []), ("repair", ["--repair"])):
         proc = subprocess.run(
             [sys.executable, "-m", "greenlight", "reconcile", "--config", str(config), *extra],
@@ -370,34 +379,30 @@ def cmd_run(args: argparse.Namespace) -> int:
 
 
 def cmd_airflow(args: argparse.Namespace) -> int:
-    s3 = devstack.start_s3("demo")
-    standalone = None
-    try:
-        from greenlight.storage.s3 import make_client
+    """Start everything each DAG needs (:mod:`greenlight.dev.airflowstack`) and ``airflow standalone``."""
+    from greenlight.dev import airflowstack
 
-        client = make_client(endpoint_url=s3.endpoint_url, access_key=s3.access_key, secret_key=s3.secret_key)
-        seed(client, dt.date.today())
-        env = demo_env(s3)
-        devstack.airflow(env, "db", "migrate")
-        standalone = devstack.Standalone(env, port=args.port)
-        say(f"starting airflow standalone on {standalone.url} (log: {standalone.log_path}) ...")
-        standalone.start()
-        say(
-            f"Airflow UI: {standalone.url}  user: admin  password: in {standalone.home}/simple_auth_manager_passwords.json.generated"
-        )
-        say(f"S3 (SeaweedFS): {s3.endpoint_url}  credentials: .local/credentials.env")
-        say("Ctrl-C stops Airflow and SeaweedFS.")
+    say("greenlight local Airflow: S3, PostgreSQL, Redis, MLflow store, a DVC repo and airflow standalone on 127.0.0.1")
+    stack = None
+    try:
         signal.signal(signal.SIGTERM, lambda *_: (_ for _ in ()).throw(KeyboardInterrupt()))
-        while standalone.proc and standalone.proc.poll() is None:
+        stack = airflowstack.start(
+            devstack.LOCAL / "demo", airflow_home=devstack.LOCAL / "airflow", port=args.port, progress=say
+        )
+        for line in stack.describe():
+            say(line)
+        say(f"S3 credentials: {devstack.LOCAL / 'credentials.env'}")
+        say("Every greenlight DAG runs here: the scheduler starts the latest interval of each scheduled one.")
+        say("Ctrl-C stops everything.")
+        while stack.standalone.proc and stack.standalone.proc.poll() is None:
             time.sleep(1)
         return 1
     except KeyboardInterrupt:
         say("\nstopping ...")
         return 0
     finally:
-        if standalone is not None:
-            standalone.stop()
-        s3.stop()
+        if stack is not None:
+            stack.stop()
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -177,6 +177,7 @@ class Standalone:
         self.env = dict(env)
         self.env.update(
             {
+                "AIRFLOW__API__HOST": "127.0.0.1",  # loopback only (the default binds every interface)
                 "AIRFLOW__API__PORT": str(self.port),
                 "AIRFLOW__API__BASE_URL": f"http://localhost:{self.port}",
                 "AIRFLOW__CORE__EXECUTION_API_SERVER_URL": f"http://localhost:{self.port}/execution/",

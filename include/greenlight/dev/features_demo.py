@@ -28,14 +28,20 @@ from greenlight.features import (
 )
 
 
-def run_demo(workdir: str | os.PathLike, *, n_symbols: int = 5, keep_running: bool = False) -> dict[str, Any]:
+def run_demo(
+    workdir: str | os.PathLike, *, n_symbols: int = 5, keep_running: bool = False, stack=None
+) -> dict[str, Any]:
     """``make demo``: start PostgreSQL + Redis, seed a day of bars, apply, materialize the last hour
     (+ overlap) of every view, run the parity check and read one symbol's features back.
 
-    Returns a JSON-able summary. Servers are stopped by PID at the end unless ``keep_running``.
+    Returns a JSON-able summary. Servers are stopped by PID at the end unless ``keep_running``, or
+    unless the caller passed its own running ``stack`` (a ``FeatureStack``; ``make airflow``).
     """
     started = time.monotonic()
-    stack = start_stack(Path(workdir) / "features")
+    if stack is not None:
+        keep_running = True
+    else:
+        stack = start_stack(Path(workdir) / "features")
     try:
         settings = FeatureSettings.from_env(stack.postgres.uri, stack.redis.url)
         now = datetime.now(UTC).replace(second=0, microsecond=0)
