@@ -42,6 +42,7 @@ lint: venv
 	$(BIN)/ruff format --check .
 
 test: lint
+	bash .ci/install-browser
 	$(BIN)/python -m pytest $(PYTEST_ARGS)
 
 # Each kind of test alone: unit (no servers), integration (real S3/PostgreSQL/Redis/MLflow),

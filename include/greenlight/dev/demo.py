@@ -371,7 +371,17 @@ def cmd_run(args: argparse.Namespace) -> int:
         show_rollback(client, index)
         if features_step() != 0:
             return 1
-        return reconcile_step(s3, client)
+        if reconcile_step(s3, client) != 0:
+            return 1
+        say("8. prod -> staging refresh: two PostgreSQL servers one migration apart, an image bucket pair")
+        from greenlight.dev.refresh_demo import run_refresh_demo
+
+        code, _ = run_refresh_demo(devstack.LOCAL / "demo", s3.env(), client, say=say)
+        if code != 0:
+            return 1
+        from greenlight.dev.datasets_demo import datasets_step
+
+        return datasets_step(env, client, api, step=9)
     finally:
         if api_server is not None:
             api_server.stop()
