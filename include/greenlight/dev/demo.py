@@ -39,7 +39,7 @@ def mlflow_uri() -> str:
     return f"sqlite:///{devstack.LOCAL / 'demo' / 'mlflow.db'}"
 
 
-def seed(client, as_of: dt.date, variant: str = "clean") -> dict[str, int]:
+def seed(client, as_of: dt.date, variant: str = "clean", *, tracking_uri: str | None = None) -> dict[str, int]:
     """QA bucket content for ``as_of``, the QA sign-off marker, and a FINISHED QA run in MLflow."""
     from greenlight.dev.demo_data import DEMO_PREFIXES, build_qa_artefacts, seed_bucket
 
@@ -50,17 +50,17 @@ def seed(client, as_of: dt.date, variant: str = "clean") -> dict[str, int]:
     client.put_object(
         Bucket=QA_BUCKET, Key=SIGNOFF_MARKER, Body=f"signed off as_of={as_of}\n".encode(), ContentType="text/plain"
     )
-    record_qa_run(as_of)
+    record_qa_run(as_of, tracking_uri)
     return counts
 
 
-def record_qa_run(as_of: dt.date) -> None:
-    """One finished QA hindcast run per as_of date in a local MLflow store (SQLite)."""
+def record_qa_run(as_of: dt.date, tracking_uri: str | None = None) -> None:
+    """One finished QA hindcast run per as_of date in a local MLflow store (SQLite by default)."""
     from mlflow.tracking import MlflowClient
 
     logging.getLogger("mlflow").setLevel(logging.ERROR)
     logging.getLogger("alembic").setLevel(logging.ERROR)
-    client = MlflowClient(tracking_uri=mlflow_uri())
+    client = MlflowClient(tracking_uri=tracking_uri or mlflow_uri())
     experiment = client.get_experiment_by_name(QA_EXPERIMENT)
     exp_id = experiment.experiment_id if experiment else client.create_experiment(QA_EXPERIMENT)
     name = f"qa-hindcast-{as_of}"
