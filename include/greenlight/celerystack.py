@@ -31,6 +31,7 @@ exist because these are processes on one machine instead of containers:
   interface, and every process shares one log folder, which the API server reads directly.
 * ``AIRFLOW_HOME`` / dags / plugins folders point into the checkout (compose mounts them).
 * PostgreSQL trusts loopback connections; the role passwords are still set as compose sets them.
+* Tasks wait up to 30 s (not 5 s) for the API server: every component shares one machine.
 
 Secrets (the compose ``.env`` names: ``POSTGRES_PASSWORD``, ``AIRFLOW_ADMIN_PASSWORD``,
 ``MINIO_ROOT_PASSWORD``, ...) come from the environment, else are generated once into
@@ -59,7 +60,7 @@ from pathlib import Path
 from typing import Any, Protocol
 
 from greenlight.devstack import ROOT, descendants, ensure_buckets, stop_tree
-from greenlight.localstack import free_port
+from greenlight.localstack import _free_port_block, free_port
 
 STATE = ROOT / ".local" / "celery"
 QA_BUCKET = "qa-greenlight-demo"
@@ -108,6 +109,13 @@ _SCRUBBED_PREFIXES = ("AIRFLOW__", "AIRFLOW_CONN_", "AIRFLOW_VAR_", "GREENLIGHT_
 
 
 class S3Endpoint(Protocol):
+    endpoint_url: str
+    access_key: str
+    secret_key: str
+
+
+@dataclass
+class _Endpoint:
     endpoint_url: str
     access_key: str
     secret_key: str
@@ -217,8 +225,20 @@ class CeleryStack:
         self.home = self.root / "airflow"
         self.logs = self.root / "logs"
         self.secrets = load_secrets(self.root / "secrets.env")
-        self.s3 = s3
         self.api_port = api_port or free_port()
+        ports: set[int] = {self.api_port}
+        while len(ports) < 5:
+            ports.add(free_port())
+        self.pg_port, self.redis_port, self.mlflow_port, self.scheduler_health_port = sorted(ports - {self.api_port})
+        self._s3_port = None
+        if s3 is None:  # the `minio` service: SeaweedFS on a port (and its port + 10000 for gRPC) chosen now
+            self._s3_port = _free_port_block(1)[0]
+            s3 = _Endpoint(
+                f"http://127.0.0.1:{self._s3_port}",
+                self.secrets["MINIO_ROOT_USER"],
+                self.secrets["MINIO_ROOT_PASSWORD"],
+            )
+        self.s3 = s3
         self.worker_count = workers
         self.concurrency = concurrency
         self.with_mlflow = mlflow
@@ -229,8 +249,7 @@ class CeleryStack:
         self.postgres = None
         self.redis = None
         self._own_s3 = None
-        self.mlflow_port = free_port()
-        self.scheduler_health_port = free_port()
+        self._init_job: subprocess.Popen | None = None
         self.processes: dict[str, Process] = {}
         self._env: dict[str, str] | None = None
 
@@ -264,7 +283,7 @@ class CeleryStack:
     # ----------------------------------------------------------------------------- environment
     def _pg_url(self, scheme: str, user: str, password_name: str, database: str) -> str:
         password = self.secrets[password_name]
-        return f"{scheme}://{user}:{password}@127.0.0.1:{self.postgres.port}/{database}"
+        return f"{scheme}://{user}:{password}@127.0.0.1:{self.pg_port}/{database}"
 
     def airflow_env(self) -> dict[str, str]:
         """compose's ``x-airflow-common`` environment, pointed at the local processes."""
@@ -297,7 +316,7 @@ class CeleryStack:
             "AIRFLOW_CONN_GREENLIGHT_POSTGRES": {
                 "conn_type": "postgres",
                 "host": "127.0.0.1",
-                "port": self.postgres.port,
+                "port": self.pg_port,
                 "login": "features",
                 "password": sec["FEATURES_DB_PASSWORD"],
                 "schema": "features",
@@ -306,7 +325,7 @@ class CeleryStack:
             "AIRFLOW_CONN_GREENLIGHT_REDIS": {
                 "conn_type": "redis",
                 "host": "127.0.0.1",
-                "port": self.redis.port,
+                "port": self.redis_port,
                 "extra": {"db": 1},
             },
         }
@@ -330,7 +349,7 @@ class CeleryStack:
                 "AIRFLOW__CELERY__RESULT_BACKEND": self._pg_url(
                     "db+postgresql", "airflow", "POSTGRES_PASSWORD", "airflow"
                 ),
-                "AIRFLOW__CELERY__BROKER_URL": f"redis://127.0.0.1:{self.redis.port}/0",
+                "AIRFLOW__CELERY__BROKER_URL": f"redis://127.0.0.1:{self.redis_port}/0",
                 "AIRFLOW__API_AUTH__JWT_SECRET": sec["AIRFLOW_JWT_SECRET"],
                 "AIRFLOW__API__SECRET_KEY": sec["AIRFLOW_API_SECRET_KEY"],
                 "AIRFLOW__SCHEDULER__ENABLE_HEALTH_CHECK": "true",
@@ -339,7 +358,7 @@ class CeleryStack:
                 "GREENLIGHT_PROMOTION_CONFIG": str(self.promotion_config),
                 "MLFLOW_TRACKING_URI": f"http://127.0.0.1:{self.mlflow_port}",
                 "MLFLOW_DISABLE_TELEMETRY": "true",
-                "PYTHONPATH": os.pathsep.join(filter(None, [str(ROOT / "include"), os.environ.get("PYTHONPATH")])),
+                "PYTHONPATH": str(ROOT / "include"),
                 # --- local only: what the compose file gets from the image and its mounts
                 "AIRFLOW_HOME": str(self.home),
                 "AIRFLOW__CORE__DAGS_FOLDER": str(ROOT / "dags"),
@@ -347,6 +366,9 @@ class CeleryStack:
                 "AIRFLOW__API__BASE_URL": self.api_url,
                 "AIRFLOW__SCHEDULER__SCHEDULER_HEALTH_CHECK_SERVER_HOST": "127.0.0.1",
                 "AIRFLOW__SCHEDULER__SCHEDULER_HEALTH_CHECK_SERVER_PORT": str(self.scheduler_health_port),
+                # Every component shares one machine here: a task's calls to the API server may wait
+                # behind the scheduler and other tasks for longer than the default 5 s.
+                "AIRFLOW__WORKERS__EXECUTION_API_TIMEOUT": "30",
                 "DO_NOT_TRACK": "true",
                 "MPLCONFIGDIR": str(self.root / "mpl"),
                 "PATH": str(Path(sys.executable).parent) + os.pathsep + os.environ.get("PATH", ""),
@@ -365,41 +387,29 @@ class CeleryStack:
         try:
             self.home.mkdir(parents=True, exist_ok=True)
             self.logs.mkdir(parents=True, exist_ok=True)
-            self.postgres = start_postgres(self.root / "postgres", database="airflow")
+            env = self.airflow_env()
+            self._check_connections(env)
+            self.postgres = start_postgres(self.root / "postgres", port=self.pg_port, database="airflow")
             self._postgres_init()
-            self.redis = start_redis(self.root / "redis")
-            if self.s3 is None:
+            # airflow-init needs only PostgreSQL: it runs while Redis, S3 and MLflow come up.
+            migrate = self._init_job = self._start_migrate(env)
+            self.redis = start_redis(self.root / "redis", port=self.redis_port)
+            if self._s3_port is not None:
                 from greenlight.localstack import start_seaweedfs
 
                 self._own_s3 = start_seaweedfs(
                     self.root / "s3",
-                    self.secrets["MINIO_ROOT_USER"],
-                    self.secrets["MINIO_ROOT_PASSWORD"],
+                    self.s3.access_key,
+                    self.s3.secret_key,
+                    s3_port=self._s3_port,
                     log_file=self.logs / "minio.log",
                 )
-                self.s3 = self._own_s3
             self._minio_init()
-            env = self.airflow_env()
-            self._check_connections(env)
+            self.plan()
             if self.with_mlflow:
-                self._add("mlflow", "mlflow", self._mlflow_args(), self._mlflow_env()).start()
-            self._migrate(env, deadline)
+                self.processes["mlflow"].start()
+            self._wait_migrate(migrate, deadline)
             self._write_passwords_file()
-            api_env = {**env, "AIRFLOW_ADMIN_USERNAME": self.admin_user, "AIRFLOW_ADMIN_PASSWORD": self.admin_password}
-            airflow = [sys.executable, "-m", "airflow"]
-            self._add(
-                "airflow-apiserver",
-                "apiserver",
-                [*airflow, "api-server", "-H", "127.0.0.1", "-p", str(self.api_port), "-w", "1"],
-                api_env,
-            )
-            self._add("airflow-scheduler", "scheduler", [*airflow, "scheduler"], env)
-            self._add("airflow-dag-processor", "dag-processor", [*airflow, "dag-processor"], env)
-            self._add("airflow-triggerer", "triggerer", [*airflow, "triggerer", "--skip-serve-logs"], env)
-            for name in self.worker_names:
-                args = [*airflow, "celery", "worker", "--celery-hostname", name]
-                args += ["--concurrency", str(self.concurrency), "--skip-serve-logs"]
-                self._add("airflow-worker", name, args, env)
             for proc in self.processes.values():
                 if not proc.running():
                     proc.start()
@@ -408,6 +418,30 @@ class CeleryStack:
         except BaseException:
             self.stop()
             raise
+
+    def plan(self) -> dict[str, Process]:
+        """The long-running processes (not started): compose service, node name, command, env."""
+        if self.processes:
+            return self.processes
+        env = self.airflow_env()
+        if self.with_mlflow:
+            self._add("mlflow", "mlflow", self._mlflow_args(), self._mlflow_env())
+        api_env = {**env, "AIRFLOW_ADMIN_USERNAME": self.admin_user, "AIRFLOW_ADMIN_PASSWORD": self.admin_password}
+        airflow = [sys.executable, "-m", "airflow"]
+        self._add(
+            "airflow-apiserver",
+            "apiserver",
+            [*airflow, "api-server", "-H", "127.0.0.1", "-p", str(self.api_port), "-w", "1"],
+            api_env,
+        )
+        self._add("airflow-scheduler", "scheduler", [*airflow, "scheduler"], env)
+        self._add("airflow-dag-processor", "dag-processor", [*airflow, "dag-processor"], env)
+        self._add("airflow-triggerer", "triggerer", [*airflow, "triggerer", "--skip-serve-logs"], env)
+        for name in self.worker_names:
+            args = [*airflow, "celery", "worker", "--celery-hostname", name]
+            args += ["--concurrency", str(self.concurrency), "--skip-serve-logs"]
+            self._add("airflow-worker", name, args, env)
+        return self.processes
 
     def _add(self, service: str, name: str, args: list[str], env: dict[str, str]) -> Process:
         log_name = name.split("@", 1)[0]
@@ -460,24 +494,26 @@ class CeleryStack:
             if not raw or "conn_type" not in json.loads(raw):
                 raise RuntimeError(f"connection {conn_id!r} is not defined as JSON with a conn_type")
 
-    def _migrate(self, env: dict[str, str], deadline: float) -> None:
+    def _start_migrate(self, env: dict[str, str]) -> subprocess.Popen:
+        """compose's ``airflow-init``: ``airflow db migrate`` (connections are checked by the caller)."""
         log_path = self.logs / "airflow-init.log"
-        log_path.parent.mkdir(parents=True, exist_ok=True)
         with open(log_path, "ab") as log:
-            proc = subprocess.Popen(
+            return subprocess.Popen(
                 [sys.executable, "-m", "airflow", "db", "migrate"],
                 env=env,
                 stdout=log,
                 stderr=subprocess.STDOUT,
                 start_new_session=True,
             )
+
+    def _wait_migrate(self, proc: subprocess.Popen, deadline: float) -> None:
         try:
             code = proc.wait(timeout=max(1.0, deadline - time.monotonic()))
         except BaseException:
             stop_tree(proc.pid, timeout=5)
             raise
         if code != 0:
-            raise RuntimeError(f"airflow db migrate failed (code {code}); see {log_path}")
+            raise RuntimeError(f"airflow db migrate failed (code {code}); see {self.logs / 'airflow-init.log'}")
 
     def _write_passwords_file(self) -> None:
         """What compose's api-server command does first: the admin's password from the env."""
@@ -537,7 +573,7 @@ class CeleryStack:
         """Celery node names that answer a ping over the broker (compose's worker healthcheck)."""
         from celery import Celery
 
-        app = Celery(broker=f"redis://127.0.0.1:{self.redis.port}/0")
+        app = Celery(broker=f"redis://127.0.0.1:{self.redis_port}/0")
         try:
             replies = app.control.ping(timeout=timeout) or []
         except Exception:  # noqa: BLE001 - broker not reachable: nobody answers
@@ -567,6 +603,8 @@ class CeleryStack:
         order = [p for p in self.processes.values() if p.service == "airflow-apiserver"]
         order = [p for p in self.processes.values() if p not in order and p.service != "mlflow"] + order
         order += [p for p in self.processes.values() if p.service == "mlflow"]
+        if self._init_job is not None and self._init_job.poll() is None:
+            stop_tree(self._init_job.pid, timeout=5)
         threads = [threading.Thread(target=p.stop, daemon=True) for p in order]
         for t in threads:  # in parallel: a Celery warm shutdown waits for its running tasks
             t.start()

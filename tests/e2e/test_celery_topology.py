@@ -4,9 +4,10 @@ One stack for the module (``greenlight.celerystack``): PostgreSQL metadata DB, R
 api-server, scheduler, dag-processor, triggerer and two Celery workers with one task slot each, so
 two tasks queued together run on different workers. The ``minio`` service is the session's
 SeaweedFS server behind ``tests/faultproxy.py``, which makes one prefix's copies slow (one at a
-time, 0.4 s each) so a worker can be killed in the middle of them, and answers AccessDenied to
-another prefix's copies until the test "fixes the permission". The ``mlflow`` service is left out:
-the promotion config here names no MLflow experiment.
+time, 0.4 s each) so a worker can be killed in the middle of them, and answers AccessDenied when
+another prefix's promotion manifest is written, until the test "fixes the permission" (an error
+greenlight never retries). The ``mlflow`` service is left out: the promotion config here names no
+MLflow experiment.
 
 Everything goes through the real interfaces: runs are triggered, cleared and inspected over the
 REST API, the halt pauses the consumer through the API server (connection ``airflow_api``), and
@@ -38,6 +39,7 @@ DAG = "artefact_promotion"
 CONSUMER = "commodity_hindcast_prod"
 SLOW_OBJECTS = 24
 COPY_DELAY_S = 0.4
+HEARTBEAT_TIMEOUT_S = 30
 
 
 @pytest.fixture(scope="module")
@@ -67,8 +69,8 @@ def topology(s3env, s3, buckets, tmp_path_factory):
         promotion_config=config,
         extra_env={
             "GREENLIGHT_PROMOTION_SCHEDULE": "none",  # unpausing must not start a scheduled run
-            # A killed worker's task is noticed when its heartbeats stop: 20 s instead of 300 s.
-            "AIRFLOW__SCHEDULER__TASK_INSTANCE_HEARTBEAT_TIMEOUT": "20",
+            # A killed worker's task is noticed when its heartbeats stop: 30 s instead of 300 s.
+            "AIRFLOW__SCHEDULER__TASK_INSTANCE_HEARTBEAT_TIMEOUT": str(HEARTBEAT_TIMEOUT_S),
             "AIRFLOW__SCHEDULER__TASK_INSTANCE_HEARTBEAT_TIMEOUT_DETECTION_INTERVAL": "3",
         },
     )
@@ -141,6 +143,13 @@ def copy_into(prefix: str):
     return lambda method, path, headers: method == "PUT" and "x-amz-copy-source" in headers and prefix in path
 
 
+def manifest_write(folder: str, name_end: str):
+    """Matches a plain PUT of a promotion manifest under ``folder`` whose file name ends so."""
+    return lambda method, path, headers: (
+        method == "PUT" and "x-amz-copy-source" not in headers and folder in path and path.endswith(name_end)
+    )
+
+
 def test_promotion_spreads_over_workers_survives_a_killed_worker_and_a_cleared_failure(topology, s3):
     t, stack, api, proxy = topology, topology.stack, topology.api, topology.proxy
     qa, prod, area = t.qa, t.prod, t.area
@@ -154,7 +163,9 @@ def test_promotion_spreads_over_workers_survives_a_killed_worker_and_a_cleared_f
     put(s3, prod, f"{area}slow/retired.csv", "retired\n")
     before = {side: listing(s3, prod, f"{area}{side}/") for side in ("slow", "denied")}
 
-    is_slow, is_denied = copy_into(f"/{prod}/{area}slow/"), copy_into(f"/{prod}/{area}denied/")
+    # The promotion role may not write the denied prefix's manifest (written before any copy).
+    is_slow = copy_into(f"/{prod}/{area}slow/")
+    is_denied = manifest_write(f"/{prod}/_greenlight/{area}promotions/", "_denied.json")
     proxy.rule = lambda m, p, h: COPY_DELAY_S if is_slow(m, p, h) else "403" if is_denied(m, p, h) else None
 
     run_id = api.trigger({"only": ["slow", "denied"]})
