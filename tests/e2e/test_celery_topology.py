@@ -144,10 +144,16 @@ def copy_into(prefix: str):
 
 
 def manifest_write(folder: str, name_end: str):
-    """Matches a plain PUT of a promotion manifest under ``folder`` whose file name ends so."""
-    return lambda method, path, headers: (
-        method == "PUT" and "x-amz-copy-source" not in headers and folder in path and path.endswith(name_end)
-    )
+    """Matches a plain PUT of a prefix's promotion manifest (``<folder><run>/<name>``, not its
+    gate record under ``<run>/gates/``) whose file name ends in ``name_end``."""
+
+    def match(method, path, headers):
+        rest = path.split(folder, 1)[1] if folder in path else ""
+        return (
+            method == "PUT" and "x-amz-copy-source" not in headers and rest.count("/") == 1 and rest.endswith(name_end)
+        )
+
+    return match
 
 
 def test_promotion_spreads_over_workers_survives_a_killed_worker_and_a_cleared_failure(topology, s3):
