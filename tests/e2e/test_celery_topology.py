@@ -1,6 +1,6 @@
 """``artefact_promotion`` on docker-compose.yaml's CeleryExecutor topology, run as local processes.
 
-One stack for the module (``greenlight.celerystack``): PostgreSQL metadata DB, Redis broker, the
+One stack for the module (``greenlight.dev.celerystack``): PostgreSQL metadata DB, Redis broker, the
 api-server, scheduler, dag-processor, triggerer and two Celery workers with one task slot each, so
 two tasks queued together run on different workers. The ``minio`` service is the session's
 SeaweedFS server behind ``tests/faultproxy.py``, which makes one prefix's copies slow (one at a
@@ -27,11 +27,11 @@ import pytest
 from faultproxy import FaultProxy
 from helpers import listing, put, rel_listing, versions, write_config
 
-from greenlight import demo_data
-from greenlight.airflow_api import AirflowApiUnavailable
-from greenlight.celerystack import CeleryStack
-from greenlight.manifest import read_manifest_uri, safe_name
-from greenlight.rollback import rollback
+from greenlight.dagsupport.api import AirflowApiUnavailable
+from greenlight.dev import demo_data
+from greenlight.dev.celerystack import CeleryStack
+from greenlight.promotion.rollback import rollback
+from greenlight.storage.manifests import read_manifest_uri, safe_name
 
 pytestmark = pytest.mark.e2e
 

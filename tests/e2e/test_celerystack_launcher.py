@@ -1,4 +1,4 @@
-"""``make airflow-celery`` (``python -m greenlight.celerystack``) stops everything it started on SIGTERM.
+"""``make airflow-celery`` (``python -m greenlight.dev.celerystack``) stops everything it started on SIGTERM.
 
 A background ``make`` ignores SIGINT (FACTS.md), so SIGTERM is how scripts and CI stop it. The
 launcher is stopped while the stack is still starting (every process spawned, not yet healthy),
@@ -16,7 +16,7 @@ from pathlib import Path
 
 import pytest
 
-from greenlight.localstack import free_port
+from greenlight.dev.localstack import free_port
 
 pytestmark = pytest.mark.e2e
 
@@ -47,7 +47,7 @@ def test_sigterm_while_starting_stops_every_process(tmp_path):
         [
             sys.executable,
             "-m",
-            "greenlight.celerystack",
+            "greenlight.dev.celerystack",
             "--state",
             str(state),
             "--port",

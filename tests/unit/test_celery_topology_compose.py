@@ -1,4 +1,4 @@
-"""docker-compose.yaml and ``greenlight.celerystack`` (``make airflow-celery``) describe one topology.
+"""docker-compose.yaml and ``greenlight.dev.celerystack`` (``make airflow-celery``) describe one topology.
 
 The compose file is what users deploy; the local stack is what the Celery e2e test runs. These
 checks fail when one changes without the other: a service added to compose with no local
@@ -18,8 +18,8 @@ from urllib.parse import urlsplit
 import pytest
 import yaml
 
-from greenlight import celerystack
-from greenlight.celerystack import COMPOSE_SERVICES, CONTAINER_ONLY_ENV, SECRET_NAMES, CeleryStack
+from greenlight.dev import celerystack
+from greenlight.dev.celerystack import COMPOSE_SERVICES, CONTAINER_ONLY_ENV, SECRET_NAMES, CeleryStack
 
 ROOT = Path(__file__).resolve().parents[2]
 IMAGE_HOME = "/opt/airflow"  # AIRFLOW_HOME in the image; ./include is mounted below it

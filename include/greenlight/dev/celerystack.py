@@ -1,6 +1,6 @@
 """docker-compose.yaml's CeleryExecutor topology as local processes on 127.0.0.1.
 
-``make airflow-celery`` (``python -m greenlight.celerystack``) and the Celery end-to-end test run
+``make airflow-celery`` (``python -m greenlight.dev.celerystack``) and the Celery end-to-end test run
 the stack the compose file describes, without a container engine: every piece is a pip package.
 
 =======================  ==========================================================================
@@ -23,7 +23,7 @@ airflow-worker           ``airflow celery worker`` x 2 (``--celery-hostname work
 The Airflow processes get the environment of compose's ``x-airflow-common`` block: the same
 variable names and the same connection ids (``aws_default``, ``mlflow_default``, ``airflow_api``,
 ``greenlight_postgres``, ``greenlight_redis``), with service hostnames replaced by 127.0.0.1 and a
-port. ``tests/test_celery_topology_compose.py`` keeps the two in step. Differences that only
+port. ``tests/unit/test_celery_topology_compose.py`` keeps the two in step. Differences that only
 exist because these are processes on one machine instead of containers:
 
 * Ports are free ports on 127.0.0.1 (the API server on ``--port``, 8080 by default).
@@ -59,8 +59,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Protocol
 
-from greenlight.devstack import ROOT, descendants, ensure_buckets, stop_tree
-from greenlight.localstack import _free_port_block, free_port
+from greenlight.dev.devstack import ROOT, descendants, ensure_buckets, stop_tree
+from greenlight.dev.localstack import _free_port_block, free_port
 
 STATE = ROOT / ".local" / "celery"
 QA_BUCKET = "qa-greenlight-demo"
@@ -272,7 +272,7 @@ class CeleryStack:
 
     def api(self):
         """greenlight's REST client logged in as the admin user."""
-        from greenlight.airflow_api import AirflowApi
+        from greenlight.dagsupport.api import AirflowApi
 
         return AirflowApi(self.api_url, self.admin_user, self.admin_password)
 
@@ -381,7 +381,7 @@ class CeleryStack:
     # ---------------------------------------------------------------------------------- start
     def start(self, timeout: float = 300.0) -> CeleryStack:
         """Start every service in compose's dependency order; wait until each is healthy."""
-        from greenlight.featurestack import start_postgres, start_redis
+        from greenlight.dev.featurestack import start_postgres, start_redis
 
         deadline = time.monotonic() + timeout
         try:
@@ -395,7 +395,7 @@ class CeleryStack:
             migrate = self._init_job = self._start_migrate(env)
             self.redis = start_redis(self.root / "redis", port=self.redis_port)
             if self._s3_port is not None:
-                from greenlight.localstack import start_seaweedfs
+                from greenlight.dev.localstack import start_seaweedfs
 
                 self._own_s3 = start_seaweedfs(
                     self.root / "s3",
@@ -478,7 +478,7 @@ class CeleryStack:
                     )
 
     def _minio_init(self) -> None:
-        from greenlight.s3 import make_client
+        from greenlight.storage.s3 import make_client
 
         client = make_client(
             endpoint_url=self.s3.endpoint_url, access_key=self.s3.access_key, secret_key=self.s3.secret_key
@@ -646,8 +646,8 @@ def seed_demo(stack: CeleryStack) -> None:
     """The demo's QA bucket, its sign-off marker, and a finished QA run in the MLflow server."""
     import datetime as dt
 
-    from greenlight import demo
-    from greenlight.s3 import make_client
+    from greenlight.dev import demo
+    from greenlight.storage.s3 import make_client
 
     s3 = stack.s3
     client = make_client(endpoint_url=s3.endpoint_url, access_key=s3.access_key, secret_key=s3.secret_key)
@@ -664,7 +664,7 @@ def _raise_stop(signum, _frame):
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(
-        prog="python -m greenlight.celerystack",
+        prog="python -m greenlight.dev.celerystack",
         description="docker-compose.yaml's CeleryExecutor stack as local processes (Ctrl-C or SIGTERM stops it).",
     )
     parser.add_argument("--port", type=int, default=8080, help="API server / UI port on 127.0.0.1 (default 8080)")
