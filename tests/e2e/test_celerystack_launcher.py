@@ -16,6 +16,7 @@ from pathlib import Path
 
 import pytest
 
+from greenlight.dev.celerystack import MARKER_ENV
 from greenlight.dev.localstack import free_port
 
 pytestmark = pytest.mark.e2e
@@ -24,18 +25,22 @@ ROOT = Path(__file__).resolve().parents[2]
 
 
 def processes_of(state: Path) -> dict[int, str]:
-    """PID -> command of every process whose command line or environment names ``state``."""
+    """PID -> command of every process whose command line or working folder names ``state``, or
+    whose environment carries the stack's marker (redis-server overwrites its command line and
+    environment with its title, but works in its data folder)."""
     found = {}
     needle = str(state).encode()
+    marker = f"{MARKER_ENV}={state}".encode()
     for entry in Path("/proc").iterdir():
         if not entry.name.isdigit() or int(entry.name) == os.getpid():
             continue
         try:
             cmdline = (entry / "cmdline").read_bytes()
             environ = (entry / "environ").read_bytes()
+            cwd = os.readlink(entry / "cwd").encode()
         except OSError:
             continue
-        if needle in cmdline or needle in environ:
+        if needle in cmdline or needle in cwd or marker in environ.split(b"\0"):
             found[int(entry.name)] = cmdline.replace(b"\0", b" ").decode(errors="replace")[:120]
     return found
 

@@ -34,6 +34,7 @@ LOCAL_ONLY_ENV = {
     "AIRFLOW__SCHEDULER__SCHEDULER_HEALTH_CHECK_SERVER_HOST",
     "AIRFLOW__SCHEDULER__SCHEDULER_HEALTH_CHECK_SERVER_PORT",
     "AIRFLOW__WORKERS__EXECUTION_API_TIMEOUT",  # one machine runs every component: tasks wait longer
+    celerystack.MARKER_ENV,  # finds the stack's processes in /proc
 }
 _OURS = re.compile(r"^(AIRFLOW_|GREENLIGHT_|MLFLOW_)")
 

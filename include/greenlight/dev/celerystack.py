@@ -104,6 +104,9 @@ SECRET_NAMES = (
     "MINIO_ROOT_PASSWORD",
 )
 
+#: Set in every process of the stack to its state folder: ``grep -l`` in ``/proc/*/environ`` finds them.
+MARKER_ENV = "GREENLIGHT_CELERY_STACK"
+
 #: Inherited variables that would leak another setup into the stack's processes.
 _SCRUBBED_PREFIXES = ("AIRFLOW__", "AIRFLOW_CONN_", "AIRFLOW_VAR_", "GREENLIGHT_", "AWS_", "MLFLOW_")
 
@@ -371,6 +374,7 @@ class CeleryStack:
                 "AIRFLOW__WORKERS__EXECUTION_API_TIMEOUT": "30",
                 "DO_NOT_TRACK": "true",
                 "MPLCONFIGDIR": str(self.root / "mpl"),
+                MARKER_ENV: str(self.root),
                 "PATH": str(Path(sys.executable).parent) + os.pathsep + os.environ.get("PATH", ""),
             }
         )
@@ -547,6 +551,7 @@ class CeleryStack:
                 "AWS_DEFAULT_REGION": "us-east-1",
                 "MLFLOW_DISABLE_TELEMETRY": "true",
                 "DO_NOT_TRACK": "true",
+                MARKER_ENV: str(self.root),
             }
         )
         return env
@@ -677,6 +682,7 @@ def main(argv: list[str] | None = None) -> int:
     for signum in (signal.SIGTERM, signal.SIGHUP):
         signal.signal(signum, _raise_stop)
     stack = CeleryStack(args.state, api_port=args.port, workers=args.workers, concurrency=args.concurrency)
+    os.environ[MARKER_ENV] = str(stack.root)  # inherited by PostgreSQL, Redis and SeaweedFS too
     say = lambda text: print(text, flush=True)  # noqa: E731
     try:
         with socket.socket() as probe:
