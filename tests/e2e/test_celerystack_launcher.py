@@ -78,7 +78,7 @@ def test_sigterm_while_starting_stops_every_process(tmp_path):
         assert commands.count("celery worker") >= 2
 
         launcher.send_signal(signal.SIGTERM)
-        out, _ = launcher.communicate(timeout=120)
+        out, _ = launcher.communicate(timeout=300)
         assert launcher.returncode == 0, out
         assert "stopping" in out
         assert processes_of(state) == {}, "left running after SIGTERM"
