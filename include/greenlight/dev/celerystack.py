@@ -659,8 +659,9 @@ def seed_demo(stack: CeleryStack) -> None:
     demo.seed(client, dt.date.today(), tracking_uri=f"http://127.0.0.1:{stack.mlflow_port}")
 
 
-class _Stop(Exception):
-    """Raised by the SIGTERM/SIGHUP handler so ``finally`` stops every process."""
+class _Stop(BaseException):
+    """Raised by the SIGTERM/SIGHUP handler so ``finally`` stops every process. A BaseException,
+    like KeyboardInterrupt: library code that catches Exception (a health probe) must not swallow it."""
 
 
 def _raise_stop(signum, _frame):
