@@ -12,12 +12,13 @@ export MLFLOW_DISABLE_TELEMETRY := true
 export DO_NOT_TRACK := true
 export MPLCONFIGDIR := $(CURDIR)/.local/mpl
 
-.PHONY: help venv install test test-unit test-integration test-dags test-e2e lint demo airflow bench clean-local lock
+.PHONY: help airflow-celery venv install test test-unit test-integration test-dags test-e2e lint demo airflow bench clean-local lock
 
 help:
 	@echo "make demo     seed a demo QA bucket on a local S3 server and promote it with Airflow"
 	@echo "make test     lint + the whole test suite (starts the servers it needs)"
 	@echo "make airflow  local Airflow web UI with the DAGs and demo connections (Ctrl-C stops)"
+	@echo "make airflow-celery  docker-compose's CeleryExecutor stack (PostgreSQL, Redis, S3, MLflow, 2 workers) as local processes"
 	@echo "make bench    benchmarks against aws s3 sync / s5cmd (not part of the tests)"
 
 # The stamp name carries the hash of the requirement files, so a content change reinstalls
@@ -55,6 +56,9 @@ demo: venv
 
 airflow: venv
 	$(BIN)/python -m greenlight.dev.demo airflow
+
+airflow-celery: venv
+	$(BIN)/python -m greenlight.dev.celerystack
 
 bench: venv
 	$(BIN)/python bench/sync_bench.py

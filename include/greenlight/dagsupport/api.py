@@ -79,6 +79,10 @@ class AirflowApi:
                 return None
             raise
 
+    def post(self, path: str, body: dict) -> Any:
+        """POST ``body`` as JSON to ``path`` (e.g. ``/api/v2/dags/x/dagRuns``)."""
+        return self._request("POST", path, body)
+
     def get_dag(self, dag_id: str) -> dict[str, Any] | None:
         return self.get(f"/api/v2/dags/{urllib.parse.quote(dag_id, safe='')}")
 

@@ -27,6 +27,7 @@ from __future__ import annotations
 import json
 import logging
 import os
+import sys
 import threading
 from collections.abc import Mapping, Sequence
 from datetime import date, datetime, timedelta
@@ -351,6 +352,24 @@ def task_output(ti: Any) -> Any:
     return ti.xcom_pull(task_ids=ti.task_id, map_indexes=map_index if map_index is not None else -1)
 
 
+def celery_worker() -> str | None:
+    """The Celery worker node running this task (``--celery-hostname``, e.g. ``worker1@host``).
+
+    ``hostname`` alone cannot tell two workers on one host apart. Under the CeleryExecutor the
+    Task SDK supervisor forks the task process from the worker's pool process while that process
+    executes the Celery task, so Celery's current task request (and its node name) is still set in
+    the task process. None outside Celery (LocalExecutor, ``dag.test()``).
+    """
+    celery = sys.modules.get("celery")
+    if celery is None:
+        return None
+    try:
+        name = getattr(getattr(celery.current_task, "request", None), "hostname", None)
+    except Exception:  # noqa: BLE001 - no current task
+        return None
+    return name if isinstance(name, str) and name else None
+
+
 def _logical_date(ti: Any) -> str | None:
     ctx = getattr(ti, "_ti_context_from_server", None)
     dag_run = getattr(ctx, "dag_run", None)
@@ -376,6 +395,8 @@ def build(ti: Any, event: str, previous: dict[str, Any] | None, error: Any = Non
 
     doc: dict[str, Any] = dict(previous or {})
     same_try = doc.get("try_number") == try_number
+    hostname = getattr(ti, "hostname", None)
+    worker = celery_worker()
     doc.update(
         {
             "schema": SCHEMA,
@@ -391,7 +412,8 @@ def build(ti: Any, event: str, previous: dict[str, Any] | None, error: Any = Non
             "start": _iso(start),
             "end": _iso(end),
             "duration_s": duration,
-            "hostname": getattr(ti, "hostname", None),
+            "hostname": hostname,
+            "worker": worker,
             "updated": utcnow(),
         }
     )
@@ -425,6 +447,8 @@ def build(ti: Any, event: str, previous: dict[str, Any] | None, error: Any = Non
             "state": state,
             "start": _iso(start),
             "end": _iso(end),
+            "hostname": hostname,
+            "worker": worker,
             "error_kind": (doc.get("error") or {}).get("kind") if event == "failed" else None,
             "error_message": ((doc.get("error") or {}).get("message") or "")[:300] or None
             if event == "failed"

@@ -57,7 +57,7 @@ def seed(client, as_of: dt.date, variant: str = "clean", *, tracking_uri: str | 
 
 
 def record_qa_run(as_of: dt.date, tracking_uri: str | None = None) -> None:
-    """One finished QA hindcast run per as_of date in a local MLflow store (SQLite)."""
+    """One finished QA hindcast run per as_of date in a local MLflow store (SQLite by default)."""
     from mlflow.tracking import MlflowClient
 
     logging.getLogger("mlflow").setLevel(logging.ERROR)
