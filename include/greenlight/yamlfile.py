@@ -221,3 +221,16 @@ def _tag_of(tp: Any) -> str | None:
 
 
 __all__ = ["StrictModel", "describe", "read_yaml", "validate"]
+
+
+def check_keys(doc: Any, allowed: set[str], where: str) -> None:
+    """For the small hand-checked configs: ``doc`` is a mapping whose keys are all in ``allowed``;
+    otherwise a :class:`ConfigError` naming ``where`` and the key (with the closest allowed name)."""
+    import difflib
+
+    if not isinstance(doc, dict):
+        raise ConfigError(f"{where}: expected a mapping, got {type(doc).__name__}")
+    for key in sorted(set(doc) - set(allowed), key=str):
+        close = difflib.get_close_matches(str(key), sorted(allowed), n=1)
+        hint = f" (did you mean {close[0]!r}?)" if close else ""
+        raise ConfigError(f"{where}: unknown key {key!r}{hint}; allowed: {', '.join(sorted(allowed))}")

@@ -41,7 +41,7 @@ def build_store(dataset_id: str, version: str, as_of: dt.date) -> dict[str, tupl
     """``{relative key: (body, content type)}`` of the version's store for ``as_of``."""
     import numpy as np
 
-    from greenlight.dev.demo_data import _zarr_v2_store, corn_stress_arrays
+    from greenlight.dev.demo_zarr import corn_stress_arrays, zarr_v2_store
 
     data = corn_stress_arrays(as_of)
     nan = float("nan")
@@ -58,7 +58,7 @@ def build_store(dataset_id: str, version: str, as_of: dt.date) -> dict[str, tupl
             anomaly = (stress - np.nanmean(stress, axis=0, keepdims=True)).astype(np.float32)
         arrays["stress_anomaly"] = (anomaly, (10, 6, 8), nan, {"_ARRAY_DIMENSIONS": ["time", "lat", "lon"]})
     attrs = {"dataset_id": dataset_id, "dataset_version": version, "as_of": as_of.isoformat()}
-    return _zarr_v2_store(arrays, attrs)
+    return zarr_v2_store(arrays, attrs)
 
 
 def _split(store_path: str) -> tuple[str, str]:

@@ -159,7 +159,7 @@ def climatology_arrays() -> dict[str, np.ndarray]:
 # ---------------------------------------------------------------------------------- Zarr v2 store
 
 
-def _zarr_v2_store(
+def zarr_v2_store(
     arrays: Mapping[str, tuple[np.ndarray, tuple[int, ...], float | int, dict[str, Any]]],
     group_attrs: dict[str, Any],
 ) -> Artefacts:
@@ -237,7 +237,7 @@ def corn_stress_store(as_of: dt.date, variant: str) -> Artefacts:
         "as_of": as_of.isoformat(),
         "source": "greenlight demo data",
     }
-    return _zarr_v2_store(arrays, group_attrs)
+    return zarr_v2_store(arrays, group_attrs)
 
 
 # ---------------------------------------------------------------------------------- Zarr v3 store

@@ -20,7 +20,7 @@ from pathlib import Path
 from typing import Any
 
 from greenlight.errors import ConfigError
-from greenlight.promotion.config import check_keys, read_yaml
+from greenlight.yamlfile import check_keys, read_yaml
 
 CONFIG_ENV = "GREENLIGHT_MODELS_CONFIG"
 DEFAULT_ALIAS = "champion"

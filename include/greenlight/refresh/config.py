@@ -265,7 +265,7 @@ def parse_config(raw: Any, *, path: str = "<config>") -> RefreshConfig:
 
 def load_config(path: str | os.PathLike | None = None) -> RefreshConfig:
     """Read and validate the refresh config (``$GREENLIGHT_REFRESH_CONFIG`` or the packaged one)."""
-    from greenlight.promotion.config import read_yaml
+    from greenlight.yamlfile import read_yaml
 
     resolved = Path(path or os.environ.get(CONFIG_ENV) or DEFAULT_CONFIG_PATH)
     return parse_config(read_yaml(resolved), path=str(resolved))
