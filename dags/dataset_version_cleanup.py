@@ -45,7 +45,10 @@ def dataset_version_cleanup():
     @task
     def cleanup(params=None) -> dict:
         """Runbook 002 "cleanup-staging" steps 1-3 and 5: validate, delete the staged jobs (DAGs,
-        pool) and their monitors' equivalent (DAG metadata), print what is left behind."""
+        pool) and their monitors' equivalent (DAG metadata), print what is left behind.
+
+        Retry category: A — pausing and deleting what is already gone is a no-op; clear in place.
+        """
         return steps.cleanup(params["dataset_id"], params["version"], dry_run=params["dry_run"])
 
     cleanup()

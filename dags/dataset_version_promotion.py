@@ -52,17 +52,26 @@ VERSION_PATTERN = "^[0-9][0-9A-Za-z.-]*$"
 def dataset_version_promotion():
     @task
     def check(params=None) -> dict:
-        """Runbook 002 "Promoting to primary", preconditions: dataset and staged version configured."""
+        """Runbook 002 "Promoting to primary", preconditions: dataset and staged version configured.
+
+        Retry category: A — read-only; clear in place.
+        """
         return steps.check_promotion(params["dataset_id"], params["version"])
 
     @task
     def validate_staged(checked: dict) -> dict:
-        """Runbook 002 setup step 6 "verify the backfill": the staged version's validate job."""
+        """Runbook 002 setup step 6 "verify the backfill": the staged version's validate job.
+
+        Retry category: A — read-only validation; clear in place.
+        """
         return steps.validate_staged(checked["dataset_id"], checked["version"])
 
     @task
     def promote(validated: dict, params=None, run_id=None) -> dict:
-        """Runbook 002 "Promoting to primary" steps 1-3: pointer, config primary, staged DAGs removed."""
+        """Runbook 002 "Promoting to primary" steps 1-3: pointer, config primary, staged DAGs removed.
+
+        Retry category: B — moves the dataset's current pointer; after a failure trigger a new run.
+        """
         return steps.promote(
             validated["dataset_id"], validated["version"], run_id=run_id, keep_previous=params["keep_previous"]
         )

@@ -26,7 +26,7 @@ from __future__ import annotations
 import pendulum
 from airflow.sdk import Param, dag, get_current_context, task
 
-from greenlight.dagsupport.defaults import default_args
+from greenlight.dagsupport.defaults import default_args, documented
 
 
 def steps():
@@ -63,32 +63,59 @@ def steps():
 def staging_refresh():
     @task
     def preflight(params=None, run_id=None) -> dict:
+        """Runbook 001 "before you start": connections, unsafe targets refused, tables, FK groups, schema versions.
+
+        Retry category: A — read-only; clear in place once a refusal's cause is fixed.
+        """
         return steps().preflight(params, run_id)
 
     @task
     def table_groups(pre: dict) -> list:
-        """The FK groups preflight found: one mapped ``copy_tables`` each."""
+        """The FK groups preflight found: one mapped ``copy_tables`` each.
+
+        Retry category: A — read-only; clear in place.
+        """
         return pre["groups"]
 
     @task(map_index_template="{{ table_group }}")
     def copy_tables(group: list, pre: dict, params=None, run_id=None) -> list:
+        """Runbook 001 database refresh: one FK group copied type-correctly in one staging transaction.
+
+        Retry category: A — a failed group rolls back; a rerun copies it again from prod and converges.
+        """
         get_current_context()["table_group"] = ", ".join(group)
         return steps().copy_tables(group, pre, params, run_id)
 
     @task
     def sync_buckets(pre: dict, params=None, run_id=None) -> list:
+        """Runbook 001 image bucket sync: prod -> staging through the promotion engine's planner.
+
+        Retry category: A — size + ETag planning: a rerun copies only what is still missing.
+        """
         return steps().sync_buckets(params, run_id)
 
     @task(trigger_rule="none_failed")
     def migrate(params=None, run_id=None) -> dict:
+        """Runbook 001 "run the migrations": staging's migration command or endpoint.
+
+        Retry category: A — migrations to head are idempotent; clear in place.
+        """
         return steps().migrate(params, run_id)
 
     @task
     def health(params=None, run_id=None) -> dict:
+        """Runbook 001 health check: the deep health URL and SQL checks against staging.
+
+        Retry category: A — read-only; clear in place.
+        """
         return steps().health(params, run_id)
 
     @task(trigger_rule="none_failed")
     def verify(tables: list, params=None, run_id=None) -> dict:
+        """Runbook 001 verification: row counts per table and object counts per bucket pair equal.
+
+        Retry category: A — read-only; clear in place.
+        """
         return steps().verify(list(tables or ()), params, run_id)
 
     @task(trigger_rule="none_failed")
@@ -102,10 +129,14 @@ def staging_refresh():
         params=None,
         run_id=None,
     ) -> dict:
+        """The per-table result table and the run manifest; fails the run if any table failed.
+
+        Retry category: A — rewrites the run's own manifest; clear in place.
+        """
         return steps().summary(pre, list(tables or ()), buckets, migration, health_result, verification, params, run_id)
 
     pre = preflight()
-    tables = copy_tables.partial(pre=pre).expand(group=table_groups(pre))
+    tables = documented(copy_tables).partial(pre=pre).expand(group=table_groups(pre))
     buckets = sync_buckets(pre)
     migration = migrate()
     [tables, buckets] >> migration

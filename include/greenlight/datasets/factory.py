@@ -35,6 +35,8 @@ def dataset_job(dataset_id: str, role: str, job: str, dag_version: str, params=N
     version, still configured in this DAG's role, and a staged version's store path (derived from
     the version) must not be or overlap the primary's. Refusals and failed validations fail
     without retry.
+
+    Retry category: A — writes only this version's own store path; a rerun rewrites it.
     """
     from greenlight.dagsupport.datasets import run_job
 
