@@ -30,6 +30,7 @@ from helpers import listing, put, rel_listing, versions, write_config
 from greenlight.dagsupport.api import AirflowApiUnavailable
 from greenlight.dev import demo_data
 from greenlight.dev.celerystack import CeleryStack
+from greenlight.promotion.config import load_config
 from greenlight.promotion.rollback import rollback
 from greenlight.storage.manifests import read_manifest_uri, safe_name
 
@@ -82,7 +83,7 @@ def topology(s3env, s3, buckets, tmp_path_factory):
         wait_for(lambda: api.get(f"/dags/{CONSUMER}"), 180, "the consumer DAG to be parsed")
         api.client.set_paused(DAG, False)  # paused at creation, as in docker-compose.yaml
         print(f"celery stack ready in {time.monotonic() - started:.0f} s")
-        yield SimpleNamespace(stack=stack, api=api, proxy=proxy, area=area, qa=qa, prod=prod)
+        yield SimpleNamespace(stack=stack, api=api, proxy=proxy, area=area, qa=qa, prod=prod, config=config)
     finally:
         stack.stop()
         proxy.__exit__(None, None, None)
@@ -149,8 +150,14 @@ def manifest_write(folder: str, name_end: str):
 
     def match(method, path, headers):
         rest = path.split(folder, 1)[1] if folder in path else ""
+        # Names that are not plain text end in a hash suffix (``…_denied~0123456789.json``).
+        stem = rest.rsplit("/", 1)[-1].removesuffix(".json").split("~", 1)[0]
         return (
-            method == "PUT" and "x-amz-copy-source" not in headers and rest.count("/") == 1 and rest.endswith(name_end)
+            method == "PUT"
+            and "x-amz-copy-source" not in headers
+            and rest.count("/") == 1
+            and rest.endswith(".json")
+            and stem.endswith(name_end)
         )
 
     return match
@@ -171,7 +178,7 @@ def test_promotion_spreads_over_workers_survives_a_killed_worker_and_a_cleared_f
 
     # The promotion role may not write the denied prefix's manifest (written before any copy).
     is_slow = copy_into(f"/{prod}/{area}slow/")
-    is_denied = manifest_write(f"/{prod}/_greenlight/{area}promotions/", "_denied.json")
+    is_denied = manifest_write(f"/{prod}/_greenlight/{area}promotions/", "_denied")
     proxy.rule = lambda m, p, h: COPY_DELAY_S if is_slow(m, p, h) else "403" if is_denied(m, p, h) else None
 
     run_id = api.trigger({"only": ["slow", "denied"]})
@@ -246,7 +253,7 @@ def test_promotion_spreads_over_workers_survives_a_killed_worker_and_a_cleared_f
 
     # The run index rolls prod back exactly to before the run, across both tries and the clear.
     index = task_manifest(stack, run_id, "summary")["outputs"]["manifest"]
-    result = rollback(index, s3)
+    result = rollback(index, s3, config=load_config(t.config))  # the config defines greenlight's domain
     # restored: 3 overwritten keys + the deleted retired.csv; deleted: every key that was new.
     assert (result["restored"], result["deleted"]) == (4, SLOW_OBJECTS - 3 + 5)
     for side in ("slow", "denied"):

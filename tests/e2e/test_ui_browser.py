@@ -153,7 +153,9 @@ def test_trigger_form_params_and_a_dry_run(browser_page, local_stack, stack_api,
     run_id = urllib.parse.unquote(re.search(rf"/dags/{DAG}/runs/([^/?]+)", page.url).group(1))
 
     run = api.run(DAG, run_id)
-    assert run["conf"] == {"dry_run": True, "only": ["deliveries_csv"], "resume_consumers": False}, run["conf"]
+    assert run["conf"] == {"dry_run": True, "only": ["deliveries_csv"], "resume_consumers": False, "lease_wait": 0}, (
+        run["conf"]
+    )
     assert api.wait_finished(DAG, run_id, RUN_TIMEOUT) == "success", sorted(api.task_states(DAG, run_id).items())
     page.goto(run_url(local_stack.url, run_id))
     expect(state_badge(page, run_id)).to_have_text(re.compile("success", re.I))
