@@ -126,7 +126,7 @@ def test_cli_refuses_a_failed_gate_with_exit_2_and_changes_nothing(setup, s3env,
         ({"contract": "no_such_contract"}, "prefixes[0].contract: contract 'no_such_contract' not found"),
         ({"contract": 3}, "prefixes[0].contract: expected a contract name"),
         ({"consumers": "one_dag"}, "prefixes[0].consumers: expected a list of Airflow dag ids"),
-        ({"consumers": ["bad id!"]}, "prefixes[0].consumers: expected a list of Airflow dag ids"),
+        ({"consumers": ["bad id!"]}, "prefixes[0].consumers[0]: expected a list of Airflow dag ids"),
     ],
 )
 def test_bad_contract_or_consumer_settings_name_the_key(entry, message):
