@@ -236,7 +236,8 @@ def test_failed_retried_and_mapped_tasks_leave_manifests_and_alerts(probe_env, b
 
     # No secret in any manifest, alert, task log file or the output of the whole run.
     out, err = capfd.readouterr()
-    from conftest import AIRFLOW_HOME
+    # tests/conftest.py set it; "from conftest import" could name tests/e2e/conftest.py in a full run
+    AIRFLOW_HOME = Path(os.environ["AIRFLOW_HOME"])  # noqa: N806
 
     written = "\n".join(
         [
