@@ -43,7 +43,9 @@ class PointerTarget:
 
 
 def pointer_target(dataset_id: str, store_path: str = "") -> PointerTarget:
-    return PointerTarget(source=store_path, destination=f"datasets/{dataset_id}")
+    # Dataset ids are file-name safe (``DatasetId``), so the pointer keeps its documented readable
+    # name ``current/datasets_<dataset_id>.json`` with no hash suffix.
+    return PointerTarget(source=store_path, destination=f"datasets_{dataset_id}")
 
 
 def pointer_store(config, client_factory: Callable[[], Any]):
