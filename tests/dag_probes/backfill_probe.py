@@ -1,7 +1,7 @@
 """
 ### backfill_probe — test DAG for `greenlight backfill` (tests/e2e/test_backfill_scheduler.py)
 
-A daily partitioned DAG with one task. `work` fails (no retry) when its run's logical date is listed
+A daily partitioned DAG with one task. `work` fails (a contract error: no retry) when its run's logical date is listed
 in the Variable `backfill_probe_fail_dates` (a JSON list of `YYYY-MM-DD`); once the Variable is
 cleared, the same partition succeeds. So a backfill can be made to fail chosen partitions, and a
 `--resume` after the "fix" reruns just those.
@@ -23,7 +23,7 @@ def _work(ds: str, fail_dates: list[str]) -> dict:
     if ds in fail_dates:
         from greenlight.errors import ContractError
 
-        raise ContractError(f"partition {ds}: upstream delivery missing column 'price' (test failure)")
+        raise ContractError(f"partition {ds}", "upstream delivery is missing column 'price' (test failure)")
     return {"partition": ds, "rows": 10}
 
 
@@ -34,7 +34,9 @@ def _work(ds: str, fail_dates: list[str]) -> dict:
     catchup=False,
     doc_md=__doc__,
     tags=["greenlight", "test"],
-    default_args=default_args(retries=0),
+    # Retries for what a retry can fix (a task that could not start on a busy machine); the
+    # partition's deliberate failure is a contract error: triaged, it fails at once, no retry.
+    default_args=default_args(retries=2, retry_delay_s=2),
 )
 def backfill_probe():
     @task

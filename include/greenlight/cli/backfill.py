@@ -28,11 +28,21 @@ from datetime import UTC, datetime
 from typing import Any
 
 from greenlight.cli.output import emit
-from greenlight.errors import ConfigError, GreenlightError, RefusedError
+from greenlight.errors import ConfigError, GreenlightError
 
 #: How long to wait for Airflow to mark a backfill whose runs are all finished complete (its
 #: scheduler does that every 30 s) before refusing to start another one of the same DAG.
 COMPLETION_GRACE_S = 90.0
+#: How long a run Airflow calls a success may lack its last task manifest before it counts as failed.
+SETTLE_S = 20.0
+
+
+class BackfillRefused(GreenlightError):
+    """Refused before anything started: a DAG that cannot be backfilled now, another backfill of it
+    still running, or a request Airflow rejected (exit 2)."""
+
+    exit_code = 2
+    kind = "refused"
 
 
 class BackfillUnfinished(GreenlightError):
@@ -91,24 +101,40 @@ class Airflow:
     def __init__(self, api):
         self.api = api
 
+    #: A GET that times out (an API server busy with the backfill's own tasks) is asked again.
+    GET_TRIES = 6
+
+    def _get(self, path: str) -> Any:
+        from greenlight.dagsupport.api import AirflowApiUnavailable
+
+        for attempt in range(1, self.GET_TRIES + 1):
+            try:
+                return self.api.get(path)
+            except AirflowApiUnavailable as exc:
+                if attempt == self.GET_TRIES:
+                    raise
+                _say(f"Airflow API busy or unreachable ({str(exc)[-80:]}): asking again")
+                time.sleep(min(2.0 * attempt, 10.0))
+        return None
+
     def _call(self, method: str, path: str, body: dict | None = None, *, what: str) -> Any:
         from greenlight.dagsupport.api import AirflowApiError
 
         try:
             if method == "GET":
-                return self.api.get(path)
-            return self.api._request(method, path, body)
+                return self._get(path)
+            return self.api._request(method, path, body)  # never repeated: a create must not be sent twice
         except AirflowApiError as exc:
             text = str(exc)
             if "HTTP 401" in text or "HTTP 403" in text:
                 raise
             detail = _detail(text)
             if "HTTP 409" in text:
-                raise RefusedError(f"{what}: {detail}") from None
-            raise RefusedError(f"{what}: Airflow refused it: {detail}") from None
+                raise BackfillRefused(f"{what}: {detail}") from None
+            raise BackfillRefused(f"{what}: Airflow refused it: {detail}") from None
 
     def dag(self, dag_id: str) -> dict | None:
-        return self.api.get_dag(dag_id)
+        return self._get(f"/api/v2/dags/{urllib.parse.quote(dag_id, safe='')}")
 
     def backfill(self, backfill_id: int) -> dict | None:
         return self._call("GET", f"/api/v2/backfills/{int(backfill_id)}", what=f"backfill {backfill_id}")
@@ -297,9 +323,14 @@ class Backfill:
         if dag is None:
             raise ConfigError(f"--dag-id {dag_id!r}: Airflow knows no such DAG (is its file parsed?)")
         if not dag.get("timetable_periodic", True):
-            raise RefusedError(
+            raise BackfillRefused(
                 f"--dag-id {dag_id}: its schedule ({dag.get('timetable_summary') or 'none'}) is not time-based; "
                 "a backfill needs one (trigger single runs instead)"
+            )
+        if dag.get("is_paused") and self.args.follow is None:
+            raise BackfillRefused(
+                f"--dag-id {dag_id} is paused: the scheduler starts no task of a paused DAG, so the backfill's "
+                "runs would wait forever; unpause it first (if greenlight's halt paused it, clear the halt)"
             )
         return dag
 
@@ -324,7 +355,7 @@ class Backfill:
             busy = self._unfinished(bf)
             if busy or time.monotonic() > deadline:
                 state = "paused" if bf.get("is_paused") else "running"
-                raise RefusedError(
+                raise BackfillRefused(
                     f"Airflow backfill {bf['id']} of {dag_id} ({iso(bf['from_date'])} .. {iso(bf['to_date'])}) "
                     f"is still {state}"
                     + (f" ({len(busy)} run(s) queued or running)" if busy else "")
@@ -353,7 +384,7 @@ class Backfill:
         self.manifests = Manifests(dag_id, root, _structure(dag_id, tags, self.args.dags_folder))
         partitions = self._partitions(dag_id)
         if not partitions:
-            raise RefusedError(
+            raise BackfillRefused(
                 f"--dag-id {dag_id}: its schedule has no partition between {self.start} and {self.end} "
                 "(or none whose interval has ended yet)"
             )
@@ -501,7 +532,14 @@ class Backfill:
         body = self._body(dag_id, step["from"], step["to"], step["reprocess_behavior"])
         if self.summary["attempts"][-1]["airflow_backfill_ids"]:
             self._no_other_backfill(dag_id)  # the previous stretch's backfill, until Airflow closes it
-        bf = self.airflow.create(body)
+        try:
+            bf = self.airflow.create(body)
+        except GreenlightError as exc:
+            if not exc.retryable:
+                raise
+            # The API answered 5xx or timed out, but Airflow may have made the backfill (or some of
+            # its runs) all the same: adopt it rather than leave it running unwatched.
+            bf = self._adopt(dag_id, step, exc)
         self.summary["airflow_backfills"].append(
             {
                 "id": bf["id"],
@@ -525,6 +563,22 @@ class Backfill:
             partition_entry(self.summary, p)["runs_by_greenlight"] += 1
         return bf["id"]
 
+    def _adopt(self, dag_id: str, step: dict, error: Exception) -> dict:
+        from greenlight.backfill import iso
+
+        for candidate in self.airflow.backfills(dag_id):
+            if (
+                not candidate.get("completed_at")
+                and iso(candidate.get("from_date")) == iso(step["from"])
+                and iso(candidate.get("to_date")) == iso(step["to"])
+            ):
+                _say(
+                    f"creating the backfill failed ({error}) but Airflow made backfill {candidate['id']}: following it; "
+                    "a partition it did not rerun shows as failed: run --resume again"
+                )
+                return candidate
+        raise error
+
     def _wait(self, dag_id: str, partitions: list[str], airflow_id: int | None) -> None:
         """Poll until each of ``partitions`` has a finished newest run, rewriting the summary as
         partitions change."""
@@ -532,6 +586,7 @@ class Backfill:
 
         deadline = time.monotonic() + self.args.timeout if self.args.timeout > 0 else None
         seen: dict[str, str | None] = {}
+        settle: dict[str, float] = {}
         lo, hi = min(partitions, default=self.start), max(partitions, default=self.end)
         while True:
             runs = latest_runs(self.airflow.runs(dag_id, lo, hi))
@@ -541,9 +596,15 @@ class Backfill:
                 state = run.get("state") if run else None
                 if seen.get(p, "?") == state:
                     continue
+                view = self.manifests.of_run(run["dag_run_id"]) if run and state not in IN_FLIGHT else None
+                if state == "success" and view is not None and not view["complete"] and self.manifests.enabled:
+                    # Airflow can call the run a success a moment before the last task's manifest
+                    # says so: give the manifests a little time before judging the partition.
+                    settle.setdefault(p, time.monotonic() + SETTLE_S)
+                    if time.monotonic() < settle[p]:
+                        continue
                 seen[p] = state
                 changed = True
-                view = self.manifests.of_run(run["dag_run_id"]) if run and state not in IN_FLIGHT else None
                 update_partition(partition_entry(self.summary, p), run, view, trust_manifests=self.manifests.enabled)
                 if state not in IN_FLIGHT:
                     _say(
@@ -551,7 +612,7 @@ class Backfill:
                     )
             if changed:
                 self._write("running")
-            if all(seen.get(p) not in IN_FLIGHT for p in partitions):
+            if all(p in seen and seen[p] not in IN_FLIGHT for p in partitions):
                 return
             if deadline is not None and time.monotonic() > deadline:
                 pending = [p for p in partitions if seen.get(p) in IN_FLIGHT]
