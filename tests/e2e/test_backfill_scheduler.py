@@ -19,6 +19,7 @@ import subprocess
 import sys
 import time
 from pathlib import Path
+from urllib.parse import quote
 
 import pytest
 from e2ehelpers import Api, wait_for
@@ -179,6 +180,37 @@ def test_six_partitions_two_fail_then_resume_reruns_only_those(stack):
         # The two reran once more; Airflow agrees that the four good partitions were not run again.
         assert entry["tries"] == tries_in_airflow(api, entry["partition"])
         assert entry["tries"] > before if rerun else entry["tries"] == before
+
+
+def test_resume_goes_by_manifests_where_airflow_disagrees(stack):
+    """Airflow calls day 3 failed (as after a DB restore from an older backup) but its manifests
+    show success; day 4's manifests are gone (as after a task marked success by hand in the UI,
+    which writes none) though Airflow calls it a success. ``reprocess_behavior=failed`` would rerun
+    day 3 and skip day 4; ``--resume`` does the opposite: it reruns day 4 alone."""
+    api, env, manifests = stack
+    if not (manifests / "backfills").is_dir():
+        pytest.skip("needs the backfill of the test above")
+    day3, day4 = DAYS[2], DAYS[3]
+    run3 = api.get(f"/dags/{DAG}/dagRuns?logical_date_gte={day3}&logical_date_lte={day3}")["dag_runs"][0]
+    api.client._request(
+        "PATCH", f"/api/v2/dags/{DAG}/dagRuns/{quote(run3['dag_run_id'], safe='')}", {"state": "failed"}
+    )
+    run4 = api.get(f"/dags/{DAG}/dagRuns?logical_date_gte={day4}&logical_date_lte={day4}")["dag_runs"][0]
+    (folder,) = [p for p in (manifests / DAG).iterdir() if p.name.startswith("backfill__2026-01-04")]
+    shutil.rmtree(folder)
+    tries4 = tries_in_airflow(api, day4)
+
+    code, out, err = greenlight(env, "--dag-id", DAG, "--start", "2026-01-01", "--end", "2026-01-06", "--resume")
+    assert code == 0, err[-2000:]
+    assert out["ran"] == [day4] and day3 in out["skipped"]
+    summary = summary_of(manifests)
+    last = summary["airflow_backfills"][-1]
+    assert (last["from_date"], last["to_date"], last["reprocess_behavior"]) == (day4, day4, "completed")
+    assert "disagree on 2 partition(s)" in summary["attempts"][-1]["plan"]
+    entries = {p["partition"]: p for p in summary["partitions"]}
+    assert entries[day3]["state"] == "success" and entries[day3]["airflow_state"] == "failed"
+    assert entries[day4]["state"] == "success" and entries[day4]["run_id"] == run4["dag_run_id"]
+    assert tries_in_airflow(api, day4) == tries4 + 1
 
 
 def test_a_backfill_started_like_the_ui_form_is_followed(stack):

@@ -498,7 +498,7 @@ class Backfill:
             bf = self.followed
             pending = [p for p in partitions if state[p] in ("queued", "running")]
             return {
-                "todo": pending,
+                "todo": partitions,
                 "skipped": [],
                 "in_flight": [],
                 "backfills": [{"airflow_id": bf["id"], "partitions": pending}] if not bf.get("completed_at") else [],
