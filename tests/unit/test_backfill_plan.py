@@ -7,6 +7,7 @@ like the task manifests the listener writes. The real scheduler path is tests/e2
 
 from __future__ import annotations
 
+import json
 from datetime import UTC, datetime
 
 import pytest
@@ -189,3 +190,29 @@ def test_airflow_reprocess_rules_as_documented():
         True,
         False,
     ]
+
+
+@pytest.mark.parametrize(
+    ("argv", "message"),
+    [
+        (["--start", "2026-01-01", "--end", "2026-01-06"], "--dag-id is required"),
+        (
+            ["--dag-id", "d", "--start", "2026-01-06", "--end", "2026-01-01"],
+            "--end 2026-01-01 is before --start 2026-01-06",
+        ),
+        (["--dag-id", "d", "--start", "01/01/2026", "--end", "2026-01-06"], "--start '01/01/2026'"),
+        (["--dag-id", "d", "--start", "2026-01-01", "--end", "2026-01-06", "--max-parallel", "0"], "--max-parallel 0"),
+        (
+            ["--dag-id", "d", "--start", "2026-01-01", "--end", "2026-01-06", "--conf", "[1]"],
+            "--conf must be a JSON object",
+        ),
+        (["--dag-id", "d", "--start", "2026-01-01", "--end", "2026-01-06"], "$AIRFLOW_CONN_AIRFLOW_API is not set"),
+    ],
+)
+def test_bad_input_is_refused_with_exit_2_before_airflow_is_asked(argv, message, monkeypatch, capsys):
+    from greenlight.cli import main
+
+    monkeypatch.delenv("AIRFLOW_CONN_AIRFLOW_API", raising=False)
+    assert main(["backfill", *argv]) == 2
+    out = capsys.readouterr().out.strip().splitlines()[-1]
+    assert message in json.loads(out)["error"]

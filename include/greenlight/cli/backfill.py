@@ -284,8 +284,22 @@ def run(args: argparse.Namespace) -> int:
             raise ConfigError(f"--conf is not valid JSON: {exc}") from None
         if not isinstance(conf, dict):
             raise ConfigError("--conf must be a JSON object")
+    if args.follow is None:
+        _checked_range(args.start, args.end)  # bad input is refused before Airflow is asked anything
     airflow = Airflow(api_from_env(required=True))
     return Backfill(airflow, args, conf).go()
+
+
+def _checked_range(start_text: str, end_text: str):
+    from greenlight.backfill import BadRange, check_range, parse_bound
+
+    try:
+        start = parse_bound(start_text, end=False, what="--start")
+        end = parse_bound(end_text, end=True, what="--end")
+        check_range(start, end)
+    except BadRange as exc:
+        raise ConfigError(str(exc)) from None
+    return start, end
 
 
 class Backfill:
@@ -296,7 +310,7 @@ class Backfill:
 
     # --------------------------------------------------------------- checks (all before any change)
     def _range(self):
-        from greenlight.backfill import BadRange, check_range, parse_bound
+        from greenlight.backfill import parse_bound
 
         if self.args.follow is not None:
             bf = self.airflow.backfill(self.args.follow)
@@ -309,13 +323,7 @@ class Backfill:
                 parse_bound(bf["to_date"], end=True, what="to_date"),
             )
             return start, end
-        try:
-            start = parse_bound(self.args.start, end=False, what="--start")
-            end = parse_bound(self.args.end, end=True, what="--end")
-            check_range(start, end)
-        except BadRange as exc:
-            raise ConfigError(str(exc)) from None
-        return start, end
+        return _checked_range(self.args.start, self.args.end)
 
     def _dag(self) -> dict:
         dag_id = self.args.dag_id
