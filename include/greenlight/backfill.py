@@ -116,6 +116,19 @@ def runs_by_partition(runs: dict[str, dict[str, dict]]) -> dict[str, tuple[str, 
     return {p: (rid, docs) for p, (_, rid, docs) in best.items()}
 
 
+_DATED_RUN = re.compile(r"^(scheduled|backfill)__(\d{4}-\d{2}-\d{2})")
+
+
+def may_hold(folder: str, start: str, end: str) -> bool:
+    """Can run folder ``folder`` hold a partition in ``[start, end]``? Scheduled and backfill run
+    ids start with their logical date, so the others of a long history are not read; any other run
+    (manual, asset-triggered, a hand-picked id) may have any logical date and is read."""
+    match = _DATED_RUN.match(folder)
+    if not match:
+        return True
+    return start[:10] <= match.group(2) <= end[:10]
+
+
 def first_error(manifests: dict[str, dict]) -> dict[str, Any] | None:
     """The earliest failed task of a run (by end time): task, try, error kind and message."""
     failed = [

@@ -216,3 +216,10 @@ def test_bad_input_is_refused_with_exit_2_before_airflow_is_asked(argv, message,
     assert main(["backfill", *argv]) == 2
     out = capsys.readouterr().out.strip().splitlines()[-1]
     assert message in json.loads(out)["error"]
+
+
+def test_only_run_folders_that_can_hold_the_range_are_read():
+    assert bf.may_hold("backfill__2026-01-03T00_00_00_00_00~86b1730eff", DAYS[0], DAYS[5])
+    assert bf.may_hold("scheduled__2026-01-06T00_00_00_00_00~0123456789", DAYS[0], "2026-01-06T23:59:59Z")
+    assert not bf.may_hold("scheduled__2025-12-31T00_00_00_00_00~0123456789", DAYS[0], DAYS[5])
+    assert bf.may_hold("manual__2026-12-02T10_00_00_00_00~0123456789", DAYS[0], DAYS[5])  # any logical date

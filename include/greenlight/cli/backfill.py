@@ -229,14 +229,15 @@ class Manifests:
         report = check_run(self.dag_id, run_id, self.structure, docs, read_pointer=self._pointer)
         return manifest_view(report, docs)
 
-    def by_partition(self) -> dict[str, dict[str, Any]]:
-        """``{partition: view}`` from the newest run of each logical date."""
-        from greenlight.backfill import runs_by_partition
+    def by_partition(self, start: str, end: str) -> dict[str, dict[str, Any]]:
+        """``{partition: view}`` from the newest run of each logical date in ``[start, end]``."""
+        from greenlight.backfill import may_hold, runs_by_partition
 
         if not self.enabled:
             return {}
-        runs = {f: self.reader.read_run(self.dag_id, f) for f in self.reader.run_folders(self.dag_id)}
-        return {p: self.view(rid, docs) for p, (rid, docs) in runs_by_partition(runs).items()}
+        folders = [f for f in self.reader.run_folders(self.dag_id) if may_hold(f, start, end)]
+        runs = {f: self.reader.read_run(self.dag_id, f) for f in folders}
+        return {p: self.view(rid, docs) for p, (rid, docs) in runs_by_partition(runs).items() if start <= p <= end}
 
     def of_run(self, run_id: str) -> dict[str, Any] | None:
         from greenlight.storage.manifests import safe_name
@@ -397,7 +398,7 @@ class Backfill:
                 "(or none whose interval has ended yet)"
             )
         runs = latest_runs(self.airflow.runs(dag_id, partitions[0], partitions[-1]))
-        views = self.manifests.by_partition()
+        views = self.manifests.by_partition(self.start, self.end)
         plan = self._plan(partitions, runs, views)
         backfill_id = self.args.backfill_id or default_backfill_id(dag_id, start, end)
         if self.args.dry_run:
@@ -451,7 +452,7 @@ class Backfill:
             return 1
         # The verdict: every partition from its newest run's manifests (or Airflow's states).
         runs = latest_runs(self.airflow.runs(dag_id, partitions[0], partitions[-1]))
-        self._refresh_all(partitions, runs, self.manifests.by_partition())
+        self._refresh_all(partitions, runs, self.manifests.by_partition(self.start, self.end))
         attempt["finished"] = iso(datetime.now(UTC))
         self._write(None)
         from greenlight.backfill import format_table
