@@ -343,11 +343,35 @@ class Backfill:
             )
         return dag
 
+    def _own_ids(self, dag_id: str) -> set[int]:
+        """Airflow backfill ids this greenlight backfill created (from its summary)."""
+        return {b["id"] for b in getattr(self, "summary", {}).get("airflow_backfills", ())}
+
     def _unfinished(self, bf: dict) -> list[str]:
         from greenlight.backfill import IN_FLIGHT, iso
 
         runs = self.airflow.runs(bf["dag_id"], iso(bf["from_date"]), iso(bf["to_date"]))
         return [r["dag_run_id"] for r in runs if r.get("run_type") == "backfill" and r.get("state") in IN_FLIGHT]
+
+    def _close(self, airflow_id: int) -> bool:
+        """Mark a backfill greenlight made complete once every run of it has finished.
+
+        Airflow's scheduler does the same within 30 s; until then a new backfill of the DAG is
+        refused. ``PUT /backfills/{id}/cancel`` on a backfill with no queued or running run only
+        sets its ``completed_at`` (cancel fails queued runs: there are none), so a ``--resume``
+        right after does not wait. Never used on a backfill greenlight did not create."""
+        bf = self.airflow.backfill(airflow_id)
+        if bf is None or bf.get("completed_at") or self._unfinished(bf):
+            return False
+        try:
+            self.airflow._call("PUT", f"/api/v2/backfills/{int(airflow_id)}/cancel", {}, what=f"backfill {airflow_id}")
+        except GreenlightError as exc:  # already completed meanwhile (409), or the API is busy: Airflow closes it
+            _say(f"backfill {airflow_id}: not closed now ({exc}); Airflow's scheduler will")
+            return False
+        for entry in self.summary["airflow_backfills"]:
+            if entry["id"] == airflow_id:
+                entry["closed_by_greenlight"] = True
+        return True
 
     def _no_other_backfill(self, dag_id: str) -> None:
         """Refuse while another backfill of the DAG runs; wait out one whose runs have all finished
@@ -362,6 +386,8 @@ class Backfill:
                 return
             bf = active[0]
             busy = self._unfinished(bf)
+            if not busy and bf["id"] in self._own_ids(dag_id) and self._close(bf["id"]):
+                continue
             if busy or time.monotonic() > deadline:
                 state = "paused" if bf.get("is_paused") else "running"
                 raise BackfillRefused(
@@ -386,11 +412,17 @@ class Backfill:
         dag_id = self.args.dag_id
         dag = self._dag()
         self.start, self.end = iso(start), iso(end)
-        if self.args.follow is None and not self.args.dry_run:
-            self._no_other_backfill(dag_id)
         root = _root(self.args.root)
         tags = [t.get("name") if isinstance(t, dict) else t for t in dag.get("tags") or []]  # {"name": ...}
         self.manifests = Manifests(dag_id, root, _structure(dag_id, tags, self.args.dags_folder))
+        backfill_id = self.args.backfill_id or default_backfill_id(dag_id, start, end)
+        self.store = store_for(root)
+        self.rel = summary_relpath(backfill_id)
+        self.summary = self.store.read(self.rel) or new_summary(
+            backfill_id, dag_id, start, end, max_parallel=self.args.max_parallel, conf=self.conf
+        )
+        if self.args.follow is None and not self.args.dry_run:
+            self._no_other_backfill(dag_id)  # refused (exit 2) before anything is written or started
         partitions = self._partitions(dag_id)
         if not partitions:
             raise BackfillRefused(
@@ -400,7 +432,6 @@ class Backfill:
         runs = latest_runs(self.airflow.runs(dag_id, partitions[0], partitions[-1]))
         views = self.manifests.by_partition(self.start, self.end)
         plan = self._plan(partitions, runs, views)
-        backfill_id = self.args.backfill_id or default_backfill_id(dag_id, start, end)
         if self.args.dry_run:
             _say(
                 f"{dag_id}: {len(partitions)} partition(s) {partitions[0]} .. {partitions[-1]}; "
@@ -409,12 +440,7 @@ class Backfill:
             emit({"dry_run": True, "backfill_id": backfill_id, "dag_id": dag_id, "partitions": partitions, **plan})
             return 0
 
-        self.store = store_for(root)
-        self.rel = summary_relpath(backfill_id)
-        summary = self.store.read(self.rel) or new_summary(
-            backfill_id, dag_id, start, end, max_parallel=self.args.max_parallel, conf=self.conf
-        )
-        self.summary = summary
+        summary = self.summary
         summary["uri"] = self.store.uri(self.rel)
         mode = "follow" if self.args.follow is not None else ("resume" if self.args.resume else "backfill")
         attempt = {
@@ -440,6 +466,8 @@ class Backfill:
                 attempt["airflow_backfill_ids"].append(airflow_id)
                 self._write(None)
                 self._wait(dag_id, step["partitions"], airflow_id)
+                if step.get("airflow_id") is None:
+                    self._close(airflow_id)
             if plan["in_flight"]:
                 self._wait(dag_id, plan["in_flight"], None)
         except KeyboardInterrupt:
