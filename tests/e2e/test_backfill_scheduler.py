@@ -4,8 +4,8 @@ Runbook 003's backfill procedure, as an operator runs it: a backfill of six dail
 ``backfill_probe`` (tests/dag_probes) where two fail, the summary file checked; the upstream fixed;
 the same command with ``--resume`` reruns only those two. Along the way the refusals (exit 2) an
 operator can hit: an unknown DAG, a DAG without a schedule, end before start, and a second backfill
-of the same DAG while the first runs. Last, a backfill started the way the UI's Backfill form
-starts one (the same ``POST /api/v2/backfills`` body) is followed with ``--follow``.
+of the same DAG while one runs. Last, a backfill started the way the UI's Backfill form starts one
+(the same ``POST /api/v2/backfills`` body) is followed with ``--follow``.
 
 The stack is small on purpose (only the probe DAGs in the DAGs folder, SQLite): ~2-3 min.
 """
@@ -82,18 +82,11 @@ def stack(s3env, tmp_path_factory):
         pg.stop()
 
 
-def greenlight(env, *args: str, wait: bool = True):
+def greenlight(env, *args: str):
+    """``python -m greenlight backfill ARGS`` as an operator runs it: (exit code, JSON result, stderr)."""
     cmd = [sys.executable, "-m", "greenlight", "backfill", "--dags-folder", str(PROBES), "--poll", "1", *args]
-    proc = subprocess.Popen(cmd, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-    if not wait:
-        return proc
-    out, err = proc.communicate(timeout=600)
-    return proc.returncode, json.loads(out.strip().splitlines()[-1]), err
-
-
-def finish(proc):
-    out, err = proc.communicate(timeout=600)
-    return proc.returncode, json.loads(out.strip().splitlines()[-1]), err
+    proc = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=600)
+    return proc.returncode, json.loads(proc.stdout.strip().splitlines()[-1]), proc.stderr
 
 
 def summary_of(manifests: Path) -> dict:
@@ -119,21 +112,9 @@ def test_six_partitions_two_fail_then_resume_reruns_only_those(stack):
     assert code == 2 and "--end 2026-01-01 is before --start 2026-01-06" in out["error"]
 
     started = time.monotonic()
-    first = greenlight(
-        env, "--dag-id", DAG, "--start", "2026-01-01", "--end", "2026-01-06", "--max-parallel", "3", wait=False
+    code, out, err = greenlight(
+        env, "--dag-id", DAG, "--start", "2026-01-01", "--end", "2026-01-06", "--max-parallel", "3"
     )
-    # While it runs, a second backfill of the same DAG is refused and the running one is named.
-    wait_for(
-        lambda: (manifests / "backfills").is_dir() and summary_of(manifests)["airflow_backfills"],
-        120,
-        "the backfill to start",
-    )
-    running_id = summary_of(manifests)["airflow_backfills"][0]["id"]
-    code, out, _ = greenlight(env, "--dag-id", DAG, "--start", "2026-01-01", "--end", "2026-01-03")
-    assert code == 2 and f"Airflow backfill {running_id} of {DAG}" in out["error"], out
-    assert f"--follow {running_id}" in out["error"]
-
-    code, out, err = finish(first)
     print(f"\nfirst backfill: {time.monotonic() - started:.0f}s")
     assert code == 1, err[-2000:]
     assert out["failed"] == FAILING_PARTITIONS and out["counts"] == {"failed": 2, "success": 4}
@@ -221,6 +202,7 @@ def test_a_backfill_started_like_the_ui_form_is_followed(stack):
         120,
         "earlier backfills to be marked complete",
     )
+    started = time.monotonic()
     created = api.post(
         "/backfills",
         {
@@ -234,7 +216,16 @@ def test_a_backfill_started_like_the_ui_form_is_followed(stack):
             "run_on_latest_version": True,
         },
     )
+    # Paused at once (as from the UI's banner), its runs stay queued: a second backfill of the DAG
+    # is refused, naming the running one and how to follow it.
+    api.client._request("PUT", f"/api/v2/backfills/{created['id']}/pause", {})
+    code, out, _ = greenlight(env, "--dag-id", DAG, "--start", "2026-01-07", "--end", "2026-01-08")
+    assert code == 2 and f"Airflow backfill {created['id']} of {DAG}" in out["error"], out
+    assert "is still paused" in out["error"] and f"--follow {created['id']}" in out["error"]
+    api.client._request("PUT", f"/api/v2/backfills/{created['id']}/unpause", {})
+
     code, out, err = greenlight(env, "--follow", str(created["id"]))
+    print(f"follow: {time.monotonic() - started:.0f}s")
     assert code == 0, err[-2000:]
     assert out["backfill_id"] == f"{DAG}__2026-01-07__2026-01-08" and out["airflow_backfill_ids"] == [created["id"]]
     summary = json.loads(Path(out["summary"]).read_text())
