@@ -11,12 +11,12 @@ import argparse
 import logging
 import sys
 
-from greenlight.cli import checkrun, datasets, features, model, promote, reconcile, refresh, rollback
+from greenlight.cli import backfill, checkrun, datasets, features, model, promote, reconcile, refresh, rollback
 from greenlight.cli.output import emit
 from greenlight.errors import GreenlightError
 
 #: Subcommand modules, in the order ``--help`` lists them.
-COMMANDS = (promote, rollback, reconcile, refresh, datasets, features, checkrun, model)
+COMMANDS = (promote, rollback, reconcile, refresh, datasets, features, checkrun, model, backfill)
 
 
 def _parser() -> argparse.ArgumentParser:
