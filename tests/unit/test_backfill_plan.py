@@ -1,5 +1,5 @@
 """``greenlight backfill``'s decisions without servers: ranges, which partitions ``--resume`` reruns
-and with which Airflow backfills, and the summary's per-partition entries (greenlight.backfill).
+and with which Airflow backfills, and the summary's per-partition entries (greenlight.backfill.plan).
 
 The Airflow side is plain dicts shaped like the REST API's answers; the manifests are dicts shaped
 like the task manifests the listener writes. The real scheduler path is tests/e2e/test_backfill_scheduler.py.
@@ -12,7 +12,7 @@ from datetime import UTC, datetime
 
 import pytest
 
-from greenlight import backfill as bf
+from greenlight.backfill import plan as bf
 from greenlight.runcheck import check_run
 
 DAYS = [f"2026-01-0{d}T00:00:00Z" for d in range(1, 7)]

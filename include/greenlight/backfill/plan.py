@@ -9,7 +9,7 @@ so the scheduler, pools and the UI see ordinary ``backfill`` runs.
 This module is the plain logic (no Airflow import, no network): partitions are ISO-8601 UTC logical
 dates (``2026-01-01T00:00:00Z``); the Airflow side comes in as dicts from the REST API and the
 task manifests as dicts from :class:`greenlight.runcheck.ManifestRoot`. The CLI
-(``greenlight backfill``, :mod:`greenlight.cli.backfill`) does the I/O.
+(:mod:`greenlight.backfill.runner`, behind ``greenlight backfill``) does the I/O.
 
 How ``--resume`` decides (see docs/backfills.md): the manifests are the truth, Airflow's run states
 only a shortcut. A partition is *done* when the task manifests of its newest run pass the run check
