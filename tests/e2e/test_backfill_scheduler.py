@@ -27,7 +27,8 @@ from e2ehelpers import Api, wait_for
 from greenlight.dev import devstack
 from greenlight.dev.featurestack import start_postgres
 
-pytestmark = [pytest.mark.e2e, pytest.mark.timeout(900)]
+# One scenario on one stack: the resume cases continue the first backfill (--reverse keeps the order).
+pytestmark = [pytest.mark.e2e, pytest.mark.story, pytest.mark.timeout(900)]
 
 ROOT = Path(__file__).resolve().parents[2]
 PROBES = ROOT / "tests" / "dag_probes"
