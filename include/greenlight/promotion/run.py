@@ -18,8 +18,9 @@ from typing import Any
 from greenlight.contracts import load_contract
 from greenlight.errors import QAChangedError, StalePrefixError, SyncFailedError, VerificationError
 from greenlight.promotion.config import PrefixConfig, PromotionConfig
-from greenlight.promotion.engine import Engine, PrefixPlan, contract_record, prefix_line, summarize
+from greenlight.promotion.engine import Engine
 from greenlight.promotion.gates import GateFailedError, evaluate_gate, log_gate, record_gate
+from greenlight.promotion.plan import PrefixPlan, contract_record, prefix_line, summarize
 from greenlight.promotion.progress import Progress
 from greenlight.storage.fast import FastS3
 from greenlight.storage.lease import holding
