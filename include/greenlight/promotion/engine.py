@@ -249,9 +249,10 @@ class Engine:
         }
         return self.manifests.write(self.snapshot_path(run_id, plan.prefix), doc)
 
-    def check_snapshot(self, plan: PrefixPlan, run_id: str) -> None:
+    def check_snapshot(self, plan: PrefixPlan, run_id: str, within: Callable[[str], bool] | None = None) -> None:
         """Refuse (:class:`QAChangedError`, never retried) when QA differs from the snapshot this
-        run's gates validated: changed, added or removed objects are named."""
+        run's gates validated: changed, added or removed objects are named. ``within``: only the
+        snapshot's keys it accepts are compared (a shard's key range)."""
         if not self.manifests:
             return
         rel = self.snapshot_path(run_id, plan.prefix)
@@ -262,7 +263,11 @@ class Engine:
                 f"no validated QA snapshot for run {run_id!r} ({self.manifests.uri(rel)}): "
                 "clear and rerun the whole run (plan, gate, promote)",
             )
-        validated = {k: (int(v[0]), normalize_etag(v[1])) for k, v in saved.get("objects", {}).items()}
+        validated = {
+            k: (int(v[0]), normalize_etag(v[1]))
+            for k, v in saved.get("objects", {}).items()
+            if within is None or within(k)
+        }
         changed = sorted(k for k in validated.keys() & plan.snapshot.keys() if validated[k] != plan.snapshot[k])
         added = sorted(plan.snapshot.keys() - validated.keys())
         removed = sorted(validated.keys() - plan.snapshot.keys())
@@ -285,11 +290,20 @@ class Engine:
         return f"promotions/{safe_name(run_id)}/{safe_name(dest.bucket + '/' + dest.prefix)}.json"
 
     def execute(
-        self, plan: PrefixPlan, run_id: str, *, dry_run: bool = False, record: dict[str, Any] | None = None
+        self,
+        plan: PrefixPlan,
+        run_id: str,
+        *,
+        dry_run: bool = False,
+        record: dict[str, Any] | None = None,
+        manifest_rel: str | None = None,
+        checked: bool = False,
     ) -> PrefixResult:
         """Carry out a checked plan; returns the result, raises SyncFailedError if anything failed.
 
-        ``record`` (e.g. the contract the prefix passed) is kept in the prefix's manifest."""
+        ``record`` (e.g. the contract the prefix passed) is kept in the prefix's manifest.
+        ``manifest_rel`` / ``checked``: a shard's manifest part, and a part of a plan whose whole
+        prefix the caller already checked (:mod:`greenlight.promotion.shards`)."""
         p = plan.prefix
         started = time.monotonic()
         result = PrefixResult(
@@ -304,12 +318,15 @@ class Engine:
                 log.info("(dry run) %s", line)
             result.duration_s = round(time.monotonic() - started, 3)
             return result
-        self.check(plan)
+        if checked:
+            self._guard(p.destination.bucket)
+        else:
+            self.check(plan)
         if not plan.copies and not plan.deletes:
             result.duration_s = round(time.monotonic() - started, 3)
             return result
 
-        manifest_rel = self.manifest_path(run_id, p)
+        manifest_rel = manifest_rel or self.manifest_path(run_id, p)
         doc = self._start_manifest(manifest_rel, plan, run_id, record)
         result.manifest = self.manifests.uri(manifest_rel) if self.manifests else None
         entries: dict[str, dict[str, Any]] = {e["key"]: e for e in doc["actions"]}
@@ -506,7 +523,12 @@ class Engine:
             poll=0.2,
         ):
             previous = self.manifests.read(rel) or {}
-            parts = {r["prefix"]: r for r in previous.get("prefixes", ())}
+
+            def part(r: dict[str, Any]) -> str:  # a sharded prefix has one row per shard
+                shard = r.get("shard")
+                return r["prefix"] + (f"#{int(shard['index']):06d}" if shard else "")
+
+            parts = {part(r): r for r in previous.get("prefixes", ())}
             keep = (
                 "prefix",
                 "destination",
@@ -523,7 +545,9 @@ class Engine:
                 row = {k: r.get(k) for k in keep}
                 row["status"] = r.get("status") or "complete"
                 row["errors"] = r.get("errors") or []
-                parts[r["prefix"]] = row
+                if r.get("shard"):
+                    row["shard"] = r["shard"]
+                parts[part(r)] = row
             status = extra.pop("status", None)
             if any(r.get("status") == "failed" for r in parts.values()):
                 status = "failed"
@@ -532,7 +556,7 @@ class Engine:
                 "kind": "greenlight.promotion-run/v1",
                 "run_id": run_id,
                 "updated_at": utcnow(),
-                "prefixes": sorted(parts.values(), key=lambda r: r["prefix"]),
+                "prefixes": [parts[k] for k in sorted(parts)],
                 "status": status or previous.get("status") or "complete",
                 **extra,
             }
