@@ -25,7 +25,8 @@ from typing import Any
 
 from greenlight.errors import QAChangedError, SyncFailedError
 from greenlight.promotion.config import PrefixConfig
-from greenlight.promotion.engine import Engine, PrefixPlan, contract_record, diff
+from greenlight.promotion.engine import Engine
+from greenlight.promotion.plan import PrefixPlan, contract_record, diff
 from greenlight.storage.s3 import S3Uri, _info, list_pages
 
 log = logging.getLogger("greenlight.promotion.shards")
