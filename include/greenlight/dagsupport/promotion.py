@@ -90,8 +90,14 @@ def plan(
     if dry_run or not run_id:
         plans = run.plan(engine)
     else:
-        with _leases(engine, run_id, wait):
-            plans = run.plan(engine, run_id=run_id, dry_run=False)
+        with _leases(engine, run_id, wait) as leases:
+            try:
+                plans = run.plan(engine, run_id=run_id, dry_run=False)
+            except BaseException:
+                # Refused (or failed) before anything changed: no other task of this run holds the
+                # prefixes, so let the next writer in now rather than after the lease's expiry.
+                leases.release()
+                raise
     out = []
     for p in plans:
         ranges = shards.ranges_for(p)

@@ -299,6 +299,8 @@ class Lease:
         self._stop.set()
         if self._thread is not None:
             self._thread.join(timeout=10)
+        if self.etag is None:
+            return  # released (or never held)
         try:
             self.renew()
             log.info(
