@@ -101,7 +101,11 @@ def plan(
     out = []
     for p in plans:
         ranges = shards.ranges_for(p)
-        out.append({**p.summary(), "shards": [r.as_dict() for r in ranges] if len(ranges) > 1 else []})
+        # A dry run logs the whole prefix's plan in one task: it is sharded only for real.
+        sharded = len(ranges) > 1 and not dry_run
+        out.append(
+            {**p.summary(), "shard_count": len(ranges), "shards": [r.as_dict() for r in ranges] if sharded else []}
+        )
     return out
 
 
@@ -356,6 +360,7 @@ def verify(results: list[dict[str, Any]], *, run_id: str, dry_run: bool, wait: f
             leases.check()
             after = engine.plan(p)
             rows = shards.delete_after_copies(engine, after, ranges, run_id, rows)
+            engine.check_stale(after)  # nothing copied or deleted and prod old: stale, as unsharded
             merged = shards.merged(rows)
             check = run.verify_prefix(engine, p, merged, run_id)
             check.update(shard_rows=rows, copied=merged["copied"], deleted=merged["deleted"])
