@@ -50,12 +50,18 @@ def steps():
     return promotion
 
 
+def release_leases(context):
+    """A failed run ends its hold on the prod prefixes at once (not after the lease's expiry)."""
+    steps().release_after_failure(context)
+
+
 @dag(
     dag_id="artefact_promotion",
     schedule=SCHEDULE,
     start_date=pendulum.datetime(2026, 1, 1, tz="UTC"),
     catchup=False,
     max_active_runs=1,
+    on_failure_callback=release_leases,
     doc_md=__doc__,
     default_args=DEFAULT_ARGS,
     tags=["greenlight", "promotion"],

@@ -109,6 +109,18 @@ def plan(
     return out
 
 
+def release_after_failure(context: dict[str, Any]) -> None:
+    """The DAG run failed (every task has finished): end its hold on the prod prefixes now, so the
+    next run or a CLI promote is not refused until the lease's expiry. Never raises."""
+    try:
+        run_id = context["dag_run"].run_id
+        released = _release_run(_engine(), run_id)
+        if released:
+            log.warning("run %s failed: released its leases on %s", run_id, ", ".join(released))
+    except Exception as exc:  # noqa: BLE001 - a callback must not fail; the leases expire on their own
+        log.warning("could not release the leases of a failed run: %s", exc)
+
+
 def shard_tasks(planned: list[dict[str, Any]]) -> list[dict[str, Any]]:
     """One ``promote`` task per prefix, or per key-range shard of a prefix above ``shard_objects``."""
     out = []
