@@ -17,9 +17,11 @@ from typing import Any
 
 from greenlight.contracts import load_contract
 from greenlight.errors import QAChangedError, StalePrefixError, SyncFailedError, VerificationError
+from greenlight.promotion import shards
 from greenlight.promotion.config import PrefixConfig, PromotionConfig
-from greenlight.promotion.engine import Engine, PrefixPlan, contract_record, prefix_line, summarize
+from greenlight.promotion.engine import Engine
 from greenlight.promotion.gates import GateFailedError, evaluate_gate, log_gate, record_gate
+from greenlight.promotion.plan import PrefixPlan, contract_record, prefix_line, summarize
 from greenlight.promotion.progress import Progress
 from greenlight.storage.fast import FastS3
 from greenlight.storage.lease import holding
@@ -214,14 +216,22 @@ def _promote(engine: Engine, *, run_id: str, dry_run: bool, progress, started: f
     def run_one(planned: PrefixPlan) -> None:
         if leases is not None:
             leases.check()
+        ranges = shards.ranges_for(planned)
         try:
-            row = promote_prefix(engine, planned, run_id, dry_run=dry_run)
+            if len(ranges) > 1 and not dry_run:
+                # A huge prefix: its key-range shards copy side by side, then the deletes run.
+                parts = shards.promote_sharded(engine, planned, ranges, run_id)
+                rows.extend(parts)
+                row = shards.merged(parts)
+                log.info("promoted %s in %d shards", prefix_line(row), len(parts))
+            else:
+                row = promote_prefix(engine, planned, run_id, dry_run=dry_run)
+                rows.append(row)
         except (SyncFailedError, QAChangedError) as exc:
             errors.append(str(exc))
-            if exc.result is not None:
+            if exc.result is not None and len(ranges) == 1:
                 rows.append(failed_row(exc))
             return
-        rows.append(row)
         try:
             check_stale(engine, planned, dry_run=dry_run)
         except StalePrefixError as exc:  # the DAG's promote task fails here too: no verify, no pointer
