@@ -78,6 +78,9 @@ class PostgresSection(_Model):
     mask: dict[str, MaskRule] = {}
     copy_format: Literal["auto", "binary", "text"] = "auto"
     workers: Annotated[int, Field(ge=1, le=32)] = 2
+    # Verified by checksum after the copy (besides row counts): a list of tables (every copied
+    # column) or a mapping table -> columns (e.g. the key columns); masked columns are left out.
+    checksum: list[str] | dict[str, list[str]] = []
 
     @field_validator("schemas")
     @classmethod
@@ -97,6 +100,18 @@ class PostgresSection(_Model):
                 raise ValueError(f"{t!r} is not a table name (table or schema.table)")
         if value is not None and len(set(value)) != len(value):
             raise ValueError("a table is listed more than once")
+        return value
+
+    @field_validator("checksum")
+    @classmethod
+    def _checksum(cls, value: list[str] | dict[str, list[str]]) -> list[str] | dict[str, list[str]]:
+        for t in value:
+            if not _TABLE.match(t):
+                raise ValueError(f"{t!r} is not a table name (table or schema.table)")
+        for t, cols in value.items() if isinstance(value, dict) else ():
+            for c in cols:
+                if not _IDENT.match(c):
+                    raise ValueError(f"{t}: {c!r} is not a column name")
         return value
 
     @field_validator("mask")
@@ -119,6 +134,13 @@ class PostgresSection(_Model):
     def qualify(self, table: str) -> str:
         return table if "." in table else f"{self.schemas[0]}.{table}"
 
+    def checksum_for(self, table: str) -> list[str] | None:
+        """Columns to checksum for a table (``[]`` = every copied column), None when not configured."""
+        for t in self.checksum:
+            if self.qualify(t) == table:
+                return list(self.checksum[t]) if isinstance(self.checksum, dict) else []
+        return None
+
     def masks_for(self, table: str) -> dict[str, str]:
         out = {}
         for key, rule in self.mask.items():
@@ -130,10 +152,31 @@ class PostgresSection(_Model):
 
 
 class HttpMigration(_Model):
-    url: str
+    """The app's migrate endpoint, called through the http provider's ``HttpHook``: ``conn_id`` is an
+    Airflow HTTP connection (the CLI: ``AIRFLOW_CONN_<ID>``) holding the base URL and credentials."""
+
+    conn_id: str
+    endpoint: str = ""
     method: Literal["POST", "PUT", "GET"] = "POST"
     timeout_s: Annotated[float, Field(gt=0)] = 300
     expect_status: list[int] = [200, 201, 202, 204]
+
+    @model_validator(mode="before")
+    @classmethod
+    def _no_url(cls, data: Any) -> Any:
+        if isinstance(data, dict) and "url" in data:
+            raise ValueError(
+                "'url' is not supported: name an Airflow HTTP connection in 'conn_id' (its host is the base "
+                "URL, credentials stay in the connection) and the path in 'endpoint'"
+            )
+        return data
+
+    @field_validator("conn_id")
+    @classmethod
+    def _conn_id(cls, value: str) -> str:
+        if not re.match(r"^[A-Za-z0-9_.-]+$", value):
+            raise ValueError(f"{value!r} is not a connection id")
+        return value
 
 
 class Migrations(_Model):
