@@ -28,7 +28,8 @@ What it does
   1 M-row run takes about half a minute): measured, not extrapolated. ``--generic-slice F`` also
   times it on a share F of every table and extrapolates linearly (reported as a separate row);
   ``--generic-slice F --no-generic-full`` skips the full run (quick smoke runs only).
-* Reported: the median of ``--repeats`` runs per tool, the load average around each run (the
+* Reported: the median of ``--repeats`` runs per tool (wall-clock seconds, and CPU seconds of the
+  tool's own processes plus its PostgreSQL sessions on both servers, see ``cpu_seconds``), the load average around each run (the
   machine may be shared: read the ratios, which are measured in the same minutes, more than the
   absolute seconds), and the ratios greenlight / pg_dump|pg_restore (target <= 1.0) and
   GenericTransfer / greenlight (target >= 20). Results also go to ``bench/results/refresh_bench.json``.
@@ -69,6 +70,29 @@ TABLES = {
         "timestamp '2025-01-01' + g * interval '1 second'",
     ),
 }
+
+
+def cpu_seconds(servers) -> tuple[float, float]:
+    """(CPU of this process and its reaped children, CPU of the servers' finished backends).
+
+    A PostgreSQL backend is a child of the postmaster: when it exits, its CPU time is added to the
+    postmaster's ``cutime + cstime`` (``/proc/PID/stat``). Every tool here connects, works and
+    disconnects, so the difference over a run is the CPU its server sessions used, which the load
+    of other jobs does not inflate the way it inflates wall-clock seconds. (Background processes
+    such as the WAL writer and checkpointer are not included.)"""
+    import resource
+
+    tick = os.sysconf("SC_CLK_TCK")
+    server = 0.0
+    for srv in servers:
+        try:
+            fields = Path(f"/proc/{srv.pid}/stat").read_text().rsplit(")", 1)[1].split()
+            server += (int(fields[13]) + int(fields[14])) / tick  # cutime, cstime
+        except (OSError, IndexError, ValueError):
+            return float("nan"), float("nan")
+    own = resource.getrusage(resource.RUSAGE_SELF)
+    kids = resource.getrusage(resource.RUSAGE_CHILDREN)
+    return own.ru_utime + own.ru_stime + kids.ru_utime + kids.ru_stime, server
 
 
 def counts(total: int) -> dict[str, int]:
@@ -222,6 +246,7 @@ def main() -> int:
         parallel: [],
     }
     loads: list[float] = []
+    cpu: dict[str, list[float]] = {tool: [] for tool in results}
     generic: dict[str, dict] = {}
     try:
         servers.append(start_postgres(root / "prod", database="bench"))
@@ -259,25 +284,34 @@ def main() -> int:
             order = tools[rep % len(tools) :] + tools[: rep % len(tools)]
             for tool in order:
                 loads.append(os.getloadavg()[0])
+                client0, server0 = cpu_seconds(servers)
                 if tool.startswith("greenlight"):
                     took = run_greenlight(configs[tool], env)
                 elif tool == parallel:
                     took = run_pg_dump_parallel(bindir, prod_uri, staging_uri, root, args.jobs)
                 else:
                     took = run_pg_dump(bindir, prod_uri, staging_uri)
+                client1, server1 = cpu_seconds(servers)
+                cpu[tool].append(round(client1 - client0 + server1 - server0, 2))
                 got = staging_counts(staging_uri)
                 if got != rows:
                     raise RuntimeError(f"{tool} left staging with {got}, expected {rows}")
                 results[tool].append(took)
-                print(f"  repeat {rep + 1}: {tool:<26} {took:7.2f} s   (load {loads[-1]:.1f})", flush=True)
+                print(
+                    f"  repeat {rep + 1}: {tool:<26} {took:7.2f} s  CPU {cpu[tool][-1]:6.2f} s  (load {loads[-1]:.1f})",
+                    flush=True,
+                )
         if not args.no_generic_full:
             print(f"GenericTransfer, every row ({sum(rows.values()):,}) once ...", flush=True)
             load = os.getloadavg()[0]
+            client0, server0 = cpu_seconds(servers)
             took, moved = run_generic_transfer(rows, None)
+            client1, server1 = cpu_seconds(servers)
             if staging_counts(staging_uri) != rows:
                 raise RuntimeError("GenericTransfer did not copy every row")
-            generic["full"] = {"seconds": round(took, 2), "rows": moved, "load": load}
-            print(f"  GenericTransfer: {took:.1f} s (load {load:.1f})", flush=True)
+            used = round(client1 - client0 + server1 - server0, 2)
+            generic["full"] = {"seconds": round(took, 2), "cpu_s": used, "rows": moved, "load": load}
+            print(f"  GenericTransfer: {took:.1f} s  CPU {used:.1f} s  (load {load:.1f})", flush=True)
         if args.generic_slice:
             print(f"GenericTransfer on {args.generic_slice:.0%} of every table (extrapolated) ...", flush=True)
             took, moved = run_generic_transfer(rows, args.generic_slice)
@@ -293,14 +327,20 @@ def main() -> int:
         shutil.rmtree(root, ignore_errors=True)
 
     med = {tool: statistics.median(times) for tool, times in results.items() if times}
+    med_cpu = {tool: statistics.median(v) for tool, v in cpu.items() if v}
     best = min(med["greenlight (binary)"], med["greenlight (text)"])
     ratios = {
         "greenlight_binary_vs_pg_dump": round(med["greenlight (binary)"] / med["pg_dump|pg_restore"], 2),
         "greenlight_text_vs_pg_dump": round(med["greenlight (text)"] / med["pg_dump|pg_restore"], 2),
         "greenlight_binary_vs_pg_dump_parallel": round(med["greenlight (binary)"] / med[parallel], 2),
     }
+    ratios["greenlight_binary_vs_pg_dump_cpu"] = round(
+        med_cpu["greenlight (binary)"] / med_cpu["pg_dump|pg_restore"], 2
+    )
     if "full" in generic:
         ratios["generic_transfer_vs_greenlight"] = round(generic["full"]["seconds"] / best, 1)
+        best_cpu = min(med_cpu["greenlight (binary)"], med_cpu["greenlight (text)"])
+        ratios["generic_transfer_vs_greenlight_cpu"] = round(generic["full"]["cpu_s"] / best_cpu, 1)
     if "slice" in generic:
         ratios["generic_transfer_extrapolated_vs_greenlight"] = round(generic["slice"]["extrapolated_full_s"] / best, 1)
     report = {
@@ -310,15 +350,18 @@ def main() -> int:
         "repeats": args.repeats,
         "seconds": results,
         "median_s": med,
+        "cpu_s": cpu,
+        "median_cpu_s": med_cpu,
         "generic_transfer": generic,
         "ratios": ratios,
     }
     print()
-    print(f"{'tool':<30} {'median s':>9}   rows: {report['rows']:,}, repeats: {args.repeats}")
+    print(f"{'tool':<30} {'median s':>9} {'CPU s':>7}   rows: {report['rows']:,}, repeats: {args.repeats}")
     for tool, value in med.items():
-        print(f"{tool:<30} {value:9.2f}")
+        print(f"{tool:<30} {value:9.2f} {med_cpu[tool]:7.2f}")
     if "full" in generic:
-        print(f"{'GenericTransfer (every row)':<30} {generic['full']['seconds']:9.2f}   (one run)")
+        g = generic["full"]
+        print(f"{'GenericTransfer (every row)':<30} {g['seconds']:9.2f} {g['cpu_s']:7.2f}   (one run)")
     if "slice" in generic:
         g = generic["slice"]
         print(
