@@ -619,19 +619,23 @@ def copy_group(
                     raise ValueError(f"not a snapshot id: {snapshot!r}")
                 scur.execute(f"SET TRANSACTION SNAPSHOT '{snapshot}'")
             dcur.execute("SET CONSTRAINTS ALL DEFERRED")
-            # The 0-row trap is checked before anything in staging is touched: one query per side.
-            before = dcur.execute(
-                "SELECT " + ", ".join(f"(SELECT count(*) FROM {qualified(p.table)})" for p in plans)  # noqa: S608
-            ).fetchone()
+            # The 0-row trap is checked before anything in staging is touched: one query on prod,
+            # and a count of staging only for tables prod has no rows of (not a scan of every table).
             present = scur.execute(
                 "SELECT " + ", ".join(f"EXISTS (SELECT 1 FROM {qualified(p.table)})" for p in plans)  # noqa: S608
             ).fetchone()
-            for p, n, has_rows in zip(plans, before, present, strict=True):
+            empty = [p for p, has_rows in zip(plans, present, strict=True) if not has_rows]
+            if empty:
+                counted = dcur.execute(
+                    "SELECT " + ", ".join(f"(SELECT count(*) FROM {qualified(p.table)})" for p in empty)  # noqa: S608
+                ).fetchone()
+                for p, n in zip(empty, counted, strict=True):
+                    results[p.table].rows_target_before = int(n)
+            for p in empty:
                 failing = p.table
                 r = results[p.table]
-                r.rows_target_before = int(n)
                 had = max(r.rows_target_before, previous_rows.get(p.table) or 0)
-                if not has_rows and had and p.table not in allow_empty:
+                if had and p.table not in allow_empty:
                     where = "staging has" if r.rows_target_before else "the previous refresh copied"
                     raise TableCopyError(
                         p.table,
@@ -686,6 +690,7 @@ def copy_group(
             r.reason = reason if p.table == culprit else f"not copied: {culprit} in the same FK group failed"
         if not isinstance(exc, TableCopyError) and _retryable(exc):
             raise
+        _count_unchanged(target_uri, [results[p.table] for p in plans])
         return [results[p.table] for p in plans]
     finally:
         if own:
@@ -694,6 +699,19 @@ def copy_group(
         results[p.table].status = "synced"
         results[p.table].reason = notes(p)
     return [results[p.table] for p in plans]
+
+
+def _count_unchanged(target_uri: str, failed: list[TableResult]) -> None:
+    """After a rollback: the rows staging kept, for the report (counted only on this failure path)."""
+    missing = [r for r in failed if r.rows_target_before is None]
+    if not missing:
+        return
+    try:
+        with connect(target_uri) as conn:
+            for r in missing:
+                r.rows_target_before = r.rows_target = count_rows(conn, r.table)
+    except Exception as exc:  # noqa: BLE001 - the failure being reported matters more than this count
+        log.warning("could not count staging rows after the rollback: %s", exc)
 
 
 def verify_counts(conn, items: list[dict[str, Any]]) -> list[dict[str, Any]]:
