@@ -26,6 +26,7 @@ COMMAND_MODULES = {
     "features": "features",
     "check-run": "checkrun",
     "model": "model",
+    "backfill": "backfill",
 }
 
 
