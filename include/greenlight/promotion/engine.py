@@ -76,6 +76,17 @@ def _is_unreachable(exc: BaseException | None) -> bool:
     return False
 
 
+def decisive_error(errors: list[BaseException]) -> BaseException | None:
+    """The error a failed batch of copies is raised from: the first one a retry cannot fix
+    (permission, missing source, bad config), else the first one."""
+    from greenlight.triage import classify
+
+    for exc in errors:
+        if not classify(exc).retryable:
+            return exc
+    return errors[0] if errors else None
+
+
 class Engine:
     """Promotes the prefixes of a :class:`PromotionConfig` with one shared S3 client.
 
@@ -316,7 +327,8 @@ class Engine:
         lock = threading.Lock()
 
         failures: list[str] = []
-        qa_changed: list[str] = []  # copies refused by CopySourceIfMatch: QA is not what was planned
+        causes: dict[BaseException, str] = {}  # each failed copy's own error -> its line in ``failures``
+        qa_changed: list[str] = []  # copies refused by CopySourceIfMatch (or gone): QA is not what was planned
         # Circuit breaker: once the S3 endpoint refuses connections (after the client's own retries),
         # the remaining copies are not attempted; the task fails fast and Airflow retries it later.
         unreachable = threading.Event()
@@ -335,9 +347,13 @@ class Engine:
                     etag, version, source_version = fut.result()
                 except Exception as exc:  # noqa: BLE001 - collected and reported below
                     code = error_code(exc) or type(exc).__name__
-                    failures.append(f"copy {src.rel}: {code}: {exc}")
-                    if code in ("PreconditionFailed", "412"):
-                        qa_changed.append(f"s3://{p.source.bucket}/{p.source.join(src.rel)}")
+                    source_uri = f"s3://{p.source.bucket}/{p.source.join(src.rel)}"
+                    failures.append(f"copy {source_uri} -> s3://{p.destination.bucket}/{key}: {code}: {exc}")
+                    causes[exc] = failures[-1]
+                    # 412: the source no longer has the planned ETag; NoSuchKey (CopyObject names the
+                    # source): it is gone. Either way QA is not the snapshot the gates validated.
+                    if code in ("PreconditionFailed", "412", "NoSuchKey"):
+                        qa_changed.append(source_uri)
                     if _is_unreachable(exc) and not unreachable.is_set():
                         unreachable.set()
                         log.error("S3 endpoint unreachable (%s): not attempting the remaining copies", exc)
@@ -370,18 +386,23 @@ class Engine:
             if qa_changed:
                 error: QAChangedError | SyncFailedError = QAChangedError(
                     p.label,
-                    f"{len(qa_changed)} object(s) no longer have the ETag that was planned and gated: "
+                    f"{len(qa_changed)} object(s) changed or removed since they were planned and gated: "
                     + ", ".join(sorted(qa_changed)[:20])
                     + f"; no object was deleted. Clear and rerun the whole run to gate the new snapshot "
                     f"(manifest {result.manifest})",
                 )
             else:
+                cause = decisive_error(list(causes))
+                which = "first" if cause is None or cause is next(iter(causes)) else "first not retryable"
+                shown = causes[cause] if cause is not None else failures[0]
                 error = SyncFailedError(
                     f"{p.label}: {len(failures)} of {len(plan.copies)} copies failed, no object was deleted; "
-                    f"first: {failures[0]}"
+                    f"{which}: {shown}"
                 )
             error.result = result
-            raise error
+            # The copy's own error is the cause, so triage classifies by it: AccessDenied is a
+            # permission error (never retried), a dropped connection stays transient.
+            raise error from decisive_error(list(causes))
 
         for start in range(0, len(plan.deletes), DELETE_BATCH):
             batch = plan.deletes[start : start + DELETE_BATCH]
