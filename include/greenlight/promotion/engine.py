@@ -267,13 +267,13 @@ class Engine:
             return
         rel = self.snapshot_path(run_id, plan.prefix)
         saved = self.manifests.read(rel)
-        if saved is None:
+        validated = self.snapshot_objects(saved)
+        if saved is None or validated is None:
             raise QAChangedError(
                 plan.prefix.label,
                 f"no validated QA snapshot for run {run_id!r} ({self.manifests.uri(rel)}): "
                 "clear and rerun the whole run (plan, gate, promote)",
             )
-        validated = {k: (int(v[0]), normalize_etag(v[1])) for k, v in saved.get("objects", {}).items()}
         changed = sorted(k for k in validated.keys() & plan.snapshot.keys() if validated[k] != plan.snapshot[k])
         added = sorted(plan.snapshot.keys() - validated.keys())
         removed = sorted(validated.keys() - plan.snapshot.keys())
@@ -290,6 +290,18 @@ class Engine:
                 f"{saved.get('taken_at')}); nothing was promoted for this prefix. Clear and rerun the whole "
                 "run to plan and gate the new QA snapshot",
             )
+
+    def read_snapshot(self, run_id: str, prefix: PrefixConfig) -> dict[str, tuple[int, str]] | None:
+        """The QA snapshot this run saved for ``prefix`` (rel -> (size, ETag)), None when there is none."""
+        if not self.manifests:
+            return None
+        return self.snapshot_objects(self.manifests.read(self.snapshot_path(run_id, prefix)))
+
+    @staticmethod
+    def snapshot_objects(saved: dict[str, Any] | None) -> dict[str, tuple[int, str]] | None:
+        if saved is None:
+            return None
+        return {k: (int(v[0]), normalize_etag(v[1])) for k, v in saved.get("objects", {}).items()}
 
     def manifest_path(self, run_id: str, prefix: PrefixConfig) -> str:
         dest = prefix.destination
@@ -573,29 +585,49 @@ class Engine:
         record = contract_record(prefix)
         return not (manifest is None and current and all(current.get(k) == v for k, v in record.items()))
 
-    def publish_verified(self, prefix: PrefixConfig, run_id: str, manifest: str | None, objects: int) -> str | None:
+    def publish_verified(
+        self, prefix: PrefixConfig, run_id: str, manifest: str | None, objects: int, *, moves: bool | None = None
+    ) -> str | None:
         """Move the prefix's current pointer to this verified promotion (see :mod:`greenlight.promotion.gates`),
-        when :meth:`pointer_moves` says so; returns the pointer's location."""
+        when :meth:`pointer_moves` says so (``moves``: its answer, when the caller already asked);
+        returns the pointer's location."""
         if not self.manifests:
             return None
         from greenlight.promotion.gates import pointer_path, publish_pointer
 
-        if not self.pointer_moves(prefix, manifest):
+        if not (self.pointer_moves(prefix, manifest) if moves is None else moves):
             return self.manifests.uri(pointer_path(prefix))
         self._guard(self.config.manifest_uri.bucket)
         record = contract_record(prefix)
         return publish_pointer(self.manifests, prefix, run_id=run_id, manifest=manifest, objects=objects, **record)
 
-    def verify(self, prefix: PrefixConfig) -> dict[str, Any]:
-        """Re-list both sides and prove the destination equals the source for this prefix."""
-        plan = self.plan(prefix)
-        problems = [f"missing or different: {s.rel}" for s, _ in plan.copies]
-        problems += [f"extra in destination: {d.rel}" for d in plan.deletes]
+    def verify(self, prefix: PrefixConfig, snapshot: dict[str, tuple[int, str]] | None = None) -> dict[str, Any]:
+        """Prove the destination equals the source for this prefix (:class:`VerificationError` if not).
+
+        With ``snapshot`` (rel -> (size, ETag): the QA listing this run planned and gated, which
+        every copy was conditional on) only the destination is listed and compared with it.
+        Without one, both sides are listed again."""
+        if snapshot is None:
+            plan = self.plan(prefix)
+            problems = [f"missing or different: {s.rel}" for s, _ in plan.copies]
+            problems += [f"extra in destination: {d.rel}" for d in plan.deletes]
+            objects = plan.source_count
+        else:
+            with ThreadPoolExecutor(max_workers=16, thread_name_prefix="gl-list") as pool:
+                dest = list_prefix(self.data, prefix.destination, pool=pool)
+            dest.pop(prefix.settings.signoff_marker or "", None)  # QA process state, never promoted
+            problems = [
+                f"missing or different: {rel}"
+                for rel, state in sorted(snapshot.items())
+                if (d := dest.get(rel)) is None or (d.size, normalize_etag(d.etag)) != tuple(state)
+            ]
+            problems += [f"extra in destination: {rel}" for rel in sorted(dest.keys() - snapshot.keys())]
+            objects = len(snapshot)
         if problems:
             raise VerificationError(prefix.label, problems)
         return {
             "prefix": prefix.label,
             "destination": str(prefix.destination),
-            "objects": plan.source_count,
+            "objects": objects,
             "equal": True,
         }
