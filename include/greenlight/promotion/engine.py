@@ -28,7 +28,7 @@ from greenlight.errors import (
     VerificationError,
 )
 from greenlight.promotion.config import PrefixConfig, PromotionConfig
-from greenlight.promotion.copier import ObjectCopier
+from greenlight.promotion.copier import EndpointUnreachableError, ObjectCopier, decisive_error, is_unreachable
 from greenlight.promotion.plan import PrefixPlan, PrefixResult, contract_record, diff
 from greenlight.promotion.progress import Progress
 from greenlight.storage.fast import FastS3
@@ -47,44 +47,6 @@ log = logging.getLogger("greenlight.promotion.engine")
 
 DELETE_BATCH = 1000
 MANIFEST_KIND = "greenlight.promotion/v1"
-
-
-class EndpointUnreachableError(ConnectionError):
-    """A copy skipped because the S3 endpoint already refused connections in this prefix."""
-
-
-_UNREACHABLE = {
-    "ConnectionRefusedError",
-    "NewConnectionError",
-    "EndpointConnectionError",
-    "ConnectTimeoutError",
-    "ConnectTimeout",
-}
-
-
-def _is_unreachable(exc: BaseException | None) -> bool:
-    """True when the endpoint could not be connected to at all (refused / connect timeout)."""
-    seen = 0
-    while exc is not None and seen < 10:
-        if type(exc).__name__ in _UNREACHABLE:
-            return True
-        reason = getattr(exc, "reason", None)
-        if isinstance(reason, BaseException) and type(reason).__name__ in _UNREACHABLE:
-            return True
-        exc = exc.__cause__ or exc.__context__
-        seen += 1
-    return False
-
-
-def decisive_error(errors: list[BaseException]) -> BaseException | None:
-    """The error a failed batch of copies is raised from: the first one a retry cannot fix
-    (permission, missing source, bad config), else the first one."""
-    from greenlight.triage import classify
-
-    for exc in errors:
-        if not classify(exc).retryable:
-            return exc
-    return errors[0] if errors else None
 
 
 class Engine:
@@ -366,7 +328,7 @@ class Engine:
                     # source): it is gone. Either way QA is not the snapshot the gates validated.
                     if code in ("PreconditionFailed", "412", "NoSuchKey"):
                         qa_changed.append(source_uri)
-                    if _is_unreachable(exc) and not unreachable.is_set():
+                    if is_unreachable(exc) and not unreachable.is_set():
                         unreachable.set()
                         log.error("S3 endpoint unreachable (%s): not attempting the remaining copies", exc)
                     elif not isinstance(exc, EndpointUnreachableError):
