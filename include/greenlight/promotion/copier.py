@@ -3,8 +3,10 @@
 Owns how a single object is copied: one ``CopyObject`` up to 5 GiB, ``UploadPartCopy`` with the
 source's own part layout above that or for multipart sources (so the multipart ETag can be
 reproduced), every request conditional on the planned ETag (``CopySourceIfMatch``). Which of the
-two reproduces a multipart ETag on this server is learnt once per :class:`ObjectCopier`. Deciding
-*what* to copy, recording it in the manifest and counting results is the engine's
+two reproduces a multipart ETag on this server is learnt once per :class:`ObjectCopier`. Also what
+a failed copy means: :func:`is_unreachable` (the endpoint refused connections: stop copying) and
+:func:`decisive_error` (the copy error a failed batch is raised from, so triage can classify it).
+Deciding *what* to copy, recording it in the manifest and counting results is the engine's
 (:mod:`greenlight.promotion.engine`).
 """
 
@@ -24,6 +26,44 @@ COPY_HEADERS = ("ContentType", "CacheControl", "ContentDisposition", "ContentEnc
 
 #: (destination ETag, destination VersionId, source VersionId) of one copy
 CopyOutcome = tuple[str, str | None, str | None]
+
+
+class EndpointUnreachableError(ConnectionError):
+    """A copy skipped because the S3 endpoint already refused connections in this prefix."""
+
+
+UNREACHABLE_ERRORS = {
+    "ConnectionRefusedError",
+    "NewConnectionError",
+    "EndpointConnectionError",
+    "ConnectTimeoutError",
+    "ConnectTimeout",
+}
+
+
+def is_unreachable(exc: BaseException | None) -> bool:
+    """True when the endpoint could not be connected to at all (refused / connect timeout)."""
+    seen = 0
+    while exc is not None and seen < 10:
+        if type(exc).__name__ in UNREACHABLE_ERRORS:
+            return True
+        reason = getattr(exc, "reason", None)
+        if isinstance(reason, BaseException) and type(reason).__name__ in UNREACHABLE_ERRORS:
+            return True
+        exc = exc.__cause__ or exc.__context__
+        seen += 1
+    return False
+
+
+def decisive_error(errors: list[BaseException]) -> BaseException | None:
+    """The error a failed batch of copies is raised from: the first one a retry cannot fix
+    (permission, missing source, bad config), else the first one."""
+    from greenlight.triage import classify
+
+    for exc in errors:
+        if not classify(exc).retryable:
+            return exc
+    return errors[0] if errors else None
 
 
 class ObjectCopier:

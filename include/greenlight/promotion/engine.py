@@ -28,7 +28,7 @@ from greenlight.errors import (
     VerificationError,
 )
 from greenlight.promotion.config import PrefixConfig, PromotionConfig
-from greenlight.promotion.copier import ObjectCopier
+from greenlight.promotion.copier import EndpointUnreachableError, ObjectCopier, decisive_error, is_unreachable
 from greenlight.promotion.plan import PrefixPlan, PrefixResult, contract_record, diff
 from greenlight.promotion.progress import Progress
 from greenlight.storage.fast import FastS3
@@ -47,33 +47,6 @@ log = logging.getLogger("greenlight.promotion.engine")
 
 DELETE_BATCH = 1000
 MANIFEST_KIND = "greenlight.promotion/v1"
-
-
-class EndpointUnreachableError(ConnectionError):
-    """A copy skipped because the S3 endpoint already refused connections in this prefix."""
-
-
-_UNREACHABLE = {
-    "ConnectionRefusedError",
-    "NewConnectionError",
-    "EndpointConnectionError",
-    "ConnectTimeoutError",
-    "ConnectTimeout",
-}
-
-
-def _is_unreachable(exc: BaseException | None) -> bool:
-    """True when the endpoint could not be connected to at all (refused / connect timeout)."""
-    seen = 0
-    while exc is not None and seen < 10:
-        if type(exc).__name__ in _UNREACHABLE:
-            return True
-        reason = getattr(exc, "reason", None)
-        if isinstance(reason, BaseException) and type(reason).__name__ in _UNREACHABLE:
-            return True
-        exc = exc.__cause__ or exc.__context__
-        seen += 1
-    return False
 
 
 class Engine:
@@ -257,17 +230,15 @@ class Engine:
             return
         rel = self.snapshot_path(run_id, plan.prefix)
         saved = self.manifests.read(rel)
-        if saved is None:
+        validated = self.snapshot_objects(saved)
+        if saved is None or validated is None:
             raise QAChangedError(
                 plan.prefix.label,
                 f"no validated QA snapshot for run {run_id!r} ({self.manifests.uri(rel)}): "
                 "clear and rerun the whole run (plan, gate, promote)",
             )
-        validated = {
-            k: (int(v[0]), normalize_etag(v[1]))
-            for k, v in saved.get("objects", {}).items()
-            if within is None or within(k)
-        }
+        if within is not None:
+            validated = {k: v for k, v in validated.items() if within(k)}
         changed = sorted(k for k in validated.keys() & plan.snapshot.keys() if validated[k] != plan.snapshot[k])
         added = sorted(plan.snapshot.keys() - validated.keys())
         removed = sorted(validated.keys() - plan.snapshot.keys())
@@ -284,6 +255,18 @@ class Engine:
                 f"{saved.get('taken_at')}); nothing was promoted for this prefix. Clear and rerun the whole "
                 "run to plan and gate the new QA snapshot",
             )
+
+    def read_snapshot(self, run_id: str, prefix: PrefixConfig) -> dict[str, tuple[int, str]] | None:
+        """The QA snapshot this run saved for ``prefix`` (rel -> (size, ETag)), None when there is none."""
+        if not self.manifests:
+            return None
+        return self.snapshot_objects(self.manifests.read(self.snapshot_path(run_id, prefix)))
+
+    @staticmethod
+    def snapshot_objects(saved: dict[str, Any] | None) -> dict[str, tuple[int, str]] | None:
+        if saved is None:
+            return None
+        return {k: (int(v[0]), normalize_etag(v[1])) for k, v in saved.get("objects", {}).items()}
 
     def manifest_path(self, run_id: str, prefix: PrefixConfig) -> str:
         dest = prefix.destination
@@ -333,7 +316,8 @@ class Engine:
         lock = threading.Lock()
 
         failures: list[str] = []
-        qa_changed: list[str] = []  # copies refused by CopySourceIfMatch: QA is not what was planned
+        causes: dict[BaseException, str] = {}  # each failed copy's own error -> its line in ``failures``
+        qa_changed: list[str] = []  # copies refused by CopySourceIfMatch (or gone): QA is not what was planned
         # Circuit breaker: once the S3 endpoint refuses connections (after the client's own retries),
         # the remaining copies are not attempted; the task fails fast and Airflow retries it later.
         unreachable = threading.Event()
@@ -352,10 +336,14 @@ class Engine:
                     etag, version, source_version = fut.result()
                 except Exception as exc:  # noqa: BLE001 - collected and reported below
                     code = error_code(exc) or type(exc).__name__
-                    failures.append(f"copy {src.rel}: {code}: {exc}")
-                    if code in ("PreconditionFailed", "412"):
-                        qa_changed.append(f"s3://{p.source.bucket}/{p.source.join(src.rel)}")
-                    if _is_unreachable(exc) and not unreachable.is_set():
+                    source_uri = f"s3://{p.source.bucket}/{p.source.join(src.rel)}"
+                    failures.append(f"copy {source_uri} -> s3://{p.destination.bucket}/{key}: {code}: {exc}")
+                    causes[exc] = failures[-1]
+                    # 412: the source no longer has the planned ETag; NoSuchKey (CopyObject names the
+                    # source): it is gone. Either way QA is not the snapshot the gates validated.
+                    if code in ("PreconditionFailed", "412", "NoSuchKey"):
+                        qa_changed.append(source_uri)
+                    if is_unreachable(exc) and not unreachable.is_set():
                         unreachable.set()
                         log.error("S3 endpoint unreachable (%s): not attempting the remaining copies", exc)
                     elif not isinstance(exc, EndpointUnreachableError):
@@ -387,18 +375,23 @@ class Engine:
             if qa_changed:
                 error: QAChangedError | SyncFailedError = QAChangedError(
                     p.label,
-                    f"{len(qa_changed)} object(s) no longer have the ETag that was planned and gated: "
+                    f"{len(qa_changed)} object(s) changed or removed since they were planned and gated: "
                     + ", ".join(sorted(qa_changed)[:20])
                     + f"; no object was deleted. Clear and rerun the whole run to gate the new snapshot "
                     f"(manifest {result.manifest})",
                 )
             else:
+                cause = decisive_error(list(causes))
+                which = "first" if cause is None or cause is next(iter(causes)) else "first not retryable"
+                shown = causes[cause] if cause is not None else failures[0]
                 error = SyncFailedError(
                     f"{p.label}: {len(failures)} of {len(plan.copies)} copies failed, no object was deleted; "
-                    f"first: {failures[0]}"
+                    f"{which}: {shown}"
                 )
             error.result = result
-            raise error
+            # The copy's own error is the cause, so triage classifies by it: AccessDenied is a
+            # permission error (never retried), a dropped connection stays transient.
+            raise error from decisive_error(list(causes))
 
         for start in range(0, len(plan.deletes), DELETE_BATCH):
             batch = plan.deletes[start : start + DELETE_BATCH]
@@ -576,29 +569,49 @@ class Engine:
         record = contract_record(prefix)
         return not (manifest is None and current and all(current.get(k) == v for k, v in record.items()))
 
-    def publish_verified(self, prefix: PrefixConfig, run_id: str, manifest: str | None, objects: int) -> str | None:
+    def publish_verified(
+        self, prefix: PrefixConfig, run_id: str, manifest: str | None, objects: int, *, moves: bool | None = None
+    ) -> str | None:
         """Move the prefix's current pointer to this verified promotion (see :mod:`greenlight.promotion.gates`),
-        when :meth:`pointer_moves` says so; returns the pointer's location."""
+        when :meth:`pointer_moves` says so (``moves``: its answer, when the caller already asked);
+        returns the pointer's location."""
         if not self.manifests:
             return None
         from greenlight.promotion.gates import pointer_path, publish_pointer
 
-        if not self.pointer_moves(prefix, manifest):
+        if not (self.pointer_moves(prefix, manifest) if moves is None else moves):
             return self.manifests.uri(pointer_path(prefix))
         self._guard(self.config.manifest_uri.bucket)
         record = contract_record(prefix)
         return publish_pointer(self.manifests, prefix, run_id=run_id, manifest=manifest, objects=objects, **record)
 
-    def verify(self, prefix: PrefixConfig) -> dict[str, Any]:
-        """Re-list both sides and prove the destination equals the source for this prefix."""
-        plan = self.plan(prefix)
-        problems = [f"missing or different: {s.rel}" for s, _ in plan.copies]
-        problems += [f"extra in destination: {d.rel}" for d in plan.deletes]
+    def verify(self, prefix: PrefixConfig, snapshot: dict[str, tuple[int, str]] | None = None) -> dict[str, Any]:
+        """Prove the destination equals the source for this prefix (:class:`VerificationError` if not).
+
+        With ``snapshot`` (rel -> (size, ETag): the QA listing this run planned and gated, which
+        every copy was conditional on) only the destination is listed and compared with it.
+        Without one, both sides are listed again."""
+        if snapshot is None:
+            plan = self.plan(prefix)
+            problems = [f"missing or different: {s.rel}" for s, _ in plan.copies]
+            problems += [f"extra in destination: {d.rel}" for d in plan.deletes]
+            objects = plan.source_count
+        else:
+            with ThreadPoolExecutor(max_workers=16, thread_name_prefix="gl-list") as pool:
+                dest = list_prefix(self.data, prefix.destination, pool=pool)
+            dest.pop(prefix.settings.signoff_marker or "", None)  # QA process state, never promoted
+            problems = [
+                f"missing or different: {rel}"
+                for rel, state in sorted(snapshot.items())
+                if (d := dest.get(rel)) is None or (d.size, normalize_etag(d.etag)) != tuple(state)
+            ]
+            problems += [f"extra in destination: {rel}" for rel in sorted(dest.keys() - snapshot.keys())]
+            objects = len(snapshot)
         if problems:
             raise VerificationError(prefix.label, problems)
         return {
             "prefix": prefix.label,
             "destination": str(prefix.destination),
-            "objects": plan.source_count,
+            "objects": objects,
             "equal": True,
         }

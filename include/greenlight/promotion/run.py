@@ -15,7 +15,6 @@ from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
-from greenlight.contracts import load_contract
 from greenlight.errors import QAChangedError, StalePrefixError, SyncFailedError, VerificationError
 from greenlight.promotion import shards
 from greenlight.promotion.config import PrefixConfig, PromotionConfig
@@ -33,6 +32,8 @@ def preflight(engine: Engine, tracking_uri: str | None) -> list[dict[str, Any]]:
     """Runbook §2 preconditions: contracts load, both buckets answer, prod versioned, no QA run RUNNING."""
     for prefix in engine.config.prefixes:  # a broken contract file is bad config: fail before reading QA
         if prefix.contract:
+            from greenlight.contracts import load_contract  # only when a prefix has one: costly import
+
             contract = load_contract(prefix.contract)
             log.info("preflight ok: %s has contract %s v%d", prefix.label, contract.name, contract.version)
     report = engine.preflight()
@@ -122,7 +123,11 @@ def verify_prefix(
     ``planned`` is the plan the promotion ran on: when it had nothing to do, its own listings
     already proved both sides equal and nothing is listed again."""
     unchanged = planned is not None and not planned.copies and not planned.deletes
-    check = planned.verified() if unchanged else engine.verify(prefix)
+    if unchanged:
+        check = planned.verified()
+    else:  # prod against the QA snapshot this run gated: only prod is listed again
+        snapshot = planned.snapshot if planned is not None else engine.read_snapshot(run_id, prefix)
+        check = engine.verify(prefix, snapshot)
     check["asset_name"] = prefix.asset_name
     log.info("verified %s: %d objects equal in %s", prefix.label, check["objects"], prefix.destination)
     # A promote that was cleared and rerun after an earlier try changed prod returns no manifest:
@@ -133,7 +138,7 @@ def verify_prefix(
         manifest = engine.manifests.uri(rel) if engine.manifests.read(rel) is not None else None
     # ``changed``: whether this run must leave the pointer naming it (what ``check-run`` verifies).
     check["changed"] = engine.pointer_moves(prefix, manifest)
-    check["pointer"] = engine.publish_verified(prefix, run_id, manifest, check["objects"])
+    check["pointer"] = engine.publish_verified(prefix, run_id, manifest, check["objects"], moves=check["changed"])
     return check
 
 
