@@ -25,7 +25,8 @@ from pathlib import Path
 from typing import Any
 
 from greenlight.datasets import naming
-from greenlight.datasets.config import DatasetConfigError, config_path, load_config, parse_config
+from greenlight.datasets.config import config_path, load_config, parse_config
+from greenlight.datasets.model import DatasetConfigError
 from greenlight.errors import ConfigError, GreenlightError, RefusedError
 
 log = logging.getLogger("greenlight.datasets")
