@@ -1,6 +1,6 @@
 """Local stand-ins for the failure notifier's receivers: a real SMTP server and a real HTTP server
 standing in for Slack, the ``channels`` fixture wiring them through ``AIRFLOW_CONN_*`` connections,
-and the callback context Airflow passes a notifier. Used by tests/unit/test_notify.py,
+and the callback context Airflow passes a notifier. Used by tests/integration/test_notify.py,
 tests/dags/test_task_manifests.py and the triage flowchart tests (a helper module on ``pythonpath``,
 so any test folder can import it)."""
 
