@@ -140,6 +140,20 @@ class HttpSink:
 
 
 # ----------------------------------------------------------------------------------------------
+def smtp_connection(smtp: SmtpSink, password: str, to: str) -> str:
+    """The ``greenlight_smtp`` connection (JSON) for ``smtp``: user ``alerts``, mail to ``to``."""
+    return json.dumps(
+        {
+            "conn_type": "smtp",
+            "host": "127.0.0.1",
+            "port": smtp.port,
+            "login": "alerts",
+            "password": password,
+            "extra": {"to": to, "from": "greenlight@example.test"},
+        }
+    )
+
+
 @pytest.fixture
 def channels(monkeypatch):
     """SMTP + Slack stand-ins wired through Airflow connections, with passwords to keep secret."""
@@ -147,16 +161,7 @@ def channels(monkeypatch):
     with SmtpSink() as smtp, HttpSink() as slack:
         monkeypatch.setenv(
             "AIRFLOW_CONN_GREENLIGHT_SMTP",
-            json.dumps(
-                {
-                    "conn_type": "smtp",
-                    "host": "127.0.0.1",
-                    "port": smtp.port,
-                    "login": "alerts",
-                    "password": secrets["smtp"],
-                    "extra": {"to": "oncall@example.test, data@example.test", "from": "greenlight@example.test"},
-                }
-            ),
+            smtp_connection(smtp, secrets["smtp"], "oncall@example.test, data@example.test"),
         )
         monkeypatch.setenv(
             "AIRFLOW_CONN_GREENLIGHT_SLACK",
