@@ -5,12 +5,17 @@ Runs are triggered and watched through the Airflow REST API (``/api/v2``), as th
 
 from __future__ import annotations
 
+import datetime as dt
 import json
 import time
 import urllib.parse
+from pathlib import Path
 from typing import Any
 
+from helpers import write_config
+
 from greenlight.dagsupport.api import AirflowApi, AirflowApiUnavailable
+from greenlight.dev import demo_data
 
 FINISHED = ("success", "failed")
 
@@ -19,8 +24,8 @@ class Api:
     """greenlight's REST client, polling-tolerant: a missing resource, or a busy API server slow to
     answer (2 cores shared with the scheduler and the tasks), is None and the caller polls again."""
 
-    def __init__(self, base: str, password: str):
-        self.client = AirflowApi(base, "admin", password)
+    def __init__(self, base: str, password: str, user: str = "admin"):
+        self.client = AirflowApi(base, user, password)
 
     def get(self, path: str):
         try:
@@ -90,3 +95,29 @@ def wait_for(predicate, timeout: float, what: str, interval: float = 2.0, descri
         time.sleep(interval)
     detail = f"; now: {describe()}" if describe else ""
     raise AssertionError(f"timed out after {timeout}s waiting for {what}{detail}")
+
+
+def wait_parsed(api: Api, *dag_ids: str, timeout: float = 180) -> None:
+    """Wait until the API server knows each DAG (the DAG processor has parsed its file)."""
+    for dag_id in dag_ids:
+        wait_for(lambda dag_id=dag_id: api.get(f"/dags/{dag_id}"), timeout, f"DAG {dag_id} to be parsed")
+
+
+def promotion_config(path: Path, prod: str, area: str, prefixes: list, consumers: list[str]) -> Path:
+    """The promotion config an e2e stack's DAGs read: ``prefixes``, manifests under
+    ``s3://<prod>/_greenlight/<area>``, a failed gate halting ``consumers``."""
+    return write_config(
+        path,
+        {"prefixes": prefixes, "manifest_uri": f"s3://{prod}/_greenlight/{area}", "defaults": {"consumers": consumers}},
+    )
+
+
+def seed_deliveries(s3, bucket: str, prefix: str, variant: str) -> None:
+    """The demo's weekly CSV deliveries (``variant`` as in demo_data.VARIANTS) under ``prefix``."""
+    artefacts = demo_data.build_qa_artefacts(dt.date.today(), variant=variant)
+    wanted = {
+        k[len(demo_data.DELIVERY_CSV_PREFIX) :]: v
+        for k, v in artefacts.items()
+        if k.startswith(demo_data.DELIVERY_CSV_PREFIX)
+    }
+    demo_data.seed_bucket(s3, bucket, wanted, prefix=prefix, delete_extra_under=[""])

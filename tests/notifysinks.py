@@ -1,6 +1,6 @@
 """Local stand-ins for the failure notifier's receivers: a real SMTP server and a real HTTP server
 standing in for Slack, the ``channels`` fixture wiring them through ``AIRFLOW_CONN_*`` connections,
-and the callback context Airflow passes a notifier. Used by tests/unit/test_notify.py,
+and the callback context Airflow passes a notifier. Used by tests/integration/test_notify.py,
 tests/dags/test_task_manifests.py and the triage flowchart tests (a helper module on ``pythonpath``,
 so any test folder can import it)."""
 
@@ -140,6 +140,20 @@ class HttpSink:
 
 
 # ----------------------------------------------------------------------------------------------
+def smtp_connection(smtp: SmtpSink, password: str, to: str) -> str:
+    """The ``greenlight_smtp`` connection (JSON) for ``smtp``: user ``alerts``, mail to ``to``."""
+    return json.dumps(
+        {
+            "conn_type": "smtp",
+            "host": "127.0.0.1",
+            "port": smtp.port,
+            "login": "alerts",
+            "password": password,
+            "extra": {"to": to, "from": "greenlight@example.test"},
+        }
+    )
+
+
 @pytest.fixture
 def channels(monkeypatch):
     """SMTP + Slack stand-ins wired through Airflow connections, with passwords to keep secret."""
@@ -147,16 +161,7 @@ def channels(monkeypatch):
     with SmtpSink() as smtp, HttpSink() as slack:
         monkeypatch.setenv(
             "AIRFLOW_CONN_GREENLIGHT_SMTP",
-            json.dumps(
-                {
-                    "conn_type": "smtp",
-                    "host": "127.0.0.1",
-                    "port": smtp.port,
-                    "login": "alerts",
-                    "password": secrets["smtp"],
-                    "extra": {"to": "oncall@example.test, data@example.test", "from": "greenlight@example.test"},
-                }
-            ),
+            smtp_connection(smtp, secrets["smtp"], "oncall@example.test, data@example.test"),
         )
         monkeypatch.setenv(
             "AIRFLOW_CONN_GREENLIGHT_SLACK",

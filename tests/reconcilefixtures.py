@@ -1,5 +1,7 @@
-"""Real DVC and MLflow setups for tests/integration/test_reconcile.py: a git repo with ``dvc init``/``dvc add``/
-``dvc repro``/``dvc push`` to the test S3 server, and an MLflow SQLite store with S3 artifacts."""
+"""Real DVC and MLflow setups for the reconcile tests (tests/integration/test_reconcile.py and
+tests/dags/test_reconcile_dag.py): a git repo with ``dvc init``/``dvc add``/``dvc repro``/``dvc push``
+to the test S3 server, an MLflow SQLite store with S3 artifacts, and the ``golden``/``scenario``
+fixtures (a test module takes them with ``golden = reconcilefixtures.golden``)."""
 
 from __future__ import annotations
 
@@ -7,8 +9,14 @@ import os
 import shutil
 import subprocess
 import sys
+import uuid
 from dataclasses import dataclass, field
 from pathlib import Path
+
+import pytest
+import yaml
+
+from greenlight.storage.s3 import object_state
 
 BIN = Path(sys.executable).parent
 DVC_BUCKET = "dvc-greenlight-test"
@@ -153,3 +161,74 @@ def clone_cache(repo: DvcRepo, dest: Path) -> Path:
         if p.is_file():
             p.chmod(0o644)
     return dest
+
+
+# ------------------------------------------------------------------ fixtures shared by test modules
+@pytest.fixture(scope="module")
+def golden(tmp_path_factory, s3env, s3):
+    """One real DVC repo per module, pushed to a 'golden' remote and backup; tests copy them."""
+    return make_dvc_repo(tmp_path_factory.mktemp("dvc"), s3env, s3, f"golden-{uuid.uuid4().hex[:8]}/")
+
+
+def object_exists(s3, bucket, key) -> bool:
+    """Whether the key exists; any error other than "not found" (auth, network) fails the test."""
+    return object_state(s3, bucket, key) is not None
+
+
+class Scenario:
+    """A per-test copy of the golden remote/backup/cache with five objects made missing:
+
+    - img0 (inside the tracked directory): gone from the remote, still in the cache -> cache
+    - img1 (inside the directory): gone from the remote and the cache, in the backup -> fallback
+    - the directory's ``.dir`` manifest: gone from the remote, in the cache -> cache
+    - out/model.bin (a ``dvc.lock`` output): gone from remote and cache, in the backup -> fallback
+    - data/table.csv (a ``.dvc`` file): gone everywhere -> unrecoverable
+    """
+
+    def __init__(self, golden, s3, area: str, tmp_path: Path):
+        self.golden, self.s3, self.area = golden, s3, area
+        gprefix = golden.remote.split("/", 3)[3]
+        copy_prefix(s3, DVC_BUCKET, gprefix, area)
+        copy_prefix(s3, BACKUP_BUCKET, gprefix, area)
+        self.cache = clone_cache(golden, tmp_path / "cache")
+        f = golden.files
+        self.keys = {
+            "img0": golden.key(f["data/images/img0.txt"], area),
+            "img1": golden.key(f["data/images/img1.txt"], area),
+            "dir": f"{area}files/md5/{golden.dir_md5[:2]}/{golden.dir_md5[2:]}",
+            "model": golden.key(f["out/model.bin"], area),
+            "table": golden.key(f["data/table.csv"], area),
+        }
+        for name in self.keys:
+            s3.delete_object(Bucket=DVC_BUCKET, Key=self.keys[name])
+        for name in ("img1", "model", "table"):
+            (self.cache / self.keys[name][len(area) :]).unlink()
+        s3.delete_object(Bucket=BACKUP_BUCKET, Key=self.keys["table"])
+
+    def target(self, name="datasets") -> dict:
+        return {
+            "name": name,
+            "kind": "dvc",
+            "repo": str(self.golden.path),
+            "rev": "main",
+            "remote": f"s3://{DVC_BUCKET}/{self.area}",
+            "cache_dir": str(self.cache),
+            "fallback_remotes": [f"s3://{BACKUP_BUCKET}/{self.area}"],
+        }
+
+    def remote_keys(self) -> set[str]:
+        out = set()
+        for page in self.s3.get_paginator("list_objects_v2").paginate(Bucket=DVC_BUCKET, Prefix=self.area):
+            out |= {o["Key"] for o in page.get("Contents", ())}
+        return out
+
+
+@pytest.fixture
+def scenario(golden, s3, area, tmp_path):
+    return Scenario(golden, s3, area, tmp_path)
+
+
+def reconcile_config(tmp_path, targets, report_uri=None, name="reconcile.yaml") -> Path:
+    path = tmp_path / name
+    path.write_text(yaml.safe_dump({"report_uri": report_uri or str(tmp_path / "reports"), "targets": targets}))
+    return path

@@ -3,7 +3,7 @@
 Both views read PostgreSQL views defined in ``schema.sql`` (the features are computed in SQL, next
 to the data). The Feast project name, the stores and the registry are NOT defined here: greenlight
 builds the ``RepoConfig`` in code from Airflow connections / env vars (see docs/features.md), so no
-host or secret lives in the repo. Deploy changes with ``python -m greenlight.features apply``; the
+host or secret lives in the repo. Deploy changes with ``greenlight features apply``; the
 ``feature_materialization`` DAG refuses to run while the deployed registry differs from this file.
 """
 

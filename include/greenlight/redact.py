@@ -126,15 +126,15 @@ def redact_argv(argv: list[str]) -> str:
     return " ".join(out)
 
 
-def _airflow_redact(value: Any) -> Any:
+def airflow_redact(value: Any) -> Any:
     """Airflow's secrets masker when running under Airflow (connection passwords, extras, masked
     Variables); outside Airflow there is nothing registered to mask."""
     try:
-        from airflow.sdk.log import redact as airflow_redact
+        from airflow.sdk.log import redact as airflow_mask  # optional: greenlight also runs without Airflow
     except Exception:  # noqa: BLE001 - not under Airflow
         return value
     try:
-        return airflow_redact(value)
+        return airflow_mask(value)
     except Exception:  # noqa: BLE001 - never let masking break the caller; ours still applies
         return value
 
@@ -145,7 +145,7 @@ def clean_message(error: Any) -> str | None:
         return None
     text = str(error) if not isinstance(error, BaseException) else f"{type(error).__name__}: {error}"
     text = text[:MAX_MESSAGE]
-    masked = _airflow_redact(text)
+    masked = airflow_redact(text)
     return redact_text(masked if isinstance(masked, str) else text)
 
 

@@ -22,7 +22,10 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+from greenlight.errors import ManifestNotFoundError
 from greenlight.retrycategory import CATEGORIES
+from greenlight.storage.manifests import read_manifest_uri, safe_name
+from greenlight.storage.s3 import list_pages, parse_s3_uri
 
 OK_STATES = ("success", "skipped")
 #: Trigger rules under which a task whose upstream was skipped is skipped too.
@@ -38,17 +41,11 @@ class ManifestRoot:
         self.client = client
 
     def _s3(self):
-        from greenlight.storage.s3 import parse_s3_uri
-
         return parse_s3_uri(self.root, what="task manifest root")
 
     def run_folders(self, dag_id: str) -> list[str]:
         """The (path-safe) run folder names of a DAG."""
-        from greenlight.storage.manifests import safe_name
-
         if self.root.startswith("s3://"):
-            from greenlight.storage.s3 import list_pages
-
             loc = self._s3()
             base = f"{loc.prefix}{safe_name(dag_id)}/"
             names = []
@@ -60,12 +57,8 @@ class ManifestRoot:
 
     def read_run(self, dag_id: str, run_folder: str) -> dict[str, dict[str, Any]]:
         """``"<task_id>[.<map_index>]" -> manifest`` of one run folder."""
-        from greenlight.storage.manifests import safe_name
-
         docs: dict[str, dict[str, Any]] = {}
         if self.root.startswith("s3://"):
-            from greenlight.storage.s3 import list_pages
-
             loc = self._s3()
             base = f"{loc.prefix}{safe_name(dag_id)}/{run_folder}/"
             for page in list_pages(self.client, loc.bucket, base, delimiter="/"):
@@ -83,8 +76,6 @@ class ManifestRoot:
     def find_run(self, dag_id: str, *, run_id: str | None = None, date: str | None = None) -> tuple[str | None, dict]:
         """The run to check and its manifests: ``run_id``; else the newest run whose logical date
         (or run id) falls on ``date`` (``YYYY-MM-DD``); else the newest run. ``(None, {})`` if none."""
-        from greenlight.storage.manifests import safe_name
-
         if run_id:
             return run_id, self.read_run(dag_id, safe_name(run_id))
         best: tuple[str, str, dict] | None = None
@@ -105,9 +96,6 @@ class ManifestRoot:
 
 def read_json_uri(uri: str, client=None) -> dict[str, Any] | None:
     """A JSON document at an ``s3://`` URI or local path; None when it does not exist."""
-    from greenlight.errors import ManifestNotFoundError
-    from greenlight.storage.manifests import read_manifest_uri
-
     try:
         return read_manifest_uri(uri, client)
     except ManifestNotFoundError:

@@ -18,7 +18,7 @@ import pytest
 from dagrun import ROOT, run_dag
 from faultproxy import FaultProxy
 from helpers import put
-from notifysinks import HttpSink, SmtpSink
+from notifysinks import HttpSink, SmtpSink, smtp_connection
 
 from greenlight.storage.manifests import safe_name
 
@@ -142,19 +142,7 @@ def probe_env(tmp_path, monkeypatch, s3env, buckets):
             "AIRFLOW_CONN_GL_PROBE_DB",
             json.dumps({"conn_type": "postgres", "host": "127.0.0.1", "login": "probe", "password": db_password}),
         )
-        monkeypatch.setenv(
-            "AIRFLOW_CONN_GREENLIGHT_SMTP",
-            json.dumps(
-                {
-                    "conn_type": "smtp",
-                    "host": "127.0.0.1",
-                    "port": smtp.port,
-                    "login": "alerts",
-                    "password": smtp_password,
-                    "extra": {"to": "oncall@example.test", "from": "greenlight@example.test"},
-                }
-            ),
-        )
+        monkeypatch.setenv("AIRFLOW_CONN_GREENLIGHT_SMTP", smtp_connection(smtp, smtp_password, "oncall@example.test"))
         monkeypatch.setenv(
             "AIRFLOW_CONN_GREENLIGHT_SLACK",
             json.dumps(

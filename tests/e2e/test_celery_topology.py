@@ -16,7 +16,6 @@ which worker ran each try is read from greenlight's task manifests.
 
 from __future__ import annotations
 
-import datetime as dt
 import json
 import time
 import uuid
@@ -25,11 +24,10 @@ from pathlib import Path
 from types import SimpleNamespace
 
 import pytest
+from e2ehelpers import FINISHED, Api, promotion_config, seed_deliveries, wait_for, wait_parsed
 from faultproxy import FaultProxy
-from helpers import listing, put, rel_listing, versions, write_config
+from helpers import listing, put, rel_listing, versions
 
-from greenlight.dagsupport.api import AirflowApiUnavailable
-from greenlight.dev import demo_data
 from greenlight.dev.celerystack import CeleryStack
 from greenlight.promotion.config import load_config
 from greenlight.promotion.rollback import rollback
@@ -51,20 +49,14 @@ def topology(s3env, s3, buckets, tmp_path_factory):
     root = tmp_path_factory.mktemp("celery_stack")
     qa, prod = buckets
     area = f"celery-{uuid.uuid4().hex[:8]}/"
-    config = write_config(
-        root / "promotion.yaml",
-        {
-            "prefixes": [
-                {"name": "slow", "source": f"s3://{qa}/{area}slow/"},
-                {"name": "denied", "source": f"s3://{qa}/{area}denied/"},
-                {"name": "deliveries", "source": f"s3://{qa}/{area}deliveries/", "contract": "deliveries_csv"},
-                # 4,000 keys at 1,000 per shard: four mapped promote tasks (docs/sharding.md).
-                {"name": "huge", "source": f"s3://{qa}/{area}huge/", "shard_objects": HUGE_SHARD},
-            ],
-            "manifest_uri": f"s3://{prod}/_greenlight/{area}",
-            "defaults": {"consumers": [CONSUMER]},
-        },
-    )
+    prefixes = [
+        {"name": "slow", "source": f"s3://{qa}/{area}slow/"},
+        {"name": "denied", "source": f"s3://{qa}/{area}denied/"},
+        {"name": "deliveries", "source": f"s3://{qa}/{area}deliveries/", "contract": "deliveries_csv"},
+        # 4,000 keys at 1,000 per shard: four mapped promote tasks (docs/sharding.md).
+        {"name": "huge", "source": f"s3://{qa}/{area}huge/", "shard_objects": HUGE_SHARD},
+    ]
+    config = promotion_config(root / "promotion.yaml", prod, area, prefixes, [CONSUMER])
     proxy = FaultProxy(s3env.endpoint_url).__enter__()
     minio = SimpleNamespace(endpoint_url=proxy.url, access_key=s3env.access_key, secret_key=s3env.secret_key)
     stack = CeleryStack(
@@ -83,9 +75,8 @@ def topology(s3env, s3, buckets, tmp_path_factory):
     started = time.monotonic()
     stack.start()
     try:
-        api = Api(stack)
-        wait_for(lambda: api.get(f"/dags/{DAG}"), 180, "the DAG to be parsed")
-        wait_for(lambda: api.get(f"/dags/{CONSUMER}"), 180, "the consumer DAG to be parsed")
+        api = CeleryApi(stack)
+        wait_parsed(api, DAG, CONSUMER)
         api.client.set_paused(DAG, False)  # paused at creation, as in docker-compose.yaml
         print(f"celery stack ready in {time.monotonic() - started:.0f} s")
         yield SimpleNamespace(stack=stack, api=api, proxy=proxy, area=area, qa=qa, prod=prod, config=config)
@@ -94,40 +85,20 @@ def topology(s3env, s3, buckets, tmp_path_factory):
         proxy.__exit__(None, None, None)
 
 
-class Api:
-    """The REST API as a user's script sees it; a busy API server (2 shared cores) is None = poll again."""
+class CeleryApi(Api):
+    """tests/e2ehelpers.py's polling-tolerant REST client on the Celery stack, with this module's
+    shortcuts for ``artefact_promotion`` runs."""
 
     def __init__(self, stack: CeleryStack):
-        self.client = stack.api()
+        super().__init__(stack.api_url, stack.admin_password, stack.admin_user)
 
-    def get(self, path: str):
-        try:
-            return self.client.get(f"/api/v2{path}")
-        except AirflowApiUnavailable:
-            return None
-
-    def trigger(self, conf: dict) -> str:
-        run = self.client.post(f"/api/v2/dags/{DAG}/dagRuns", {"logical_date": None, "conf": conf})
-        return run["dag_run_id"]
-
-    def task_instances(self, run_id: str) -> dict[tuple[str, int], dict]:
-        page = self.get(f"/dags/{DAG}/dagRuns/{run_id}/taskInstances?limit=100") or {"task_instances": []}
-        return {(t["task_id"], t["map_index"]): t for t in page["task_instances"]}
+    def by_task(self, run_id: str) -> dict[tuple[str, int], dict]:
+        """The run's task instances by (task_id, map_index)."""
+        return {(t["task_id"], t["map_index"]): t for t in self.task_instances(DAG, run_id)}
 
     def finished(self, run_id: str) -> str | None:
-        run = self.get(f"/dags/{DAG}/dagRuns/{run_id}")
-        return run["state"] if run and run["state"] in ("success", "failed") else None
-
-
-def wait_for(predicate, timeout: float, what: str, interval: float = 1.0, describe=None):
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        value = predicate()
-        if value:
-            return value
-        time.sleep(interval)
-    detail = f"; now: {describe()}" if describe else ""
-    raise AssertionError(f"timed out after {timeout}s waiting for {what}{detail}")
+        run = self.run(DAG, run_id)
+        return run["state"] if run and run["state"] in FINISHED else None
 
 
 def task_manifest(stack: CeleryStack, run_id: str, task_id: str, map_index: int = -1) -> dict | None:
@@ -140,8 +111,8 @@ def task_manifest(stack: CeleryStack, run_id: str, task_id: str, map_index: int 
         return None
 
 
-def states(api: Api, run_id: str) -> list[tuple]:
-    return sorted((k[0], k[1], t["state"], t["try_number"]) for k, t in api.task_instances(run_id).items())
+def states(api: CeleryApi, run_id: str) -> list[tuple]:
+    return sorted((k[0], k[1], t["state"], t["try_number"]) for k, t in api.by_task(run_id).items())
 
 
 def copy_into(prefix: str):
@@ -186,7 +157,7 @@ def test_promotion_spreads_over_workers_survives_a_killed_worker_and_a_cleared_f
     is_denied = manifest_write(f"/{prod}/_greenlight/{area}promotions/", "_denied")
     proxy.rule = lambda m, p, h: COPY_DELAY_S if is_slow(m, p, h) else "403" if is_denied(m, p, h) else None
 
-    run_id = api.trigger({"only": ["slow", "denied"]})
+    run_id = api.trigger(DAG, {"only": ["slow", "denied"]})
 
     # Mid-copy: the slow prefix's task is running and has copied some of its objects, not all.
     def running_mid_copy():
@@ -207,7 +178,7 @@ def test_promotion_spreads_over_workers_survives_a_killed_worker_and_a_cleared_f
     print(f"killed {victim} (pids {killed}) after {copied} of {SLOW_OBJECTS} slow-prefix copies")
 
     state = wait_for(lambda: api.finished(run_id), 240, f"run {run_id} to finish", 2, lambda: states(api, run_id))
-    tis = api.task_instances(run_id)
+    tis = api.by_task(run_id)
     assert state == "failed", states(api, run_id)
     assert (tis[("promote", 0)]["state"], tis[("promote", 0)]["try_number"]) == ("success", 2)
     assert (tis[("promote", 1)]["state"], tis[("promote", 1)]["try_number"]) == ("failed", 1)
@@ -248,7 +219,7 @@ def test_promotion_spreads_over_workers_survives_a_killed_worker_and_a_cleared_f
     assert ("promote", 0) not in {(ti["task_id"], ti["map_index"]) for ti in cleared["task_instances"]}
 
     def rerun_done():
-        promote = api.task_instances(run_id).get(("promote", 1), {})
+        promote = api.by_task(run_id).get(("promote", 1), {})
         return api.finished(run_id) if promote.get("try_number", 0) >= 2 else None
 
     assert wait_for(rerun_done, 240, "the cleared run to finish", 2, lambda: states(api, run_id)) == "success"
@@ -268,19 +239,13 @@ def test_promotion_spreads_over_workers_survives_a_killed_worker_and_a_cleared_f
 def test_contract_halt_pauses_the_consumer_through_the_api(topology, s3):
     t, stack, api = topology, topology.stack, topology.api
     qa, prod, area = t.qa, t.prod, t.area
-    artefacts = demo_data.build_qa_artefacts(dt.date.today(), variant="renamed_column")
-    deliveries = {
-        k[len(demo_data.DELIVERY_CSV_PREFIX) :]: v
-        for k, v in artefacts.items()
-        if k.startswith(demo_data.DELIVERY_CSV_PREFIX)
-    }
-    demo_data.seed_bucket(s3, qa, deliveries, prefix=f"{area}deliveries/", delete_extra_under=[""])
+    seed_deliveries(s3, qa, f"{area}deliveries/", "renamed_column")
     before = versions(s3, prod, f"{area}deliveries/")
     api.client.set_paused(CONSUMER, False)
 
-    run_id = api.trigger({"only": ["deliveries"]})
+    run_id = api.trigger(DAG, {"only": ["deliveries"]})
     state = wait_for(lambda: api.finished(run_id), 240, f"run {run_id} to finish", 2, lambda: states(api, run_id))
-    tis = api.task_instances(run_id)
+    tis = api.by_task(run_id)
     assert state == "failed", states(api, run_id)
     assert tis[("halt_prod_consumers", -1)]["state"] == "failed"
     assert all(ti["state"] == "skipped" for (task, _), ti in tis.items() if task in ("promote", "verify", "summary"))
@@ -313,7 +278,7 @@ def test_huge_prefix_runs_in_shards_on_both_workers_and_a_killed_shard_is_retrie
     # The first 100 keys (shard 1's range) copy slowly, one at a time: time to kill its worker.
     is_slow = copy_into(f"/{prod}/{huge}obj-00")
     proxy.rule = lambda m, p, h: COPY_DELAY_S if is_slow(m, p, h) else None
-    run_id = api.trigger({"only": ["huge"]})
+    run_id = api.trigger(DAG, {"only": ["huge"]})
 
     def shard_mid_copy():
         doc = task_manifest(stack, run_id, "promote", 0)
@@ -329,7 +294,7 @@ def test_huge_prefix_runs_in_shards_on_both_workers_and_a_killed_shard_is_retrie
     print(f"killed {victim} after {copied} copies of shard 1")
 
     state = wait_for(lambda: api.finished(run_id), 300, f"run {run_id} to finish", 2, lambda: states(api, run_id))
-    tis = api.task_instances(run_id)
+    tis = api.by_task(run_id)
     assert state == "success", states(api, run_id)
     assert sorted(i for (task, i) in tis if task == "promote") == [0, 1, 2, 3]
     assert (tis[("promote", 0)]["state"], tis[("promote", 0)]["try_number"]) == ("success", 2)

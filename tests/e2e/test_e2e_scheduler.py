@@ -7,31 +7,19 @@ checks that the rerun converges.
 
 from __future__ import annotations
 
-import datetime as dt
 import json
 import secrets
 import time
 
 import pytest
-from e2ehelpers import Api, wait_for
-from helpers import put, rel_listing, versions, write_config
+from e2ehelpers import Api, promotion_config, seed_deliveries, wait_for, wait_parsed
+from helpers import put, rel_listing, versions
 
-from greenlight.dev import demo_data, devstack
+from greenlight.dev import devstack
 
 pytestmark = pytest.mark.e2e
 
 CONSUMER = "commodity_hindcast_prod"
-
-
-def seed_deliveries(s3, bucket: str, prefix: str, variant: str) -> None:
-    """The demo's weekly CSV deliveries (``variant`` as in demo_data.VARIANTS) under ``prefix``."""
-    artefacts = demo_data.build_qa_artefacts(dt.date.today(), variant=variant)
-    wanted = {
-        k[len(demo_data.DELIVERY_CSV_PREFIX) :]: v
-        for k, v in artefacts.items()
-        if k.startswith(demo_data.DELIVERY_CSV_PREFIX)
-    }
-    demo_data.seed_bucket(s3, bucket, wanted, prefix=prefix, delete_extra_under=[""])
 
 
 @pytest.fixture(scope="module")
@@ -39,18 +27,12 @@ def stack(s3env, s3, tmp_path_factory, buckets):
     home = tmp_path_factory.mktemp("airflow_e2e")
     qa, prod = buckets
     area = f"e2e-{int(time.time())}/"
-    config = write_config(
-        home / "promotion.yaml",
-        {
-            "prefixes": [
-                f"s3://{qa}/{area}a/",
-                f"s3://{qa}/{area}b/",
-                {"name": "deliveries", "source": f"s3://{qa}/{area}c/", "contract": "deliveries_csv"},
-            ],
-            "manifest_uri": f"s3://{prod}/_greenlight/{area}",
-            "defaults": {"consumers": [CONSUMER]},
-        },
-    )
+    prefixes = [
+        f"s3://{qa}/{area}a/",
+        f"s3://{qa}/{area}b/",
+        {"name": "deliveries", "source": f"s3://{qa}/{area}c/", "contract": "deliveries_csv"},
+    ]
+    config = promotion_config(home / "promotion.yaml", prod, area, prefixes, [CONSUMER])
     seed_deliveries(s3, qa, f"{area}c/", "clean")
     env = devstack.airflow_env(
         home,
@@ -73,8 +55,7 @@ def stack(s3env, s3, tmp_path_factory, buckets):
     standalone.start()
     try:
         api = Api(standalone.url, standalone.admin_password())
-        wait_for(lambda: api.get("/dags/artefact_promotion"), 180, "the DAG to be parsed")
-        wait_for(lambda: api.get(f"/dags/{CONSUMER}"), 180, "the consumer DAG to be parsed")
+        wait_parsed(api, "artefact_promotion", CONSUMER)
         yield standalone, api, area
     finally:
         standalone.stop()

@@ -1,102 +1,32 @@
 """Reconciliation against real pieces: git + DVC repos pushed to SeaweedFS, an MLflow SQLite store
-with S3 artifacts, the CLI as a subprocess and the DAG through ``dag.test()``."""
+with S3 artifacts, the CLI as a subprocess (the DAG through ``dag.test()``: tests/dags/test_reconcile_dag.py)."""
 
 from __future__ import annotations
 
+import hashlib
+import io
 import json
 import uuid
 from pathlib import Path
 
 import pytest
+import reconcilefixtures
 import yaml
 from reconcilefixtures import (
-    BACKUP_BUCKET,
     DVC_BUCKET,
     MLFLOW_BUCKET,
     add_remote,
-    clone_cache,
-    copy_prefix,
     dvc,
     git,
-    make_dvc_repo,
     md5,
+    object_exists,
+    reconcile_config,
 )
 from test_cli import cli as run_cli
 
 ROOT = Path(__file__).resolve().parents[2]
-
-
-# ------------------------------------------------------------------------------------------ fixtures
-@pytest.fixture(scope="module")
-def golden(tmp_path_factory, s3env, s3):
-    """One real DVC repo per module, pushed to a 'golden' remote and backup; tests copy them."""
-    return make_dvc_repo(tmp_path_factory.mktemp("dvc"), s3env, s3, f"golden-{uuid.uuid4().hex[:8]}/")
-
-
-def _exists(s3, bucket, key) -> bool:
-    """Whether the key exists; any error other than "not found" (auth, network) fails the test."""
-    from greenlight.storage.s3 import object_state
-
-    return object_state(s3, bucket, key) is not None
-
-
-class Scenario:
-    """A per-test copy of the golden remote/backup/cache with five objects made missing:
-
-    - img0 (inside the tracked directory): gone from the remote, still in the cache -> cache
-    - img1 (inside the directory): gone from the remote and the cache, in the backup -> fallback
-    - the directory's ``.dir`` manifest: gone from the remote, in the cache -> cache
-    - out/model.bin (a ``dvc.lock`` output): gone from remote and cache, in the backup -> fallback
-    - data/table.csv (a ``.dvc`` file): gone everywhere -> unrecoverable
-    """
-
-    def __init__(self, golden, s3, area: str, tmp_path: Path):
-        self.golden, self.s3, self.area = golden, s3, area
-        gprefix = golden.remote.split("/", 3)[3]
-        copy_prefix(s3, DVC_BUCKET, gprefix, area)
-        copy_prefix(s3, BACKUP_BUCKET, gprefix, area)
-        self.cache = clone_cache(golden, tmp_path / "cache")
-        f = golden.files
-        self.keys = {
-            "img0": golden.key(f["data/images/img0.txt"], area),
-            "img1": golden.key(f["data/images/img1.txt"], area),
-            "dir": f"{area}files/md5/{golden.dir_md5[:2]}/{golden.dir_md5[2:]}",
-            "model": golden.key(f["out/model.bin"], area),
-            "table": golden.key(f["data/table.csv"], area),
-        }
-        for name in self.keys:
-            s3.delete_object(Bucket=DVC_BUCKET, Key=self.keys[name])
-        for name in ("img1", "model", "table"):
-            (self.cache / self.keys[name][len(area) :]).unlink()
-        s3.delete_object(Bucket=BACKUP_BUCKET, Key=self.keys["table"])
-
-    def target(self, name="datasets") -> dict:
-        return {
-            "name": name,
-            "kind": "dvc",
-            "repo": str(self.golden.path),
-            "rev": "main",
-            "remote": f"s3://{DVC_BUCKET}/{self.area}",
-            "cache_dir": str(self.cache),
-            "fallback_remotes": [f"s3://{BACKUP_BUCKET}/{self.area}"],
-        }
-
-    def remote_keys(self) -> set[str]:
-        out = set()
-        for page in self.s3.get_paginator("list_objects_v2").paginate(Bucket=DVC_BUCKET, Prefix=self.area):
-            out |= {o["Key"] for o in page.get("Contents", ())}
-        return out
-
-
-@pytest.fixture
-def scenario(golden, s3, area, tmp_path):
-    return Scenario(golden, s3, area, tmp_path)
-
-
-def _config(tmp_path, targets, report_uri=None, name="reconcile.yaml") -> Path:
-    path = tmp_path / name
-    path.write_text(yaml.safe_dump({"report_uri": report_uri or str(tmp_path / "reports"), "targets": targets}))
-    return path
+golden = reconcilefixtures.golden  # fixtures shared with tests/dags/test_reconcile_dag.py
+scenario = reconcilefixtures.scenario
 
 
 def _by_path(result) -> dict[str, tuple]:
@@ -118,7 +48,7 @@ def test_dvc_check_reports_every_missing_object_with_path_and_dvc_file(scenario,
     from greenlight.reconcile.run import reconcile
 
     before = scenario.remote_keys()
-    summary = reconcile(load_config(_config(tmp_path, [scenario.target()])), s3, run_id="check1")
+    summary = reconcile(load_config(reconcile_config(tmp_path, [scenario.target()])), s3, run_id="check1")
 
     result = json.loads(Path(summary["report"]).read_text())["targets"][0]
     # 4 images + their .dir + table.csv + model.bin; metrics.json is `cache: false` and not expected
@@ -143,7 +73,7 @@ def test_dvc_repair_routes_cache_fallback_unrecoverable_and_dvc_agrees(scenario,
     from greenlight.reconcile.config import load_config
     from greenlight.reconcile.run import reconcile
 
-    config = load_config(_config(tmp_path, [scenario.target()]))
+    config = load_config(reconcile_config(tmp_path, [scenario.target()]))
     before = scenario.remote_keys()
     dry = reconcile(config, s3, run_id="dry", repair=True, dry_run=True)
     assert (dry["missing"], dry["repaired"], dry["outstanding"]) == (5, 0, 4)
@@ -187,7 +117,7 @@ def test_dvc_remote_read_from_dvc_config_at_the_ref_and_dir_expanded_from_remote
     from greenlight.reconcile.config import load_config
     from greenlight.reconcile.dvc import check_dvc
 
-    config = load_config(_config(tmp_path, [{"name": "d", "kind": "dvc", "repo": golden.path.as_uri()}]))
+    config = load_config(reconcile_config(tmp_path, [{"name": "d", "kind": "dvc", "repo": golden.path.as_uri()}]))
     result = check_dvc(config.targets[0], s3, repair=True).as_dict()
     assert result["details"]["remote"] == golden.remote
     assert (result["checked"], result["missing"]) == (7, 0)
@@ -231,7 +161,7 @@ def test_dvc_crafted_md5_cannot_read_outside_the_cache_or_upload_it(s3env, s3, a
     cache.mkdir()
     (tmp_path / "secret.txt").write_text("not for the remote")
     repo = _crafted_repo(tmp_path, {"evil.dvc": "outs:\n- md5: ../secret.txt\n  path: evil\n"})
-    cfg = str(_config(tmp_path, [_crafted_target(repo, area, cache)]))
+    cfg = str(reconcile_config(tmp_path, [_crafted_target(repo, area, cache)]))
 
     code, summary, stderr = cli(s3env, "reconcile", "--config", cfg, "--repair")
 
@@ -258,14 +188,16 @@ def test_dvc_malformed_outs_and_dir_manifest_exit_2_naming_the_file(s3env, s3, a
         },
     )
     only_mapping = dict(_crafted_target(repo, area), name="mapping")
-    code, summary, stderr = cli(s3env, "reconcile", "--config", str(_config(tmp_path, [only_mapping])))
+    code, summary, stderr = cli(s3env, "reconcile", "--config", str(reconcile_config(tmp_path, [only_mapping])))
     assert code == 2, stderr
     assert "mapping/data.dvc: 'outs' must be a list of outputs, got a dict" in summary["error"]
 
     # The same repo without the mapping file: the .dir manifest (read from the real remote) is refused.
     git(repo, "rm", "-q", "mapping/data.dvc")
     git(repo, "commit", "-qm", "drop the mapping file")
-    code, summary, stderr = cli(s3env, "reconcile", "--config", str(_config(tmp_path, [_crafted_target(repo, area)])))
+    code, summary, stderr = cli(
+        s3env, "reconcile", "--config", str(reconcile_config(tmp_path, [_crafted_target(repo, area)]))
+    )
     assert code == 2, stderr
     assert f"s3://{DVC_BUCKET}/{area}files/md5/{dir_md5[:2]}/{dir_md5[2:]}.dir" in summary["error"]
     assert "must be a JSON list of {md5, relpath}" in summary["error"]
@@ -296,6 +228,41 @@ def test_dvc_data_hashes_agree_with_dvc_and_hashlib(golden):
 
 
 # ---------------------------------------------------------------------------------------- git ↔ DVC
+def test_git_dvc_legacy_hashes_are_dvc_datas_dos2unix(tmp_path):
+    """A DVC 2 (legacy) dep that git tracks is hashed as dvc-data hashes it (md5-dos2unix: CRLF -> LF
+    only in files it takes for text), for a file and for each file of a directory: UTF-8 text is
+    binary to DVC, so its CRLF stays."""
+    from dvc_data.hashfile.hash import fobj_md5
+
+    from greenlight.reconcile.common import GitTree
+    from greenlight.reconcile.gitdvc import dir_md5
+
+    files = {
+        "d/plain.csv": b"a,b\r\n1,2\r\n",
+        "d/utf8.csv": "\u00fc,\u00df\r\n".encode() * 50,
+        "d/bin": b"\x00\x01\r\n",
+    }
+    repo = tmp_path / "repo"
+    for rel, data in files.items():
+        (repo / rel).parent.mkdir(parents=True, exist_ok=True)
+        (repo / rel).write_bytes(data)
+    git(repo.parent, "init", "-q", "-b", "main", str(repo))
+    git(repo, "add", "-A")
+    git(repo, "commit", "-qm", "legacy data")
+
+    def dvc_hash(data: bytes) -> str:
+        return fobj_md5(io.BytesIO(data), name="md5-dos2unix")
+
+    entries = sorted(({"md5": dvc_hash(d), "relpath": r[2:]} for r, d in files.items()), key=lambda e: e["relpath"])
+    want = hashlib.md5(json.dumps(entries, sort_keys=True).encode()).hexdigest() + ".dir"
+    tree = GitTree(str(repo), "main")
+    try:
+        assert dir_md5(tree, "d", legacy=True) == want
+    finally:
+        tree.close()
+    assert dvc_hash(files["d/utf8.csv"]) == hashlib.md5(files["d/utf8.csv"]).hexdigest()  # CRLF kept
+
+
 def test_git_dvc_clean_ref_and_stale_lock(golden, tmp_path):
     from greenlight.reconcile.config import load_config
     from greenlight.reconcile.gitdvc import check_git_dvc
@@ -317,7 +284,7 @@ def test_git_dvc_clean_ref_and_stale_lock(golden, tmp_path):
         {"name": "clean", "kind": "git_dvc", "repo": str(clone), "rev": golden.clean_rev},
         {"name": "stale", "kind": "git_dvc", "repo": str(clone), "rev": "HEAD"},
     ]
-    config = load_config(_config(tmp_path, targets))
+    config = load_config(reconcile_config(tmp_path, targets))
     clean = check_git_dvc(config.target("clean")).as_dict()
     assert (clean["checked"], clean["missing"]) == (1, 0)
 
@@ -346,7 +313,7 @@ def test_git_dvc_dep_changed_upstream_and_git_tracked_directory(golden, tmp_path
     doc["outs"][0]["md5"] = md5(b"new table\n")
     (clone / "data" / "table.csv.dvc").write_text(yaml.safe_dump(doc))
     git(clone, "commit", "-qam", "new data version, pipeline not rerun")
-    config = load_config(_config(tmp_path, [{"name": "p", "kind": "git_dvc", "repo": str(clone)}]))
+    config = load_config(reconcile_config(tmp_path, [{"name": "p", "kind": "git_dvc", "repo": str(clone)}]))
     result = check_git_dvc(config.targets[0]).as_dict()
     (entry,) = result["entries"]
     assert entry["reasons"] == [
@@ -405,7 +372,7 @@ def test_mlflow_missing_artifacts_orphans_and_repair_from_restore_dir(mlflow_sto
     m = mlflow_store
     restore = tmp_path / "restore"
     target = {"name": "models", "kind": "mlflow", "experiments": ["reconcile-test"], "restore_dir": str(restore)}
-    config = load_config(_config(tmp_path, [target]))
+    config = load_config(reconcile_config(tmp_path, [target]))
 
     first = reconcile(config, s3, run_id="baseline", tracking_uri=m["uri"])
     assert (first["missing"], first["orphans"]) == (0, 0)
@@ -448,7 +415,7 @@ def test_mlflow_missing_artifacts_orphans_and_repair_from_restore_dir(mlflow_sto
     }
     assert (summary["missing"], summary["repaired"], summary["unrecoverable"], summary["orphans"]) == (3, 2, 1, 2)
     assert summary["checked"] == 6  # + the two artifacts of the active run recorded by the baseline
-    assert _exists(s3, MLFLOW_BUCKET, f"{m['prefix']}{ghost}/artifacts/x.bin")  # orphans are never deleted
+    assert object_exists(s3, MLFLOW_BUCKET, f"{m['prefix']}{ghost}/artifacts/x.bin")  # orphans are never deleted
 
 
 def test_mlflow_restore_copy_resolving_outside_restore_dir_is_not_used(mlflow_store, s3, tmp_path):
@@ -460,7 +427,7 @@ def test_mlflow_restore_copy_resolving_outside_restore_dir_is_not_used(mlflow_st
     m = mlflow_store
     restore = tmp_path / "restore"
     target = {"name": "models", "kind": "mlflow", "experiments": ["reconcile-test"], "restore_dir": str(restore)}
-    config = load_config(_config(tmp_path, [target]))
+    config = load_config(reconcile_config(tmp_path, [target]))
     reconcile(config, s3, run_id="baseline", tracking_uri=m["uri"])
     key = f"{m['prefix']}{m['run_id']}/artifacts/reports/a.txt"
     outside = tmp_path / "outside.txt"
@@ -476,7 +443,7 @@ def test_mlflow_restore_copy_resolving_outside_restore_dir_is_not_used(mlflow_st
     (entry,) = [e for e in result["entries"] if e["what"] == f"s3://{MLFLOW_BUCKET}/{key}"]
     assert entry["status"] == "unrecoverable" and entry["source"] is None
     assert "resolves outside restore_dir" in entry["action"]
-    assert not _exists(s3, MLFLOW_BUCKET, key)
+    assert not object_exists(s3, MLFLOW_BUCKET, key)
 
 
 # ------------------------------------------------------------------------------------------- CLI
@@ -491,7 +458,7 @@ def test_cli_exit_codes_summary_and_report(scenario, golden, s3env, s3, tmp_path
         scenario.target(),
         {"name": "clean", "kind": "git_dvc", "repo": str(golden.path), "rev": golden.clean_rev},
     ]
-    cfg = str(_config(tmp_path, targets))
+    cfg = str(reconcile_config(tmp_path, targets))
 
     code, summary, stderr = cli(s3env, "reconcile", "--config", cfg, "--only", "clean")
     assert code == 0, stderr
@@ -519,58 +486,16 @@ def test_cli_exit_codes_summary_and_report(scenario, golden, s3env, s3, tmp_path
 
 
 def test_cli_bad_input_exits_2_naming_the_key(s3env, tmp_path, golden):
-    bad = _config(
+    bad = reconcile_config(
         tmp_path, [{"name": "d", "kind": "dvc", "repo": str(golden.path), "fallback_remote": ["s3://x-y/z/"]}]
     )
     code, summary, _ = cli(s3env, "reconcile", "--config", str(bad))
     assert code == 2
     assert "targets[0] (d): unknown key 'fallback_remote' (did you mean 'fallback_remotes'?)" in summary["error"]
 
-    good = _config(tmp_path, [{"name": "d", "kind": "git_dvc", "repo": str(golden.path)}], name="good.yaml")
+    good = reconcile_config(tmp_path, [{"name": "d", "kind": "git_dvc", "repo": str(golden.path)}], name="good.yaml")
     code, summary, _ = cli(s3env, "reconcile", "--config", str(good), "--only", "nope")
     assert code == 2 and "'nope' is not a configured target" in summary["error"]
 
     code, summary, _ = cli(s3env, "reconcile", "--config", str(tmp_path / "missing.yaml"))
     assert code == 2 and "does not exist" in summary["error"]
-
-
-# ------------------------------------------------------------------------------------------- DAG
-@pytest.mark.usefixtures("airflow_db")
-def test_dag_repairs_and_fails_listing_unrecoverable(scenario, golden, s3, tmp_path, monkeypatch, area):
-    from dagrun import run_dag
-
-    report_uri = f"s3://{DVC_BUCKET}/_reports/{area}"
-    targets = [
-        scenario.target(),
-        {"name": "clean", "kind": "git_dvc", "repo": str(golden.path), "rev": golden.clean_rev},
-    ]
-    monkeypatch.setenv("GREENLIGHT_RECONCILE_CONFIG", str(_config(tmp_path, targets, report_uri)))
-
-    state, tis, xcoms, run_id = run_dag("artefact_reconciliation", {"repair": True})
-
-    assert state == "failed"
-    assert {k: v[0] for k, v in tis.items()} == {
-        "targets": "success",
-        "reconcile_target.0": "success",
-        "reconcile_target.1": "success",
-        "report": "failed",
-    }
-    assert tis["report"][1] == 1  # unrecoverable: no retry
-    assert _exists(s3, DVC_BUCKET, scenario.keys["img1"]) and _exists(s3, DVC_BUCKET, scenario.keys["dir"])
-    assert not _exists(s3, DVC_BUCKET, scenario.keys["table"])
-    from greenlight.storage.manifests import safe_name
-
-    prefix = f"_reports/{area}{safe_name(run_id)}/"
-    report = json.loads(s3.get_object(Bucket=DVC_BUCKET, Key=prefix + "report.json")["Body"].read())
-    assert report["totals"]["repaired"] == 4 and report["totals"]["unrecoverable"] == 1
-    assert (
-        b"| datasets | dvc | 7 | 5 | 4 | 1 | 0 |"
-        in s3.get_object(Bucket=DVC_BUCKET, Key=prefix + "report.md")["Body"].read()
-    )
-
-    state, tis, xcoms, _ = run_dag("artefact_reconciliation", {"only": ["clean"]})
-    assert state == "success", tis
-    summary = xcoms["report"] if isinstance(xcoms["report"], dict) else json.loads(xcoms["report"])
-    assert summary["targets"] == {
-        "clean": {"checked": 1, "missing": 0, "repaired": 0, "unrecoverable": 0, "outstanding": 0, "orphans": 0}
-    }

@@ -9,43 +9,18 @@ import sys
 from pathlib import Path
 
 import pytest
-from helpers import body, listing, put, versions, write_config
+import rollbackfixtures
+from helpers import body, listing, versions
+from rollbackfixtures import config
 
 from greenlight.errors import RefusedError
-from greenlight.promotion.config import parse_config
 from greenlight.promotion.gates import read_pointer
 from greenlight.promotion.rollback import rollback
-from greenlight.promotion.run import promote
 from greenlight.storage.manifests import ManifestStore
 
 ROOT = Path(__file__).resolve().parents[2]
-
-
-def config(buckets, area):
-    qa, prod = buckets
-    return parse_config(
-        {
-            "prefixes": [{"source": f"s3://{qa}/{area}", "max_delete_fraction": 1.0}],
-            "manifest_uri": f"s3://{prod}/_greenlight/{area}",
-            "defaults": {"stale_after_hours": None},
-        }
-    )
-
-
-@pytest.fixture
-def promoted(s3, buckets, area):
-    """Prod holds a, b, old; QA has a changed, b unchanged, new added, old removed; then promoted."""
-    qa, prod = buckets
-    for key, text in {"a.csv": "a-v1", "b.csv": "b-v1", "old.csv": "old"}.items():
-        put(s3, qa, area + key, text)
-    promote(config(buckets, area), s3, run_id="night-1")
-    before = listing(s3, prod, area)
-    put(s3, qa, area + "a.csv", "a-v2-longer")
-    put(s3, qa, area + "new.csv", "new")
-    s3.delete_object(Bucket=qa, Key=area + "old.csv")
-    summary = promote(config(buckets, area), s3, run_id="night-2")
-    assert (summary["copied"], summary["deleted"]) == (2, 1)
-    return before, summary["manifest"]
+promoted = rollbackfixtures.promoted  # fixtures shared with tests/dags/test_rollback_dag.py
+config_file = rollbackfixtures.config_file
 
 
 def test_rollback_restores_prod_exactly(s3, buckets, area, promoted):
@@ -106,22 +81,6 @@ def test_rollback_can_be_rolled_back(s3, buckets, area, promoted):
     assert listing(s3, prod, area) == after_promotion
 
 
-@pytest.fixture
-def config_file(tmp_path, monkeypatch, buckets, area):
-    """The same config as :func:`config` as a file, also what the DAGs read."""
-    qa, prod = buckets
-    path = write_config(
-        tmp_path / "promotion.yaml",
-        {
-            "prefixes": [{"source": f"s3://{qa}/{area}", "max_delete_fraction": 1.0}],
-            "manifest_uri": f"s3://{prod}/_greenlight/{area}",
-            "defaults": {"stale_after_hours": None},
-        },
-    )
-    monkeypatch.setenv("GREENLIGHT_PROMOTION_CONFIG", str(path))
-    return str(path)
-
-
 def test_rollback_cli(s3env, s3, buckets, area, promoted, config_file):
     _, prod = buckets
     before, manifest = promoted
@@ -162,22 +121,3 @@ def test_rollback_cli(s3env, s3, buckets, area, promoted, config_file):
         timeout=120,
     )
     assert missing.returncode == 2 and "does not exist" in missing.stdout
-
-
-@pytest.mark.usefixtures("airflow_db", "config_file")
-def test_rollback_dag(s3, buckets, area, promoted):
-    from dagrun import run_dag
-
-    _, prod = buckets
-    before, manifest = promoted
-
-    state, tis, _, _ = run_dag("artefact_rollback", {"manifest": manifest, "dry_run": True})
-    assert state == "success", tis
-    assert listing(s3, prod, area) != before
-
-    state, tis, _, _ = run_dag("artefact_rollback", {"manifest": manifest})
-    assert state == "success", tis
-    assert listing(s3, prod, area) == before
-
-    state, tis, _, _ = run_dag("artefact_rollback", {"manifest": f"s3://{prod}/_greenlight/{area}none/index.json"})
-    assert state == "failed" and tis["plan"] == ("failed", 1)  # bad input: no retry

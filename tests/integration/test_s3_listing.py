@@ -57,3 +57,26 @@ def test_list_prefix_parallel_equals_serial(s3, buckets, area):
     serial = list_prefix(s3, uri)
     assert parallel == serial
     assert len(serial) == 31 and "top.txt" in serial and "b/1" in serial
+
+
+def test_tuned_client_parses_pages_with_the_fast_parser(s3, plain_client, buckets, area, monkeypatch):
+    """tune_client hooks botocore's public ``before-parse.s3.ListObjectsV2`` event: if a botocore
+    upgrade renames or stops emitting it, listings silently fall back to the slow parser — this
+    fails loudly instead."""
+    from greenlight.storage import s3 as s3mod
+
+    qa, _ = buckets
+    for i in range(3):
+        put(s3, qa, f"{area}{i}.txt", str(i))
+    pages = []
+    fast_parse = s3mod.parse_list_v2
+    monkeypatch.setattr(s3mod, "parse_list_v2", lambda body: pages.append(body) or fast_parse(body))
+
+    fast = s3.list_objects_v2(Bucket=qa, Prefix=area)
+    assert len(pages) == 1, "the fast ListObjectsV2 parser was not used: botocore's event changed"
+    assert strip(fast) == strip(plain_client.list_objects_v2(Bucket=qa, Prefix=area))
+    assert fast["ResponseMetadata"]["HTTPStatusCode"] == 200 and fast["ResponseMetadata"]["RequestId"]
+
+    s3mod.tune_client(s3)  # tuning twice registers the hook once
+    s3.list_objects_v2(Bucket=qa, Prefix=area)
+    assert len(pages) == 2

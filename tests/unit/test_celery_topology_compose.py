@@ -63,7 +63,7 @@ def default(value: str) -> str:
 def stack(tmp_path, monkeypatch):
     for name in SECRET_NAMES:
         monkeypatch.delenv(name, raising=False)
-    s3 = celerystack._Endpoint("http://127.0.0.1:9", "test-key", "test-secret")
+    s3 = celerystack.Endpoint("http://127.0.0.1:9", "test-key", "test-secret")
     stack = CeleryStack(tmp_path / "state", s3=s3)
     stack.plan()
     return stack

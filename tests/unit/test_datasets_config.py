@@ -14,7 +14,9 @@ import pytest
 import yaml
 
 from greenlight.datasets import naming
-from greenlight.datasets.config import DatasetConfigError, load_config, offset_cron, parse_config
+from greenlight.datasets.config import load_config, parse_config
+from greenlight.datasets.model import DatasetConfigError
+from greenlight.datasets.rules import offset_cron
 from greenlight.errors import ConfigError, RefusedError
 
 ROOT = Path(__file__).resolve().parents[2]

@@ -84,7 +84,9 @@ def test_hand_written_signature_equals_botocores(
 ):
     credentials = Credentials("AKIDEXAMPLE", "wJalrXUtnFEMI/K7MDENG+bPxRfiCYEXAMPLEKEY", token)
     client = FastS3(endpoint, "eu-central-1", credentials)
-    path = f"{client.base_path}/{fast._q(bucket)}" + (f"/{fast._q(key, safe='/')}" if key is not None else "")
+    path = f"{client.base_path}/{fast.quote_s3(bucket)}" + (
+        f"/{fast.quote_s3(key, safe='/')}" if key is not None else ""
+    )
     if key is None and not query:
         path += "/"
 

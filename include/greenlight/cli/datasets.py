@@ -105,7 +105,8 @@ def _say(line: str) -> None:
 
 def _check(args: argparse.Namespace) -> int:
     from greenlight.datasets import naming
-    from greenlight.datasets.config import DatasetConfigError, check_callables, load_config
+    from greenlight.datasets.config import check_callables, load_config
+    from greenlight.datasets.model import DatasetConfigError
 
     config = load_config(args.config)
     if not args.no_import:

@@ -3,6 +3,10 @@
 
 No task touches the metadata DB: S3 through ``aws_default``, DAGs and pools through the REST API
 (connection ``airflow_api``), results through XCom.
+
+``greenlight.datasets.jobs`` / ``ops`` are imported inside the task bodies: ``dags/dataset_versions.py``
+imports this module at parse time for every generated DAG, and they add ~0.16 s to it (measured
+after the DAG file's own imports, 2 shared cores); the config is already loaded by then.
 """
 
 from __future__ import annotations

@@ -5,15 +5,16 @@ from __future__ import annotations
 import logging
 from typing import Any
 
+from greenlight.dagsupport.runcheck import manifest_root_reader
 from greenlight.dagsupport.runtime import mlflow_tracking_uri, s3_client, triaged
+from greenlight.errors import ConfigError
+from greenlight.models import config as models_config
+from greenlight.models import promotion
 
 log = logging.getLogger("greenlight.tasks.models")
 
 
 def _setup(model_name: str):
-    from greenlight.models import config as models_config
-    from greenlight.models import promotion
-
     config = models_config.load()
     model = config.model(model_name)
     s3 = s3_client(max_pool=8)
@@ -22,9 +23,6 @@ def _setup(model_name: str):
 
 @triaged
 def check_candidate(model_name: str, candidate: str) -> dict[str, Any]:
-    from greenlight.errors import ConfigError
-    from greenlight.models import promotion
-
     if not candidate:
         raise ConfigError("param candidate is required to promote (a model version, @alias or MLflow run id)")
     model, s3, ml, _ = _setup(model_name)
@@ -35,9 +33,6 @@ def check_candidate(model_name: str, candidate: str) -> dict[str, Any]:
 
 @triaged
 def smoke_score(checked: dict[str, Any], partition: str) -> dict[str, Any]:
-    from greenlight.errors import ConfigError
-    from greenlight.models import promotion
-
     if not partition:
         raise ConfigError("param smoke_partition is required: a candidate is never promoted without a smoke score")
     model, s3, _, _ = _setup(checked["model"])
@@ -46,8 +41,6 @@ def smoke_score(checked: dict[str, Any], partition: str) -> dict[str, Any]:
 
 @triaged
 def promote_model(checked: dict[str, Any], smoke: dict[str, Any], *, run_id: str, dry_run: bool) -> dict[str, Any]:
-    from greenlight.models import promotion
-
     model, _, ml, store = _setup(checked["model"])
     if dry_run:
         log.info("dry run: would move %s@%s to version %s", model.name, model.alias, checked["version"])
@@ -57,9 +50,6 @@ def promote_model(checked: dict[str, Any], smoke: dict[str, Any], *, run_id: str
 
 @triaged
 def rollback_model(model_name: str, *, run_id: str, dry_run: bool) -> dict[str, Any]:
-    from greenlight.dagsupport.runcheck import manifest_root_reader
-    from greenlight.models import promotion
-
     model, _, ml, store = _setup(model_name)
     if dry_run:
         current = store.read(promotion.pointer_path(model.name)) or {}

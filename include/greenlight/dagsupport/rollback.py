@@ -6,13 +6,13 @@ import logging
 from typing import Any
 
 from greenlight.dagsupport.runtime import s3_client, triaged
+from greenlight.promotion.config import load_config
+from greenlight.promotion.rollback import rollback
 
 log = logging.getLogger("greenlight.tasks.rollback")
 
 
 def _config():
-    from greenlight.promotion.config import load_config
-
     return load_config()
 
 
@@ -21,8 +21,6 @@ def rollback_plan(manifest: str, only: list[str] | None, allow_partial: bool, fo
     """What a rollback would restore or delete (a dry run); refuses if a recorded version is gone,
     if a key changed after the promotion (unless ``force``), or if the manifest or a key is outside
     greenlight's manifest root and prod prefixes."""
-    from greenlight.promotion.rollback import rollback
-
     summary = rollback(
         manifest,
         s3_client(),
@@ -53,8 +51,6 @@ def rollback_apply(
 ) -> dict[str, Any]:
     """Runbook rollback: hold each prod prefix's lease, restore every touched key to its recorded
     version, verify object by object, write a rollback manifest."""
-    from greenlight.promotion.rollback import rollback
-
     summary = rollback(
         manifest,
         s3_client(),

@@ -10,7 +10,11 @@ from __future__ import annotations
 import logging
 from typing import Any
 
-from greenlight.errors import GreenlightError
+from greenlight.dagsupport.runtime import s3_client
+from greenlight.dagsupport.taskmanifest import manifest_root
+from greenlight.errors import ConfigError, GreenlightError
+from greenlight.retrycategory import category_of
+from greenlight.runcheck import ManifestRoot, check_run, format_table, read_json_uri
 
 log = logging.getLogger("greenlight.dagsupport.runcheck")
 
@@ -51,8 +55,6 @@ def _map_input(task: Any) -> tuple[str | None, int | None]:
 def dag_structure(dag: Any, *, exclude: tuple[str, ...] = ()) -> list[dict[str, Any]]:
     """One dict per task: id, upstream/downstream ids, mapped (and over what), branch, trigger
     rule, retry category. Tasks in ``exclude`` (the checking task itself) are marked ``self``."""
-    from greenlight.retrycategory import category_of
-
     out = []
     for task in dag.tasks:
         mapped = is_mapped(task)
@@ -78,25 +80,17 @@ def dag_structure(dag: Any, *, exclude: tuple[str, ...] = ()) -> list[dict[str, 
 def manifest_root_reader():
     """A :class:`greenlight.runcheck.ManifestRoot` for the configured task-manifest root, and the
     client used to read ``s3://`` pointers (from the ``aws_default`` connection)."""
-    from greenlight.dagsupport.taskmanifest import manifest_root
-    from greenlight.errors import ConfigError
-    from greenlight.runcheck import ManifestRoot
-
     root = manifest_root()
     if root is None:
         raise ConfigError("task manifests are turned off (GREENLIGHT_TASK_MANIFEST_ROOT=none): nothing to check")
     client = None
     if root.startswith("s3://"):
-        from greenlight.dagsupport.runtime import s3_client
-
         client = s3_client(max_pool=8)
     return ManifestRoot(root, client)
 
 
 def check_own_run(dag: Any, run_id: str, *, task_id: str = CHECK_TASK_ID) -> dict[str, Any]:
     """Body of the final ``check_run`` task: check this run's manifests (except its own)."""
-    from greenlight.runcheck import check_run, format_table, read_json_uri
-
     reader = manifest_root_reader()
     _, manifests = reader.find_run(dag.dag_id, run_id=run_id)
     manifests.pop(task_id, None)
@@ -104,8 +98,6 @@ def check_own_run(dag: Any, run_id: str, *, task_id: str = CHECK_TASK_ID) -> dic
 
     def read_pointer(uri: str):
         if uri.startswith("s3://") and clients["s3"] is None:
-            from greenlight.dagsupport.runtime import s3_client
-
             clients["s3"] = s3_client(max_pool=4)
         return read_json_uri(uri, clients["s3"] if uri.startswith("s3://") else None)
 

@@ -36,7 +36,7 @@ from pathlib import Path, PurePath
 from typing import Any
 
 # Redaction lives in greenlight.redact (no Airflow imports); these names stay importable from here.
-from greenlight.redact import REDACTED, _airflow_redact, clean_message, redact_text, sensitive_key
+from greenlight.redact import REDACTED, airflow_redact, clean_message, redact_text, sensitive_key
 
 log = logging.getLogger("greenlight.dagsupport.taskmanifest")
 
@@ -236,7 +236,7 @@ def _is_sequence(value: Any) -> bool:
 
 def clean(value: Any) -> Any:
     """``json_safe`` + Airflow's masker + scrubbing sensitive env values: what goes into a manifest."""
-    safe = _airflow_redact(json_safe(value))
+    safe = airflow_redact(json_safe(value))
     text = json.dumps(safe, default=str)
     scrubbed = redact_text(text, json_escaped=True)  # URL credentials, sensitive env values
     if scrubbed == text:

@@ -22,7 +22,7 @@ from airflow.providers.standard.operators.python import PythonOperator
 from airflow.sdk import DAG, Param
 
 from greenlight.datasets import naming
-from greenlight.datasets.config import Dataset, DatasetsConfig, VersionSpec
+from greenlight.datasets.model import Dataset, DatasetsConfig, VersionSpec
 
 START = pendulum.datetime(2026, 1, 1, tz="UTC")
 

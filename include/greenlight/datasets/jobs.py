@@ -24,7 +24,8 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from greenlight.datasets import naming
-from greenlight.datasets.config import DatasetsConfig, Job, VersionSpec, _overlaps
+from greenlight.datasets.model import DatasetsConfig, Job, VersionSpec
+from greenlight.datasets.rules import overlaps
 from greenlight.errors import GreenlightError, RefusedError
 
 log = logging.getLogger("greenlight.datasets")
@@ -89,7 +90,7 @@ def guard(config: DatasetsConfig, dataset_id: str, role: str, dag_version: str, 
                 f"version {dag_version} is no longer the primary of {dataset_id} (primary: {dataset.primary.version})"
             )
         raise RefusedError(where, reason)
-    if spec.staged and _overlaps(spec.store_path, dataset.primary.store_path):
+    if spec.staged and overlaps(spec.store_path, dataset.primary.store_path):
         raise RefusedError(
             where,
             f"store path {spec.store_path} overlaps the primary's {dataset.primary.store_path}: a staged version "

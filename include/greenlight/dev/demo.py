@@ -200,7 +200,7 @@ DVC_BUCKET = "dvc-greenlight-demo"
 DVC_BACKUP_BUCKET = "dvc-greenlight-demo-backup"
 
 
-def _sh(cmd: list[str], cwd: Path) -> None:
+def run_command(cmd: list[str], cwd: Path) -> None:
     import os
     import subprocess
 
@@ -235,27 +235,27 @@ def build_reconcile_repo(s3, client, work: Path) -> dict[str, Any]:
     repo.mkdir(parents=True)
     devstack.ensure_buckets(client, [DVC_BUCKET, DVC_BACKUP_BUCKET], versioned=False)
     dvc = str(Path(sys.executable).parent / "dvc")
-    _sh(["git", "init", "-q", "-b", "main"], repo)
-    _sh([dvc, "init", "-q"], repo)
+    run_command(["git", "init", "-q", "-b", "main"], repo)
+    run_command([dvc, "init", "-q"], repo)
     prefix = f"store-{time.strftime('%Y%m%d%H%M%S')}/"
     remote, backup = f"s3://{DVC_BUCKET}/{prefix}", f"s3://{DVC_BACKUP_BUCKET}/{prefix}"
     for name, url, default in (("storage", remote, True), ("backup", backup, False)):
-        _sh([dvc, "remote", "add", *(["-d"] if default else []), name, url], repo)
+        run_command([dvc, "remote", "add", *(["-d"] if default else []), name, url], repo)
         for key, value in (
             ("endpointurl", s3.endpoint_url),
             ("access_key_id", s3.access_key),
             ("secret_access_key", s3.secret_key),
         ):
-            _sh([dvc, "remote", "modify", "--local", name, key, value], repo)  # credentials never committed
+            run_command([dvc, "remote", "modify", "--local", name, key, value], repo)  # credentials never committed
     files = {f"data/yields/part-{i}.csv": f"county,yield\n{i},{170 + i}.5\n".encode() for i in range(6)}
     for rel, data in files.items():
         (repo / rel).parent.mkdir(parents=True, exist_ok=True)
         (repo / rel).write_bytes(data)
-    _sh([dvc, "add", "-q", "data/yields"], repo)
-    _sh([dvc, "push", "-q"], repo)
-    _sh([dvc, "push", "-q", "-r", "backup"], repo)
-    _sh(["git", "add", "-A"], repo)
-    _sh(["git", "commit", "-qm", "yields"], repo)
+    run_command([dvc, "add", "-q", "data/yields"], repo)
+    run_command([dvc, "push", "-q"], repo)
+    run_command([dvc, "push", "-q", "-r", "backup"], repo)
+    run_command(["git", "add", "-A"], repo)
+    run_command(["git", "commit", "-qm", "yields"], repo)
     lost = [hashlib.md5(files[f"data/yields/part-{i}.csv"]).hexdigest() for i in (1, 4)]
     for h in lost:
         client.delete_object(Bucket=DVC_BUCKET, Key=f"{prefix}files/md5/{h[:2]}/{h[2:]}")

@@ -25,7 +25,7 @@ def free_port() -> int:
         return sock.getsockname()[1]
 
 
-def _free_port_block(count: int, step: int = 10000) -> list[int]:
+def free_port_block(count: int, step: int = 10000) -> list[int]:
     """Ports p such that p and p + step (SeaweedFS's gRPC port) are both free."""
     ports: list[int] = []
     while len(ports) < count:
@@ -126,7 +126,7 @@ def start_seaweedfs(
     """Start ``weed mini`` with S3 on 127.0.0.1 and wait until an authenticated PUT works."""
     data = Path(data_dir)
     data.mkdir(parents=True, exist_ok=True)
-    ports = _free_port_block(5)
+    ports = free_port_block(5)
     if s3_port is not None:
         ports[0] = s3_port
     names = ["s3", "master", "volume", "filer", "admin"]

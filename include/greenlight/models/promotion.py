@@ -26,9 +26,13 @@ import tempfile
 from pathlib import Path
 from typing import Any
 
-from greenlight.errors import ContractError, RefusedError
+from greenlight.errors import ContractError, MissingInputError, RefusedError
+from greenlight.inputs import read_input, require_partition
 from greenlight.models.config import ModelConfig, ModelsConfig
+from greenlight.promotion.gates import ensure_same_publish
+from greenlight.reconcile.mlflow import mlmodel_refs, resolve_source
 from greenlight.storage.manifests import ManifestStore, safe_name, utcnow
+from greenlight.storage.s3 import list_prefix, parse_s3_uri
 
 log = logging.getLogger("greenlight.models")
 
@@ -76,9 +80,6 @@ def check_candidate(ml, s3, name: str, candidate: str) -> dict[str, Any]:
     all in the artifact store; returns what was checked."""
     import yaml
 
-    from greenlight.reconcile.mlflow import mlmodel_refs, resolve_source
-    from greenlight.storage.s3 import list_prefix
-
     mv = resolve_candidate(ml, name, candidate)
     label = f"candidate {candidate!r} of model {name} (version {mv.version})"
     if mv.run_id:
@@ -115,12 +116,8 @@ def check_candidate(ml, s3, name: str, candidate: str) -> dict[str, Any]:
 def _read_partition(s3, uri: str):
     import pandas as pd  # heavy import: only when scoring
 
-    from greenlight.inputs import read_input, require_partition
-
     files = [k for k in require_partition(s3, uri) if k.endswith((".csv", ".parquet"))]
     if not files:
-        from greenlight.errors import MissingInputError
-
         raise MissingInputError(uri, "no .csv or .parquet file in the partition")
     frames = []
     for key in sorted(files)[:4]:
@@ -159,8 +156,6 @@ def smoke_score(s3, checked: dict[str, Any], partition_uri: str, model: ModelCon
     """Score ``partition_uri`` with the checked candidate's own files; publish nothing; raise
     ``ContractError`` (exit 2) when the output's rows, columns or types differ from the contract."""
     import mlflow.pyfunc  # slow import: only when scoring
-
-    from greenlight.storage.s3 import list_prefix, parse_s3_uri
 
     frame, files = _read_partition(s3, partition_uri)
     loc = parse_s3_uri(checked["artifact"], what="model artifact")
@@ -223,8 +218,6 @@ def publish(
 ) -> dict[str, Any]:
     """Move the alias to the checked version and write the pointer, keeping the previous head; both
     or neither (a failed pointer write puts the alias back)."""
-    from greenlight.promotion.gates import ensure_same_publish
-
     rel = pointer_path(model.name)
     old = store.read(rel)
     fields = {

@@ -34,7 +34,8 @@ from greenlight.errors import (
     RefusedError,
     VerificationError,
 )
-from greenlight.promotion.config import PromotionConfig
+from greenlight.promotion.config import PromotionConfig, load_config
+from greenlight.promotion.gates import stored_pointer
 from greenlight.storage.lease import holding
 from greenlight.storage.manifests import ManifestStore, read_manifest_uri, safe_name, utcnow
 from greenlight.storage.s3 import S3Uri, error_code, normalize_etag, object_state, parse_s3_uri
@@ -170,9 +171,7 @@ def _who_changed(store: ManifestStore | None, destination: str, key: str, curren
         return "deleted since (not by greenlight's current promotion)"
     if store is not None:
         if destination not in cache:
-            from greenlight.promotion.gates import _stored_pointer
-
-            pointer = _stored_pointer(store, destination) or {}
+            pointer = stored_pointer(store, destination) or {}
             actions = {}
             if pointer.get("manifest"):
                 try:
@@ -244,8 +243,6 @@ def rollback(
     ``wait`` is how long to wait for another writer's lease on the same prefix (0: refuse at once).
     """
     if config is None:
-        from greenlight.promotion.config import load_config
-
         config = load_config()
     started = time.monotonic()
     run_id = run_id or "rollback__" + time.strftime("%Y-%m-%dT%H-%M-%SZ", time.gmtime())

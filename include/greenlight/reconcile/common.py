@@ -213,13 +213,3 @@ def upload_file(client, path: str, bucket: str, key: str) -> None:
     from boto3.s3.transfer import S3Transfer  # only for objects over 5 GiB
 
     S3Transfer(client).upload_file(path, bucket, key)
-
-
-def file_md5(path: str) -> str:
-    import hashlib
-
-    digest = hashlib.md5()
-    with open(path, "rb") as fh:
-        for block in iter(lambda: fh.read(1024 * 1024), b""):
-            digest.update(block)
-    return digest.hexdigest()

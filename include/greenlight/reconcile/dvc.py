@@ -113,7 +113,7 @@ def object_rel(md5: str, legacy: bool = False) -> str:
     return f"{base}{md5[:2]}/{md5[2:]}"
 
 
-def _yaml(data: bytes, where: str) -> Any:
+def parse_yaml(data: bytes, where: str) -> Any:
     import yaml
 
     try:
@@ -122,12 +122,12 @@ def _yaml(data: bytes, where: str) -> Any:
         raise ConfigError(f"{where}: not valid YAML: {exc}") from exc
 
 
-def _norm(base: str, path: str) -> str:
+def norm_path(base: str, path: str) -> str:
     joined = posixpath.normpath(posixpath.join(base, path)) if base else posixpath.normpath(path)
     return joined.lstrip("./") if joined.startswith("./") else joined
 
 
-def _out_flags(entry: Any) -> tuple[str | None, dict[str, Any]]:
+def out_flags(entry: Any) -> tuple[str | None, dict[str, Any]]:
     """``outs:`` items in dvc.yaml are a path or ``{path: {cache: false, ...}}``."""
     if isinstance(entry, str):
         return entry, {}
@@ -187,7 +187,7 @@ def dvc_outputs(tree: GitTree, remote_name: str | None = None) -> tuple[list[Out
     def add(raw: dict, base: str, tracked_by: str, flags: dict[str, Any]) -> None:
         if not isinstance(raw, dict) or "path" not in raw:
             return
-        path = _norm(base, str(raw["path"]))
+        path = norm_path(base, str(raw["path"]))
         if flags.get("cache") is False or raw.get("cache") is False:
             return  # not cached: git tracks it (metrics, small plots)
         if flags.get("push") is False or raw.get("push") is False:
@@ -210,15 +210,15 @@ def dvc_outputs(tree: GitTree, remote_name: str | None = None) -> tuple[list[Out
         outputs.append(Output(path, str(md5), tracked_by, legacy, raw.get("size"), raw.get("nfiles")))
 
     for dvcfile in dvcfiles:
-        doc = _mapping(_yaml(blobs[dvcfile], dvcfile), dvcfile)
+        doc = _mapping(parse_yaml(blobs[dvcfile], dvcfile), dvcfile)
         base = posixpath.dirname(dvcfile)
         if doc.get("wdir"):
-            base = _norm(base, str(doc["wdir"]))
+            base = norm_path(base, str(doc["wdir"]))
         for raw in _outs(doc, dvcfile):
             add(raw, base, dvcfile, {})
     for lock, stage_yaml in zip(locks, yamls, strict=True):
-        doc = _mapping(_yaml(blobs[lock], lock), lock)
-        spec = _yaml(blobs[stage_yaml], stage_yaml) if stage_yaml in blobs else {}
+        doc = _mapping(parse_yaml(blobs[lock], lock), lock)
+        spec = parse_yaml(blobs[stage_yaml], stage_yaml) if stage_yaml in blobs else {}
         spec = spec if isinstance(spec, dict) else {}
         stages_spec = spec.get("stages") or {}
         base = posixpath.dirname(lock)
@@ -229,17 +229,17 @@ def dvc_outputs(tree: GitTree, remote_name: str | None = None) -> tuple[list[Out
             if not isinstance(body, dict):
                 continue
             stage_spec = stages_spec.get(str(stage).split("@", 1)[0]) or {}
-            stage_base = _norm(base, str(stage_spec["wdir"])) if stage_spec.get("wdir") else base
+            stage_base = norm_path(base, str(stage_spec["wdir"])) if stage_spec.get("wdir") else base
             flags_by_path: dict[str, dict[str, Any]] = {}
             for section in ("outs", "metrics", "plots"):
                 for item in stage_spec.get(section) or ():
-                    path, flags = _out_flags(item)
+                    path, flags = out_flags(item)
                     if path is not None:
                         if section != "outs":
                             flags.setdefault("cache", True)
-                        flags_by_path[_norm(stage_base, path)] = flags
+                        flags_by_path[norm_path(stage_base, path)] = flags
             for raw in _outs(body, f"{lock}: stage {stage!r}"):
-                add(raw, stage_base, f"{lock}:{stage}", flags_by_path.get(_norm(stage_base, str(raw["path"])), {}))
+                add(raw, stage_base, f"{lock}:{stage}", flags_by_path.get(norm_path(stage_base, str(raw["path"])), {}))
     return outputs, dvcfiles + locks, notes
 
 

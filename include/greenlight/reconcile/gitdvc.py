@@ -27,13 +27,7 @@ import time
 from typing import Any
 
 from greenlight.reconcile.common import UNRECOVERABLE, GitTree, TargetResult
-from greenlight.reconcile.dvc import _norm, _out_flags, _yaml, dvc_outputs
-
-
-def _md5(data: bytes, legacy: bool) -> str:
-    if legacy and b"\0" not in data[:8000]:
-        data = data.replace(b"\r\n", b"\n")  # DVC 2's md5-dos2unix for text files
-    return hashlib.md5(data).hexdigest()
+from greenlight.reconcile.dvc import content_md5, dvc_outputs, norm_path, out_flags, parse_yaml
 
 
 def dir_md5(tree: GitTree, path: str, legacy: bool) -> str:
@@ -42,7 +36,8 @@ def dir_md5(tree: GitTree, path: str, legacy: bool) -> str:
     blobs = tree.read_many(files)
     base = path.rstrip("/") + "/"
     entries = sorted(
-        ({"md5": _md5(blobs[f], legacy), "relpath": f[len(base) :]} for f in files), key=lambda e: e["relpath"]
+        ({"md5": content_md5(data=blobs[f], legacy=legacy), "relpath": f[len(base) :]} for f in files),
+        key=lambda e: e["relpath"],
     )
     return hashlib.md5(json.dumps(entries, sort_keys=True).encode()).hexdigest() + ".dir"
 
@@ -74,8 +69,8 @@ def check_git_dvc(target) -> TargetResult:
         for yaml_path in yamls:
             base = posixpath.dirname(yaml_path)
             lock_path = posixpath.join(base, "dvc.lock")
-            spec = _yaml(tree.read(yaml_path), yaml_path)
-            lock = _yaml(tree.read(lock_path), lock_path) if tree.exists(lock_path) else {}
+            spec = parse_yaml(tree.read(yaml_path), yaml_path)
+            lock = parse_yaml(tree.read(lock_path), lock_path) if tree.exists(lock_path) else {}
             locked = lock.get("stages") or {}
             params_cache: dict[str, Any] = {}
             for name, stage in (spec.get("stages") or {}).items():
@@ -134,12 +129,12 @@ def _stage_reasons(tree, base, name, stage, locked, produced, params_cache) -> l
     if not isinstance(locked, dict):
         return [f"stage {name!r} is in dvc.yaml but not in dvc.lock (never run or lock not committed)"]
     reasons: list[str] = []
-    wdir = _norm(base, str(stage["wdir"])) if stage.get("wdir") else base
+    wdir = norm_path(base, str(stage["wdir"])) if stage.get("wdir") else base
     if _cmd(stage.get("cmd")) != _cmd(locked.get("cmd")):
         reasons.append(f"cmd changed: dvc.yaml {stage.get('cmd')!r}, dvc.lock {locked.get('cmd')!r}")
 
-    want_deps = {_norm(wdir, str(d)) for d in stage.get("deps") or ()}
-    lock_deps = {_norm(wdir, str(d["path"])): d for d in locked.get("deps") or () if isinstance(d, dict)}
+    want_deps = {norm_path(wdir, str(d)) for d in stage.get("deps") or ()}
+    lock_deps = {norm_path(wdir, str(d["path"])): d for d in locked.get("deps") or () if isinstance(d, dict)}
     for path in sorted(want_deps - set(lock_deps)):
         reasons.append(f"dep {path} is in dvc.yaml but not in dvc.lock")
     for path in sorted(set(lock_deps) - want_deps):
@@ -148,10 +143,10 @@ def _stage_reasons(tree, base, name, stage, locked, produced, params_cache) -> l
     want_outs = set()
     for section in ("outs", "metrics", "plots"):
         for item in stage.get(section) or ():
-            path, _ = _out_flags(item)
+            path, _ = out_flags(item)
             if path is not None:
-                want_outs.add(_norm(wdir, path))
-    lock_outs = {_norm(wdir, str(o["path"])) for o in locked.get("outs") or () if isinstance(o, dict)}
+                want_outs.add(norm_path(wdir, path))
+    lock_outs = {norm_path(wdir, str(o["path"])) for o in locked.get("outs") or () if isinstance(o, dict)}
     for path in sorted(want_outs - lock_outs):
         reasons.append(f"out {path} is in dvc.yaml but not in dvc.lock")
     for path in sorted(lock_outs - want_outs):
@@ -165,7 +160,7 @@ def _stage_reasons(tree, base, name, stage, locked, produced, params_cache) -> l
         legacy = dep.get("hash") != "md5"
         now, how = None, ""
         if tree.exists(path):
-            now, how = _md5(tree.read(path), legacy), "as committed"
+            now, how = content_md5(data=tree.read(path), legacy=legacy), "as committed"
         elif path in produced:
             now, how = produced[path].md5, f"recorded by {produced[path].tracked_by}"
         elif tree.is_dir(path):
@@ -185,12 +180,12 @@ def _param_reasons(tree, wdir, declared, locked, cache) -> list[str]:
             for file, keys in item.items():
                 wanted.setdefault(str(file), []).extend(str(k) for k in keys or ())
     for file, keys in wanted.items():
-        path = _norm(wdir, file)
+        path = norm_path(wdir, file)
         if path not in cache:
             cache[path] = None
             if tree.exists(path):
                 raw = tree.read(path)
-                cache[path] = json.loads(raw) if path.endswith(".json") else _yaml(raw, path)
+                cache[path] = json.loads(raw) if path.endswith(".json") else parse_yaml(raw, path)
         values = cache[path]
         lock_values = locked.get(file) or {}
         for key in keys:

@@ -35,6 +35,7 @@ from typing import Any
 
 from greenlight.errors import ConfigError
 from greenlight.reconcile.common import FAILED, RECOVERABLE, REPAIRED, UNRECOVERABLE, TargetResult, upload_file
+from greenlight.redact import redact_urls
 from greenlight.storage.s3 import S3Uri, list_prefix, parse_s3_uri
 
 log = logging.getLogger("greenlight.reconcile.mlflow")
@@ -374,8 +375,6 @@ class MlflowCheck:
 
 def _safe_uri(uri: str) -> str:
     """A tracking URI without a password (``https://user:pass@host`` → ``https://user:***@host``)."""
-    from greenlight.redact import redact_urls
-
     return redact_urls(uri)
 
 

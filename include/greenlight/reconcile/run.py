@@ -28,6 +28,10 @@ from typing import Any
 
 from greenlight.reconcile.common import INLINE_ENTRIES, RECOVERABLE, UNRECOVERABLE, ReconcileError, TargetResult
 from greenlight.reconcile.config import ReconcileConfig, Target
+from greenlight.reconcile.dvc import DvcCheck
+from greenlight.reconcile.gitdvc import check_git_dvc
+from greenlight.reconcile.mlflow import MlflowCheck
+from greenlight.redact import redact_text
 from greenlight.storage.manifests import ManifestStore, safe_name, utcnow
 
 log = logging.getLogger("greenlight.reconcile.run")
@@ -65,23 +69,17 @@ def check_target(
     store = store or report_store(config, client)
     log.info("reconcile %s (%s): repair=%s dry_run=%s", target.name, target.kind, repair, dry_run)
     if target.kind == "dvc":
-        from greenlight.reconcile.dvc import DvcCheck
-
         check = DvcCheck(target, client, lister=lister, workers=config.workers)
         if repair and not dry_run:
             _pending_manifest(store, run_id, target)
         result = check.run(repair=repair, dry_run=dry_run)
     elif target.kind == "mlflow":
-        from greenlight.reconcile.mlflow import MlflowCheck
-
         if repair and not dry_run:
             _pending_manifest(store, run_id, target)
         result = MlflowCheck(target, client, tracking_uri=tracking_uri, state_store=store, workers=config.workers).run(
             repair=repair, dry_run=dry_run
         )
     else:
-        from greenlight.reconcile.gitdvc import check_git_dvc
-
         result = check_git_dvc(target)
     base = f"{safe_name(run_id)}"
     if target.kind != "git_dvc" and (repair or dry_run):
@@ -213,7 +211,6 @@ def _cell(text: Any) -> str:
 def write_report(store: ManifestStore, report: dict[str, Any]) -> dict[str, str]:
     """Write ``report.json`` and ``report.md`` next to the run's target results and repair manifests."""
     base = safe_name(report["run_id"])
-    from greenlight.redact import redact_text
 
     text = redact_text(markdown(report))
     uris = {"report": store.uri(f"{base}/report.json"), "report_md": store.uri(f"{base}/report.md")}
@@ -224,8 +221,6 @@ def write_report(store: ManifestStore, report: dict[str, Any]) -> dict[str, str]
 
 
 def _write_text(store: ManifestStore, relpath: str, text: str) -> None:
-    from greenlight.redact import redact_text
-
     body = redact_text(text).encode()
     if store.s3 is not None:
         store.client.put_object(

@@ -45,7 +45,7 @@ def _enabled() -> bool:
     return os.environ.get("GREENLIGHT_S3_FAST", "1").lower() not in ("0", "false", "no", "off")
 
 
-def _q(value: str, safe: str = "") -> str:
+def quote_s3(value: str, safe: str = "") -> str:
     return quote(value, safe=safe + "~")
 
 
@@ -142,7 +142,7 @@ class FastS3:
         all_headers["x-amz-content-sha256"] = payload_hash
         if frozen.token:
             all_headers["x-amz-security-token"] = frozen.token
-        canonical_query = "&".join(f"{_q(k)}={_q(v)}" for k, v in sorted(query.items()))
+        canonical_query = "&".join(f"{quote_s3(k)}={quote_s3(v)}" for k, v in sorted(query.items()))
         signed = sorted(all_headers)
         canonical = "\n".join(
             [
@@ -172,7 +172,7 @@ class FastS3:
         import urllib3
         from botocore.exceptions import ClientError
 
-        path = f"{self.base_path}/{_q(bucket)}" + (f"/{_q(key, safe='/')}" if key is not None else "")
+        path = f"{self.base_path}/{quote_s3(bucket)}" + (f"/{quote_s3(key, safe='/')}" if key is not None else "")
         if key is None and not query:
             path += "/"
         attempt = 0
@@ -214,9 +214,9 @@ class FastS3:
     # ------------------------------------------------------------------ operations
     def copy_object(self, *, Bucket, Key, CopySource, CopySourceIfMatch=None, MetadataDirective="COPY", **_):
         source = f"{CopySource['Bucket']}/{CopySource['Key']}"
-        headers = {"x-amz-copy-source": "/" + _q(source, safe="/"), "x-amz-metadata-directive": MetadataDirective}
+        headers = {"x-amz-copy-source": "/" + quote_s3(source, safe="/"), "x-amz-metadata-directive": MetadataDirective}
         if CopySource.get("VersionId"):
-            headers["x-amz-copy-source"] += f"?versionId={_q(CopySource['VersionId'])}"
+            headers["x-amz-copy-source"] += f"?versionId={quote_s3(CopySource['VersionId'])}"
         if CopySourceIfMatch:
             headers["x-amz-copy-source-if-match"] = CopySourceIfMatch
         resp, data = self._request("CopyObject", "PUT", Bucket, Key, headers=headers)

@@ -18,6 +18,7 @@ from pathlib import Path
 from typing import Any
 
 from greenlight.errors import ManifestError, ManifestInvalidError, ManifestNotFoundError
+from greenlight.redact import redact_text
 from greenlight.storage.s3 import S3Uri, error_code, parse_s3_uri
 
 _SAFE = re.compile(r"[^A-Za-z0-9._=-]+")
@@ -83,8 +84,6 @@ class ManifestStore:
 
     def write(self, relpath: str, doc: dict[str, Any]) -> str:
         """Write ``doc`` atomically: one PUT on S3, temp file + rename locally."""
-        from greenlight.redact import redact_text
-
         # Secrets never leave: URL credentials and sensitive env values are redacted from every record.
         body = redact_text(json.dumps(doc, indent=2, sort_keys=True, default=str), json_escaped=True).encode()
         if self.s3 is not None:

@@ -138,54 +138,36 @@ def parse_list_v2(body: bytes) -> dict[str, Any]:
     return out
 
 
-class _FastListParser:
-    """Delegates to botocore's parser except for successful ListObjectsV2 responses."""
-
-    def __init__(self, inner):
-        self._inner = inner
-
-    def parse(self, response, shape):
-        if (
-            shape is not None
-            and shape.name == "ListObjectsV2Output"
-            and response.get("status_code", 500) < 300
-            and b"<Error>" not in response["body"][:200]
-        ):
-            parsed = parse_list_v2(response["body"])
-            headers = response.get("headers") or {}
-            parsed["ResponseMetadata"] = {
-                "RequestId": headers.get("x-amz-request-id", ""),
-                "HostId": headers.get("x-amz-id-2", ""),
-                "HTTPStatusCode": response["status_code"],
-                "HTTPHeaders": headers,
-            }
-            return parsed
-        return self._inner.parse(response, shape)
+#: What botocore's own parser is left to read once :func:`_parse_list_v2_event` has parsed a page.
+_EMPTY_LIST_V2 = (
+    b'<?xml version="1.0" encoding="UTF-8"?>\n'
+    b'<ListBucketResult xmlns="http://s3.amazonaws.com/doc/2006-03-01/"></ListBucketResult>'
+)
+LIST_V2_EVENT = "before-parse.s3.ListObjectsV2"
 
 
-class _FastParserFactory:
-    def __init__(self, inner):
-        self._inner = inner
-
-    def create_parser(self, protocol_name):
-        return _FastListParser(self._inner.create_parser(protocol_name))
-
-    def set_parser_defaults(self, **kwargs):
-        self._inner.set_parser_defaults(**kwargs)
+def _parse_list_v2_event(response_dict, customized_response_dict, **_kwargs):
+    """botocore's ``before-parse`` hook for ListObjectsV2: a successful page is parsed here; botocore
+    then parses only the headers and an empty body and merges ``customized_response_dict`` into its
+    result (ResponseMetadata stays botocore's). Errors are left to botocore untouched."""
+    body = response_dict.get("body")
+    if response_dict.get("status_code", 500) >= 300 or not isinstance(body, bytes) or b"<Error>" in body[:200]:
+        return
+    customized_response_dict.update(parse_list_v2(body))
+    response_dict["body"] = _EMPTY_LIST_V2
 
 
 def tune_client(client):
     """Make listings several times cheaper to parse, on any botocore S3 client.
 
     botocore's generic XML shape walker and its dateutil timestamp parser cost ~10x the HTTP round
-    trip for a 1,000-key page; listings are what a no-op promotion spends its time on. Signing,
-    retries and error handling stay botocore's.
+    trip for a 1,000-key page; listings are what a no-op promotion spends its time on. Through
+    botocore's public event system (``client.meta.events``, event ``before-parse.s3.ListObjectsV2``)
+    a successful page is parsed by :func:`parse_list_v2`; signing, retries, error handling and
+    ResponseMetadata stay botocore's. Registered once per client (``unique_id``), so tuning twice
+    is harmless. :func:`make_client` also sets the ISO timestamp parser for every other response.
     """
-    endpoint = getattr(client, "_endpoint", None)
-    factory = getattr(endpoint, "_response_parser_factory", None)
-    if factory is not None and not isinstance(factory, _FastParserFactory):
-        factory.set_parser_defaults(timestamp_parser=_fast_timestamp)
-        endpoint._response_parser_factory = _FastParserFactory(factory)
+    client.meta.events.register(LIST_V2_EVENT, _parse_list_v2_event, unique_id="greenlight-fast-list-v2")
     return client
 
 
@@ -232,6 +214,8 @@ def make_client(
         max_pool=max_pool, max_attempts=max_attempts, connect_timeout=connect_timeout, read_timeout=read_timeout
     )
     session = botocore.session.get_session()
+    # A public session component: ISO timestamps (listings, CopyObject results) parsed natively.
+    session.get_component("response_parser_factory").set_parser_defaults(timestamp_parser=_fast_timestamp)
     client = session.create_client(
         "s3",
         region_name=region or os.environ.get("AWS_DEFAULT_REGION") or os.environ.get("AWS_REGION") or "us-east-1",

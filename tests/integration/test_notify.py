@@ -161,8 +161,8 @@ def test_mail_is_html_escaped_and_never_rendered_as_a_template(channels):
 
 
 def test_tls_extras_greenlight_first_then_the_providers():
-    from greenlight.dagsupport.notify import _tls_flag
+    from greenlight.dagsupport.notify import tls_flag
 
-    assert _tls_flag({}, "ssl", "disable_ssl") is False  # greenlight's documented default
-    assert _tls_flag({"ssl": True, "disable_ssl": True}, "ssl", "disable_ssl") is True
-    assert _tls_flag({"disable_tls": False}, "starttls", "disable_tls") is True
+    assert tls_flag({}, "ssl", "disable_ssl") is False  # greenlight's documented default
+    assert tls_flag({"ssl": True, "disable_ssl": True}, "ssl", "disable_ssl") is True
+    assert tls_flag({"disable_tls": False}, "starttls", "disable_tls") is True
