@@ -74,6 +74,7 @@ def task_instances(api, run_id) -> list[dict]:
 def test_trigger_then_clear_and_rerun_converges(stack, s3, buckets):
     standalone, api, area = stack
     qa, prod = buckets
+    seed_deliveries(s3, qa, f"{area}c/", "clean")  # the halt test may have left a broken delivery
     for side in "ab":
         for i in range(5):
             put(s3, qa, f"{area}{side}/obj-{i}.csv", f"{side},{i}\n")
