@@ -181,7 +181,7 @@ def test_refuses_when_target_is_the_source_database(tmp_path, capsys, refresh_db
 def test_source_session_is_read_only(refresh_dbs):
     import psycopg
 
-    from greenlight.refresh.tables import connect
+    from greenlight.refresh.catalog import connect
 
     with connect(refresh_dbs.prod, read_only=True) as conn, pytest.raises(psycopg.errors.ReadOnlySqlTransaction):
         conn.execute("CREATE TABLE should_not_exist (id int)")
@@ -312,14 +312,15 @@ def test_checksum_of_an_unknown_table_or_column_is_refused(tmp_path, capsys, ref
 def test_groups_read_prod_as_of_the_exported_snapshot(refresh_dbs):
     """The CLI copies FK groups side by side from one exported prod snapshot: a row written to prod
     after the export is not copied by a group that adopts the snapshot; without it, it is."""
+    from greenlight.refresh import catalog as pgcat
     from greenlight.refresh import tables as pg
 
     dbs = refresh_dbs
     seed_runbook_schema(dbs)
 
     def users_plan():
-        with pg.connect(dbs.prod, read_only=True) as src, pg.connect(dbs.staging) as dst:
-            prod, staging = pg.catalog(src, ["public.users"]), pg.catalog(dst, ["public.users"])
+        with pgcat.connect(dbs.prod, read_only=True) as src, pgcat.connect(dbs.staging) as dst:
+            prod, staging = pgcat.catalog(src, ["public.users"]), pgcat.catalog(dst, ["public.users"])
         return pg.plan_table(prod["public.users"].columns, staging["public.users"].columns, "public.users")
 
     holder, snapshot = pg.export_snapshot(dbs.prod)

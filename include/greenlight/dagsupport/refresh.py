@@ -64,7 +64,7 @@ def sync_buckets(params: dict[str, Any], run_id: str) -> list[dict[str, Any]]:
 @triaged
 def migrate(params: dict[str, Any], run_id: str) -> dict[str, Any]:
     """Runbook "run migrations on staging via API" (a command or the HTTP endpoint)."""
-    from greenlight.refresh.run import migrate as step
+    from greenlight.refresh.checks import migrate as step
 
     return step(_refresh(params, run_id))
 
@@ -72,7 +72,7 @@ def migrate(params: dict[str, Any], run_id: str) -> dict[str, Any]:
 @triaged
 def health(params: dict[str, Any], run_id: str) -> dict[str, Any]:
     """Runbook "verify staging health": deep health URL and SQL checks on staging."""
-    from greenlight.refresh.run import health as step
+    from greenlight.refresh.checks import health as step
 
     return step(_refresh(params, run_id))
 
@@ -98,7 +98,8 @@ def summary(
 ) -> dict[str, Any]:
     """The sync-results table of the runbook: per-table status in the log, the run manifest; fails
     the run (no retry) when any table failed or verification found a difference."""
-    from greenlight.refresh.run import RefreshFailedError, exit_code, summarize
+    from greenlight.refresh.checks import RefreshFailedError
+    from greenlight.refresh.run import exit_code, summarize
 
     result = summarize(
         _refresh(params, run_id), pre, _flat(tables), buckets or [], migration, health_result, verification

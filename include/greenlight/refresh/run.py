@@ -11,18 +11,16 @@ from __future__ import annotations
 
 import json
 import logging
-import subprocess
 import threading
-import time
-import urllib.error
-import urllib.request
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import Any
 
-from greenlight.errors import ConfigError, GreenlightError, RefusedError
+from greenlight.errors import ConfigError, RefusedError
+from greenlight.refresh import catalog as pgcat
 from greenlight.refresh import tables as pg
+from greenlight.refresh.checks import RefreshFailedError, health, migrate
 from greenlight.refresh.config import ALWAYS_SKIPPED, RefreshConfig, looks_like_prod
 from greenlight.refresh.connections import PgConn
 
@@ -30,17 +28,6 @@ log = logging.getLogger("greenlight.refresh")
 
 MANIFEST_DIR = "staging_refresh"
 SUMMARY_KIND = "greenlight.staging-refresh/v1"
-
-
-class RefreshFailedError(GreenlightError):
-    """A step of the refresh failed (a table, the migration, a health check, verification): exit 1."""
-
-    kind = "failure"
-
-    def __init__(self, step: str, reason: str):
-        self.step = step
-        self.reason = reason
-        super().__init__(f"{step}: {reason}")
 
 
 @dataclass
@@ -144,21 +131,21 @@ def preflight(r: Refresh) -> dict[str, Any]:
 def _postgres_preflight(r: Refresh, only_tables: set[str] | None) -> dict[str, Any]:
     section = r.config.postgres
     source, target = _connections(r)
-    with pg.connect(source.conninfo, read_only=True) as src, pg.connect(target.conninfo) as dst:
-        src_id, dst_id = pg.server_identity(src), pg.server_identity(dst)
-        if pg.same_database(src_id, dst_id):
+    with pgcat.connect(source.conninfo, read_only=True) as src, pgcat.connect(target.conninfo) as dst:
+        src_id, dst_id = pgcat.server_identity(src), pgcat.server_identity(dst)
+        if pgcat.same_database(src_id, dst_id):
             raise RefusedError(
                 f"postgres target {target.describe()}",
                 f"it is the same server and database as the source {source.describe()}",
             )
         if not src_id["read_only"]:
             raise RefusedError(f"postgres source {source.describe()}", "the session did not open read-only")
-        prod_tables = pg.list_tables(src, section.schemas)
-        staging_tables = pg.list_tables(dst, section.schemas)
-        edges = pg.foreign_keys(dst, section.schemas)
+        prod_tables = pgcat.list_tables(src, section.schemas)
+        staging_tables = pgcat.list_tables(dst, section.schemas)
+        edges = pgcat.foreign_keys(dst, section.schemas)
         versions = {
-            "prod": pg.alembic_version(src, section.schemas),
-            "staging": pg.alembic_version(dst, section.schemas),
+            "prod": pgcat.alembic_version(src, section.schemas),
+            "staging": pgcat.alembic_version(dst, section.schemas),
         }
         chosen = [section.qualify(t) for t in section.tables] if section.tables is not None else list(prod_tables)
         unknown = sorted(set(chosen) - set(prod_tables) - set(staging_tables))
@@ -182,7 +169,7 @@ def _postgres_preflight(r: Refresh, only_tables: set[str] | None) -> dict[str, A
                 skip.setdefault(f"{schema}.{name}", why)
         copy = [t for t in chosen if t not in skip]
         # Columns of every copied table, one catalog query per side (not two per table per task).
-        prod_cat, staging_cat = pg.catalog(src, copy), pg.catalog(dst, copy)
+        prod_cat, staging_cat = pgcat.catalog(src, copy), pgcat.catalog(dst, copy)
         src.rollback()
         dst.rollback()
     skipped = [{"table": t, "reason": skip[t]} for t in chosen if t in skip]
@@ -211,7 +198,7 @@ def _postgres_preflight(r: Refresh, only_tables: set[str] | None) -> dict[str, A
     }
 
 
-def _plan(section, table: str, prod: pg.TableInfo | None, staging: pg.TableInfo | None) -> pg.TablePlan:
+def _plan(section, table: str, prod: pgcat.TableInfo | None, staging: pgcat.TableInfo | None) -> pg.TablePlan:
     plan = pg.plan_table(
         prod.columns if prod else [],
         staging.columns if staging else [],
@@ -273,8 +260,8 @@ def copy_tables(
     if all(t in stored for t in group):
         plans = [pg.TablePlan.from_dict(stored[t]) for t in group]
     else:  # a ``pre`` from before plans were part of it
-        with pg.connect(source.conninfo, read_only=True) as src, pg.connect(target.conninfo) as dst:
-            prod_cat, staging_cat = pg.catalog(src, group), pg.catalog(dst, group)
+        with pgcat.connect(source.conninfo, read_only=True) as src, pgcat.connect(target.conninfo) as dst:
+            prod_cat, staging_cat = pgcat.catalog(src, group), pgcat.catalog(dst, group)
         plans = [_plan(section, t, prod_cat.get(t), staging_cat.get(t)) for t in group]
     if r.dry_run:
         return _dry_run_counts(source, target, group, plans)
@@ -293,7 +280,7 @@ def copy_tables(
 
 def _dry_run_counts(source: PgConn, target: PgConn, group: list[str], plans: list[pg.TablePlan]) -> list[dict]:
     rows = []
-    with pg.connect(source.conninfo, read_only=True) as src, pg.connect(target.conninfo) as dst:
+    with pgcat.connect(source.conninfo, read_only=True) as src, pgcat.connect(target.conninfo) as dst:
         for p in plans:
             res = pg.TableResult(p.table, "failed" if p.error else "would_sync", group=group[0], reason=p.error or "")
             res.casts, res.masked, res.source_only, res.target_only = (
@@ -302,8 +289,8 @@ def _dry_run_counts(source: PgConn, target: PgConn, group: list[str], plans: lis
                 p.source_only,
                 p.target_only,
             )
-            res.rows_source = pg.count_rows(src, p.table) if not p.error or "prod" not in p.error else None
-            res.rows_target = pg.count_rows(dst, p.table) if not p.error or "staging" not in p.error else None
+            res.rows_source = pgcat.count_rows(src, p.table) if not p.error or "prod" not in p.error else None
+            res.rows_target = pgcat.count_rows(dst, p.table) if not p.error or "staging" not in p.error else None
             res.format = "binary" if p.binary else "text"
             rows.append(res.as_dict())
             log.info(
@@ -325,123 +312,6 @@ def sync_buckets(r: Refresh) -> list[dict[str, Any]]:
     from greenlight.refresh.buckets import sync
 
     return sync(r.engine(), r.run_id, dry_run=r.dry_run)
-
-
-# ---------------------------------------------------------------------------------------- migrate
-def migrate(r: Refresh) -> dict[str, Any]:
-    """Runbook: "run migrations on staging via API". A command with the staging connection in its
-    environment, or an HTTP call; records the staging schema version before and after."""
-    m = r.config.migrations
-    if m is None or r.dry_run or r.skip_migrations:
-        why = "not configured" if m is None else ("dry run" if r.dry_run else "skip_migrations")
-        log.info("migrations not run: %s", why)
-        return {"ran": False, "reason": why}
-    section = r.config.postgres
-    target = r.resolve(section.target_conn) if section else None
-    before = _staging_version(r, target)
-    started = time.monotonic()
-    if m.command is not None:
-        import os
-        import shlex
-
-        argv = shlex.split(m.command) if isinstance(m.command, str) else list(m.command)
-        env = {**os.environ, **(target.env() if target else {})}
-        try:
-            proc = subprocess.run(
-                argv, cwd=m.cwd, env=env, capture_output=True, text=True, timeout=m.timeout_s, check=False
-            )
-        except FileNotFoundError as exc:
-            raise RefreshFailedError("migrate", f"command {argv[0]!r} not found") from exc
-        except subprocess.TimeoutExpired as exc:
-            raise RefreshFailedError("migrate", f"{argv[0]} did not finish in {m.timeout_s:g}s") from exc
-        tail = (proc.stdout + proc.stderr).strip().splitlines()[-20:]
-        for line in tail:
-            log.info("migrate| %s", line)
-        if proc.returncode != 0:
-            raise RefreshFailedError(
-                "migrate", f"{' '.join(argv[:3])} exited {proc.returncode}: {' / '.join(tail[-3:])}"
-            )
-        how = {"command": argv[:3], "returncode": proc.returncode}
-    else:
-        url, status, body = _http_migration(m.http)
-        if status not in m.http.expect_status:
-            raise RefreshFailedError("migrate", f"{m.http.method} {url} answered {status}: {body[:200]}")
-        how = {"http": url, "conn_id": m.http.conn_id, "status": status}
-    after = _staging_version(r, target)
-    log.info("migrations applied in %.1fs: staging %s -> %s", time.monotonic() - started, before, after)
-    return {"ran": True, **how, "version_before": before, "version_after": after}
-
-
-def _http_migration(h) -> tuple[str, int, str]:
-    """Call the migrate endpoint through the http provider's ``HttpHook`` (connection ``h.conn_id``:
-    base URL, auth and headers from the connection, in a task and in the CLI alike)."""
-    import requests
-    from airflow.providers.http.hooks.http import HttpHook
-
-    hook = HttpHook(method=h.method, http_conn_id=h.conn_id)
-    try:
-        url = hook.url_from_endpoint(h.endpoint)
-    except Exception as exc:  # noqa: BLE001 - the SDK raises its own not-found type
-        raise ConfigError(f"migrations.http.conn_id: connection {h.conn_id!r} cannot be resolved: {exc}") from exc
-    try:
-        response = hook.run(h.endpoint, extra_options={"check_response": False, "timeout": h.timeout_s})
-    except requests.RequestException as exc:
-        raise RefreshFailedError("migrate", f"{h.method} {url}: {type(exc).__name__}: {exc}") from exc
-    return url, response.status_code, response.text
-
-
-def _staging_version(r: Refresh, target: PgConn | None) -> str | None:
-    if target is None:
-        return None
-    with pg.connect(target.conninfo) as conn:
-        return pg.alembic_version(conn, r.config.postgres.schemas)
-
-
-def _http(url: str, method: str, timeout: float) -> tuple[int, bytes]:
-    req = urllib.request.Request(url, method=method, data=b"" if method != "GET" else None)  # noqa: S310
-    try:
-        with urllib.request.urlopen(req, timeout=timeout) as resp:  # noqa: S310 - URL from the config
-            return resp.status, resp.read(65536)
-    except urllib.error.HTTPError as exc:
-        return exc.code, exc.read(65536)
-    except (urllib.error.URLError, TimeoutError, OSError) as exc:
-        raise RefreshFailedError("http", f"{method} {url}: {exc}") from exc
-
-
-# ---------------------------------------------------------------------------------------- health
-def health(r: Refresh) -> dict[str, Any]:
-    """Runbook: "verify staging health" (the deep health URL) plus SQL checks on staging."""
-    h = r.config.health
-    if h is None or r.dry_run:
-        return {"checked": False}
-    out: dict[str, Any] = {"checked": True, "sql": []}
-    problems = []
-    if h.url:
-        status, body = _http(h.url, "GET", h.timeout_s)
-        out["url"] = {"url": h.url, "status": status}
-        if status != h.expect_status:
-            problems.append(f"GET {h.url} answered {status}: {body[:200].decode(errors='replace')}")
-    if h.sql:
-        target = r.resolve(r.config.postgres.target_conn)
-        with pg.connect(target.conninfo) as conn:
-            for check in h.sql:
-                try:
-                    value = conn.execute(check.sql).fetchone()
-                    value = value[0] if value else None
-                    ok = (value is not None and float(value) >= check.min) if check.min is not None else value is True
-                except Exception as exc:  # noqa: BLE001 - a broken check is a failed check, named
-                    conn.rollback()
-                    value, ok = f"{type(exc).__name__}: {exc}".strip(), False
-                out["sql"].append({"name": check.name, "ok": ok, "value": value})
-                if not ok:
-                    problems.append(f"SQL check {check.name!r} returned {value!r}")
-            conn.rollback()
-    for p in problems:
-        log.error("health: %s", p)
-    if problems:
-        raise RefreshFailedError("health", "; ".join(problems))
-    log.info("health: staging healthy (%s)", ", ".join([c["name"] for c in out["sql"]] + ([h.url] if h.url else [])))
-    return out
 
 
 # ---------------------------------------------------------------------------------------- verify
@@ -475,7 +345,7 @@ def _verify_tables(r: Refresh, synced: list[dict[str, Any]], connections: list |
     if not connections:
         target = r.resolve(r.config.postgres.target_conn)
         n = max(1, min(r.config.postgres.workers, len(synced)))
-        own = connections = [pg.connect(target.conninfo) for _ in range(n)]
+        own = connections = [pgcat.connect(target.conninfo) for _ in range(n)]
     try:
         chunks = [synced[i :: len(connections)] for i in range(len(connections))]
         pairs = [(c, chunk) for c, chunk in zip(connections, chunks, strict=True) if chunk]
