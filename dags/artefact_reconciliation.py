@@ -28,6 +28,7 @@ from airflow.sdk import Param, dag, get_current_context, task
 
 from greenlight.dagsupport import reconcile as steps
 from greenlight.dagsupport.defaults import default_args, documented, schedule_from_env
+from greenlight.dagsupport.runcheck import add_run_check
 
 SCHEDULE = schedule_from_env("GREENLIGHT_RECONCILE_SCHEDULE", "30 2 * * *")
 
@@ -89,4 +90,4 @@ def artefact_reconciliation():
     report(documented(reconcile_target).expand(target=targets()))
 
 
-artefact_reconciliation()
+add_run_check(artefact_reconciliation())

@@ -20,10 +20,10 @@ The same rollback runs from a terminal: `python -m greenlight rollback --manifes
 
 from __future__ import annotations
 
-import pendulum
-from airflow.sdk import Param, dag, task
+from airflow.sdk import Param, task
 
-from greenlight.dagsupport.defaults import default_args
+from greenlight.dagsupport.defaults import manual_dag
+from greenlight.dagsupport.runcheck import add_run_check
 
 
 def steps():
@@ -41,15 +41,11 @@ def rollback_steps():
     return rollback
 
 
-@dag(
-    dag_id="artefact_rollback",
-    schedule=None,
-    start_date=pendulum.datetime(2026, 1, 1, tz="UTC"),
-    catchup=False,
-    max_active_runs=1,
-    doc_md=__doc__,
-    default_args=default_args(retries=2),
-    tags=["greenlight", "rollback"],
+@manual_dag(
+    "artefact_rollback",
+    __doc__,
+    tags=["rollback"],
+    retries=2,
     params={
         "manifest": Param(
             type="string",
@@ -119,4 +115,4 @@ def artefact_rollback():
     restore(plan()) >> resume_consumers()
 
 
-artefact_rollback()
+add_run_check(artefact_rollback())

@@ -18,6 +18,7 @@ import pendulum
 from airflow.sdk import Asset, dag, task
 
 from greenlight.dagsupport.defaults import default_args
+from greenlight.dagsupport.runcheck import add_run_check
 from greenlight.promotion.config import load_config
 
 log = logging.getLogger("greenlight.consumer")
@@ -62,4 +63,4 @@ def commodity_hindcast_prod():
     run_hindcast()
 
 
-commodity_hindcast_prod()
+add_run_check(commodity_hindcast_prod())

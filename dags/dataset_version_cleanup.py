@@ -15,22 +15,19 @@ config (or run `python -m greenlight datasets cleanup`, which does the same). Se
 
 from __future__ import annotations
 
-import pendulum
-from airflow.sdk import Param, dag, task
+from airflow.sdk import Param, task
 
 from greenlight.dagsupport import datasets as steps
-from greenlight.dagsupport.defaults import default_args
+from greenlight.dagsupport.defaults import manual_dag
+from greenlight.dagsupport.runcheck import add_run_check
 
 
-@dag(
-    dag_id="dataset_version_cleanup",
-    schedule=None,
-    start_date=pendulum.datetime(2026, 1, 1, tz="UTC"),
-    catchup=False,
-    max_active_runs=1,
-    doc_md=__doc__,
-    default_args=default_args(retries=2, retry_delay_s=30),
-    tags=["greenlight", "dataset", "staging", "cleanup"],
+@manual_dag(
+    "dataset_version_cleanup",
+    __doc__,
+    tags=["dataset", "staging", "cleanup"],
+    retries=2,
+    retry_delay_s=30,
     params={
         "dataset_id": Param(
             "", type="string", pattern="^[A-Za-z0-9][A-Za-z0-9_.-]*$", description="The dataset's id in datasets.yaml."
@@ -54,4 +51,4 @@ def dataset_version_cleanup():
     cleanup()
 
 
-dataset_version_cleanup()
+add_run_check(dataset_version_cleanup())

@@ -18,25 +18,22 @@ the DAGs folder comes from git, commit the rewritten config (or run
 
 from __future__ import annotations
 
-import pendulum
-from airflow.sdk import Param, dag, task
+from airflow.sdk import Param, task
 
 from greenlight.dagsupport import datasets as steps
-from greenlight.dagsupport.defaults import default_args
+from greenlight.dagsupport.defaults import manual_dag
+from greenlight.dagsupport.runcheck import add_run_check
 
 ID_PATTERN = "^[A-Za-z0-9][A-Za-z0-9_.-]*$"
 VERSION_PATTERN = "^[0-9][0-9A-Za-z.-]*$"
 
 
-@dag(
-    dag_id="dataset_version_promotion",
-    schedule=None,
-    start_date=pendulum.datetime(2026, 1, 1, tz="UTC"),
-    catchup=False,
-    max_active_runs=1,
-    doc_md=__doc__,
-    default_args=default_args(retries=2, retry_delay_s=30),
-    tags=["greenlight", "dataset", "staging", "promotion"],
+@manual_dag(
+    "dataset_version_promotion",
+    __doc__,
+    tags=["dataset", "staging", "promotion"],
+    retries=2,
+    retry_delay_s=30,
     params={
         "dataset_id": Param("", type="string", pattern=ID_PATTERN, description="The dataset's id in datasets.yaml."),
         "version": Param(
@@ -79,4 +76,4 @@ def dataset_version_promotion():
     promote(validate_staged(check()))
 
 
-dataset_version_promotion()
+add_run_check(dataset_version_promotion())

@@ -34,6 +34,7 @@ from airflow.sdk import Asset, AssetAlias, Param, dag, get_current_context, task
 
 from greenlight.dagsupport import features as steps
 from greenlight.dagsupport.defaults import default_args, documented, schedule_from_env
+from greenlight.dagsupport.runcheck import add_run_check
 
 SCHEDULE = schedule_from_env("GREENLIGHT_FEATURES_SCHEDULE", "@hourly")
 
@@ -126,4 +127,4 @@ def feature_materialization():
     documented(parity).expand(result=results)
 
 
-feature_materialization()
+add_run_check(feature_materialization())

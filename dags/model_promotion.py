@@ -26,10 +26,10 @@ the candidate and the check: nothing moves. Same from a terminal:
 
 from __future__ import annotations
 
-import pendulum
-from airflow.sdk import Asset, AssetAlias, Param, dag, task
+from airflow.sdk import Asset, AssetAlias, Param, task
 
-from greenlight.dagsupport.defaults import default_args
+from greenlight.dagsupport.defaults import manual_dag
+from greenlight.dagsupport.runcheck import add_run_check
 
 #: Asset alias through which a promotion or rollback emits one event for the model's pointer.
 MODELS_ALIAS = "greenlight-model-heads"
@@ -42,15 +42,11 @@ def steps():
     return models
 
 
-@dag(
-    dag_id="model_promotion",
-    schedule=None,
-    start_date=pendulum.datetime(2026, 1, 1, tz="UTC"),
-    catchup=False,
-    max_active_runs=1,
-    doc_md=__doc__,
-    default_args=default_args(retries=2),
-    tags=["greenlight", "models", "mlflow"],
+@manual_dag(
+    "model_promotion",
+    __doc__,
+    tags=["models", "mlflow"],
+    retries=2,
     params={
         "model_name": Param(type="string", minLength=1, description="Registered model name (in models.yaml)."),
         "candidate": Param("", type="string", description="Model version (7), @alias, or MLflow run id."),
@@ -117,4 +113,4 @@ def model_promotion():
     promote_model(checked, smoke_score(checked))
 
 
-model_promotion()
+add_run_check(model_promotion())

@@ -23,10 +23,10 @@ names or bucket mapping names), `skip_migrations`. **Config** — `include/confi
 
 from __future__ import annotations
 
-import pendulum
-from airflow.sdk import Param, dag, get_current_context, task
+from airflow.sdk import Param, get_current_context, task
 
-from greenlight.dagsupport.defaults import default_args, documented
+from greenlight.dagsupport.defaults import documented, manual_dag
+from greenlight.dagsupport.runcheck import add_run_check
 
 
 def steps():
@@ -36,15 +36,12 @@ def steps():
     return refresh
 
 
-@dag(
-    dag_id="staging_refresh",
-    schedule=None,
-    start_date=pendulum.datetime(2026, 1, 1, tz="UTC"),
-    catchup=False,
-    max_active_runs=1,
-    doc_md=__doc__,
-    default_args=default_args(retries=2, retry_delay_s=30),
-    tags=["greenlight", "refresh", "staging", "postgres"],
+@manual_dag(
+    "staging_refresh",
+    __doc__,
+    tags=["refresh", "staging", "postgres"],
+    retries=2,
+    retry_delay_s=30,
     params={
         "dry_run": Param(
             False, type="boolean", description="Report row counts and bucket sizes of each pair; write nothing."
@@ -147,4 +144,4 @@ def staging_refresh():
     summary(pre, tables, buckets, migration, checked, verification)
 
 
-staging_refresh()
+add_run_check(staging_refresh())

@@ -378,6 +378,7 @@ def test_dag_run_happy_path(fs, airflow_db, monkeypatch):
         ("materialize", 1): "success",
         ("parity", 0): "success",
         ("parity", 1): "success",
+        ("check_run", -1): "success",
     }
     value = lambda x: json.loads(x) if isinstance(x, str) else x  # noqa: E731
     gate = value(xcoms[("check_source_freshness", -1)])

@@ -1,5 +1,6 @@
-"""What every greenlight DAG shares at parse time: default task arguments, the schedule-from-env rule
-and the Asset alias names (cheap to import: stdlib only)."""
+"""What every greenlight DAG shares at parse time: default task arguments, the schedule-from-env rule,
+the Asset alias names and the header of the manual DAGs (cheap to import: stdlib only at module
+level; Airflow and pendulum, which every DAG file has loaded already, inside the functions)."""
 
 from __future__ import annotations
 
@@ -47,3 +48,28 @@ def documented(decorated):
     Airflow 3.3 copies a TaskFlow function's docstring into ``doc_md`` only for unmapped tasks;
     a mapped task shows no doc in the UI unless it is passed explicitly, which this does."""
     return decorated.override(doc_md=decorated.function.__doc__)
+
+
+def manual_dag(dag_id: str, doc: str, *, tags: list[str], params: dict, **args: Any):
+    """The ``@dag`` decorator of a manually triggered greenlight DAG (no schedule, one run at a
+    time, no catchup, the tag ``greenlight`` first, ``doc_md`` from the file's docstring).
+
+    ``args`` go to :func:`default_args` (``retries``, ``retry_delay_s``, ``owner``)::
+
+        @manual_dag("staging_refresh", __doc__, tags=["refresh"], params={...}, retries=2)
+        def staging_refresh(): ...
+    """
+    import pendulum
+    from airflow.sdk import dag
+
+    return dag(
+        dag_id=dag_id,
+        schedule=None,
+        start_date=pendulum.datetime(2026, 1, 1, tz="UTC"),
+        catchup=False,
+        max_active_runs=1,
+        doc_md=doc,
+        default_args=default_args(**args),
+        tags=["greenlight", *tags],
+        params=params,
+    )
