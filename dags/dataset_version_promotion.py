@@ -8,6 +8,7 @@ Manual. Given a dataset id and one of its **staged** versions (see `dataset_vers
 | `check` | the dataset and version are configured and the version is staged, not already the primary (bad input fails here, no retry) |
 | `validate_staged` | "verify the backfill": runs the staged version's validate job against its own store path |
 | `promote` | moves the dataset's `current` pointer (`current/datasets_<id>.json` under the config's `pointer_root`, one atomic write, the previous pointer kept for rollback) to the staged store path; rewrites the config (temp file + rename, comments kept): `primary` becomes the version, the staged entry goes (with `keep_previous`, the old primary stays as a staged legacy version); then "clean up the now-redundant staging resources": pauses and deletes the staged DAGs through the REST API (the version's pool stays: the new primary runs in it). Store paths are never deleted |
+| `check_run` | the operations runbook's daily check of this run (last; trigger rule `none_failed`): every task has its success/skipped manifest, the `current` pointers moved, one run id throughout |
 
 After it, `{dataset_id}__update` writes the promoted version's store path. In a deployment where
 the DAGs folder comes from git, commit the rewritten config (or run

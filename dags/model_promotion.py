@@ -15,6 +15,7 @@ rolled-back version are listed.
 | `smoke_score` | step 2: score `smoke_partition` with the candidate's own files, publish nothing, check rows/columns/types against the model's output contract (`include/config/models.yaml`) |
 | `promote_model` | step 3: alias + pointer moved as one step (a failed pointer write puts the alias back); Asset event on the pointer |
 | `rollback_model` | step 5: restore the previous alias + pointer; list consumer runs that used the rolled-back version |
+| `check_run` | the operations runbook's daily check of this run (last; trigger rule `none_failed`): every task has its success/skipped manifest, the `current` pointers moved, one run id throughout |
 
 **Params** — `model_name`, `candidate`, `smoke_partition`, `dry_run`, `rollback`.
 **Refusals** — a candidate failing any check fails its task without retry ("do not retry"), naming

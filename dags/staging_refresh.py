@@ -14,6 +14,7 @@ migrations and a health check by hand). Manual only: trigger it when staging nee
 | `health` | "verify staging health": deep health URL and SQL checks |
 | `verify` | "verify data": row counts per table, objects per bucket pair |
 | `summary` | the sync-results table (synced / skipped / failed per table) and the run manifest; fails the run if any table failed |
+| `check_run` | the operations runbook's daily check of this run (last; trigger rule `none_failed`): every task has its success/skipped manifest, the `current` pointers moved, one run id throughout |
 
 **Params** — `dry_run` (row counts and bucket sizes per pair, nothing written), `only` (table
 names or bucket mapping names), `skip_migrations`. **Config** — `include/config/staging_refresh.yaml`

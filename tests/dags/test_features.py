@@ -334,7 +334,13 @@ def test_dag_parses_with_the_expected_tasks_and_params(airflow_db):
     from dagrun import load_dag
 
     dag = load_dag("feature_materialization")
-    assert {t.task_id for t in dag.tasks} == {"check_source_freshness", "check_registry", "materialize", "parity"}
+    assert {t.task_id for t in dag.tasks} == {
+        "check_source_freshness",
+        "check_registry",
+        "materialize",
+        "parity",
+        "check_run",
+    }
     assert dag.schedule == os.environ.get("GREENLIGHT_FEATURES_SCHEDULE", "@hourly")
     assert set(dag.params) >= {"full_refresh", "start", "end", "views"}
     assert dag.params["full_refresh"] is False
