@@ -339,7 +339,7 @@ def start(
         timings["standalone"] = time.monotonic() - started
         from greenlight.datasets.config import load_config as load_datasets
 
-        pools = ensure_pools_quietly(load_datasets(stack.datasets_config), stack.api())
+        pools = dataset_pools(load_datasets(stack.datasets_config), stack.api())
         progress(f"dataset pools (REST API): {', '.join(pools)}")
         timings["total"] = time.monotonic() - t0
         stack.timings = timings
@@ -380,16 +380,18 @@ def datasets_setup(workdir: Path, *, schedules: bool) -> Path:
 
     from greenlight.dev.datasets_demo import SOURCE_CONFIG
 
-    doc = yaml.safe_load(SOURCE_CONFIG.read_text())
-    if not schedules:
-        for dataset in doc.get("datasets") or ():
-            dataset["schedule"] = None
     path = workdir / "datasets.yaml"
+    if schedules:
+        path.write_text(SOURCE_CONFIG.read_text())  # comments kept
+        return path
+    doc = yaml.safe_load(SOURCE_CONFIG.read_text())
+    for dataset in doc.get("datasets") or ():
+        dataset["schedule"] = None
     path.write_text(yaml.safe_dump(doc, sort_keys=False))
     return path
 
 
-def ensure_pools_quietly(config, api) -> list[str]:
+def dataset_pools(config, api) -> list[str]:
     """Every dataset version's pool (a DAG whose pool is missing never starts its task)."""
     from greenlight.datasets.ops import ensure_pools
 
