@@ -158,7 +158,7 @@ def add_run_check(target: Any) -> Any:
     """Add the final ``check_run`` task to the DAG ``target``, downstream of every task without
     one (its leaves); returns ``target``. Call it on the built DAG: ``add_run_check(my_dag())``.
 
-    Parse cost: one TaskFlow task (~0.3 ms); the check's code is imported when the task runs."""
+    Parse cost: one TaskFlow task; the check's code is imported only when the task runs."""
     from airflow.sdk import task
 
     leaves = [t for t in target.tasks if not t.downstream_task_ids]
