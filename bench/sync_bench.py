@@ -5,6 +5,8 @@ This is a benchmark, not a test: it asserts nothing, it measures and reports.
 
     .venv/bin/python bench/sync_bench.py            # full run (5,000 small + 20 x 8 MiB, 3 repeats)
     .venv/bin/python bench/sync_bench.py --quick    # smoke run (500 small + 2 big, 1 repeat)
+    .venv/bin/python bench/sync_bench.py --large 100000 --large-tools greenlight s5cmd
+                                                    # also full + no-op at 100,000 small objects
 
 What it does
 ------------
@@ -23,6 +25,10 @@ What it does
        then sync. Afterwards the destination ETags of those 50 keys are compared with the source's.
   Within a repetition the tools run one after the other, the order rotating each repetition, so
   background load on the machine is spread over all of them.
+* ``--large N`` (opt-in: seeding runs at ~400 objects/s per source bucket) adds a second dataset of
+  N small objects in buckets of its own (``qa-bench-<tool>-large``), runs ``full`` and ``noop`` on
+  it ``--large-repeats`` times for ``--large-tools``, and reports how each tool's time grows from
+  the standard dataset to N objects.
 * ``copied`` is measured the same way for every tool: the number of object versions added to the
   destination by the run (``_greenlight/`` manifests excluded). greenlight's own ``copied`` (the JSON
   summary on the last stdout line of its CLI) is recorded next to it.
@@ -236,16 +242,18 @@ def reset_bucket(client, bucket: str, pool: ThreadPoolExecutor) -> None:
 
 # --------------------------------------------------------------------------- runs
 class Bench:
-    def __init__(self, server, data: Dataset, tmp: Path, bins: dict[str, str]):
+    def __init__(self, server, data: Dataset, tmp: Path, bins: dict[str, str], *, suffix: str = "", tools=TOOLS):
         self.server = server
         self.data = data
         self.tmp = tmp
         self.bins = bins
+        self.suffix = suffix  # "-large": the --large dataset's own buckets
+        self.tools = tuple(tools)
         self.client = admin_client(server)
         self.pool = ThreadPoolExecutor(max_workers=32, thread_name_prefix="bench")
-        self.logs = tmp / "logs"
+        self.logs = tmp / f"logs{suffix}"
         self.logs.mkdir()
-        home = tmp / "home"
+        home = tmp / f"home{suffix}"
         home.mkdir()
         env = {k: v for k, v in os.environ.items() if not k.startswith(("AWS_", "GREENLIGHT_"))}
         env.update(server.env())
@@ -259,16 +267,19 @@ class Bench:
         )
         self.env = env
         self.gl_env = dict(env, PYTHONPATH=str(INCLUDE))
-        self.gl_config = tmp / "promotion-bench.yaml"
+        self.gl_config = tmp / f"promotion-bench{suffix}.yaml"
+        qa_gl = self.buckets("greenlight")[0]
         self.gl_config.write_text(
             "# written by bench/sync_bench.py\n"
             "prefixes:\n"
-            + "".join(f"  - s3://qa-bench-greenlight/{p}\n" for p in data.top_prefixes)
+            + "".join(f"  - s3://{qa_gl}/{p}\n" for p in data.top_prefixes)
             + "defaults:\n  stale_after_hours: null\n"
         )
 
-    @staticmethod
-    def buckets(tool: str) -> tuple[str, str]:
+    def buckets(self, tool: str) -> tuple[str, str]:
+        if self.suffix:  # the --large dataset: one shared source (its scenarios never modify it)
+            # greenlight's destination follows its qa- -> prod- rule; the others are named per tool.
+            return f"qa-bench{self.suffix}", f"prod-bench{self.suffix}" + ("" if tool == "greenlight" else f"-{tool}")
         return f"qa-bench-{tool}", f"prod-bench-{tool}"
 
     def command(self, tool: str) -> list[str]:
@@ -293,18 +304,24 @@ class Bench:
         raise ValueError(tool)
 
     def setup(self) -> None:
-        for tool in TOOLS:
+        seeded: set[str] = set()
+        for tool in self.tools:
             src, dst = self.buckets(tool)
             started = time.monotonic()
-            self.client.create_bucket(Bucket=src)
             self.client.create_bucket(Bucket=dst)
             self.client.put_bucket_versioning(Bucket=dst, VersioningConfiguration={"Status": "Enabled"})
+            if src in seeded:
+                continue
+            self.client.create_bucket(Bucket=src)
             upload(self.client, src, self.data, self.pool)
+            seeded.add(src)
             log(f"uploaded {self.data.count} objects to {src} in {time.monotonic() - started:.1f}s; {dst} versioned")
-        reference = list_etags(self.client, self.buckets(TOOLS[0])[0])
-        for tool in TOOLS[1:]:
+        reference = list_etags(self.client, self.buckets(self.tools[0])[0])
+        for tool in self.tools[1:]:
             if list_etags(self.client, self.buckets(tool)[0]) != reference:
-                raise RuntimeError(f"source buckets differ: {self.buckets(tool)[0]} vs {self.buckets(TOOLS[0])[0]}")
+                raise RuntimeError(
+                    f"source buckets differ: {self.buckets(tool)[0]} vs {self.buckets(self.tools[0])[0]}"
+                )
 
     def startup_seconds(self, runs: int = 3) -> list[float]:
         """Wall time of starting Python and importing what the CLI imports, plus one client: no S3 call."""
@@ -385,7 +402,7 @@ class Bench:
             row["changed_in_dest"] = sum(1 for k in self.data.changed if dst_tags.get(k) == src_tags.get(k))
         status = f"rc={proc.returncode}" + (f" ERROR: {str(row['error'])[:300]}" if row.get("error") else "")
         log(
-            f"{scenario:<7} #{repeat} {tool:<10} {seconds:7.2f}s versions_added={row['versions_added']}"
+            f"{scenario + self.suffix:<7} #{repeat} {tool:<10} {seconds:7.2f}s versions_added={row['versions_added']}"
             + (f" reported_copied={row.get('reported_copied')}" if tool == "greenlight" else "")
             + (f" changed_in_dest={row['changed_in_dest']}/{len(self.data.changed)}" if scenario == "changed" else "")
             + f" dest_differs={row['dest_differs']} {status}"
@@ -430,6 +447,50 @@ def summarize(rows: list[dict], n_changed: int) -> dict:
     return summary
 
 
+def summarize_large(rows: list[dict], standard: dict, tools: tuple[str, ...], n_standard: int, n_large: int) -> dict:
+    """Medians of the --large runs and each tool's growth factor from the standard dataset."""
+    out: dict = {"objects": {"standard": n_standard, "large": n_large}}
+    for scenario in ("full", "noop"):
+        per: dict = {}
+        for tool in tools:
+            ok = [
+                r["seconds"]
+                for r in rows
+                if r["tool"] == tool and r["scenario"] == scenario and r["rc"] == 0 and not r.get("error")
+            ]
+            large = median(ok)
+            small = standard.get(scenario, {}).get(tool, {}).get("median_s")
+            per[tool] = {
+                "seconds": [r["seconds"] for r in rows if r["tool"] == tool and r["scenario"] == scenario],
+                "median_s": large,
+                "standard_median_s": small,
+                "growth": round(large / small, 2) if large and small else None,
+            }
+        gl = per.get("greenlight", {}).get("median_s")
+        for other in ("s5cmd", "aws"):
+            theirs = per.get(other, {}).get("median_s")
+            per[f"ratio_greenlight_{other}"] = round(gl / theirs, 3) if gl and theirs else None
+        out[scenario] = per
+    return out
+
+
+def print_large(large: dict, tools: tuple[str, ...]) -> None:
+    n_std, n_large = large["objects"]["standard"], large["objects"]["large"]
+    print(f"\n--large: {n_large} small objects (standard {n_std}: x{n_large / n_std:.1f} objects)")
+    head = f"{'scenario':<14}" + "".join(f"{t + ' s':>12}{'growth':>8}" for t in tools) + f"{'gl/s5cmd':>10}"
+    print(head)
+    print("-" * len(head))
+    for scenario in ("full", "noop"):
+        per = large[scenario]
+        cells = ""
+        for t in tools:
+            m, g = per[t]["median_s"], per[t]["growth"]
+            cells += f"{('FAILED' if m is None else f'{m:.2f}'):>12}{('-' if g is None else f'x{g:.1f}'):>8}"
+        r = per.get("ratio_greenlight_s5cmd")
+        print(f"{scenario:<14}{cells}{('-' if r is None else f'{r:.2f}'):>10}")
+    print("growth = median time at the large size / median time at the standard size, same run")
+
+
 def fmt_list(values: list) -> str:
     if not values:
         return "-"
@@ -443,7 +504,8 @@ def print_table(summary: dict, data: Dataset, context: dict) -> None:
     print()
     print(
         f"machine: nproc={context['nproc']} (affinity {context['cpus_usable']}), "
-        f"load avg at start {context['loadavg_start']}, at end {context.get('loadavg_end')}"
+        f"load avg at start {context['loadavg_start']}, "
+        f"at end {context.get('loadavg_standard_end') or context.get('loadavg_end')}"
     )
     print(
         f"objects: {len(data.small)} small (1-4 KB) + {len(data.big)} x {data.big_size // MIB} MiB "
@@ -518,6 +580,17 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--changed", type=int, default=50, help="small objects overwritten in the 'changed' scenario")
     parser.add_argument("--quick", action="store_true", help="smoke run: 500 small + 2 big, 1 repeat")
     parser.add_argument("--keep", action="store_true", help="keep the temp dir (SeaweedFS data, tool logs)")
+    parser.add_argument(
+        "--large",
+        type=int,
+        default=0,
+        metavar="N",
+        help="also run full + no-op at N small objects (opt-in; slow to seed)",
+    )
+    parser.add_argument("--large-repeats", type=int, default=1, help="repetitions of the --large scenarios (default 1)")
+    parser.add_argument(
+        "--large-tools", nargs="+", choices=TOOLS, default=list(TOOLS), help="tools run on the --large dataset"
+    )
     args = parser.parse_args(argv)
     defaults = (
         {"small": 500, "big": 2, "big_mib": 8, "repeats": 1}
@@ -569,6 +642,7 @@ def main(argv: list[str] | None = None) -> int:
     tmp = Path(tempfile.mkdtemp(prefix="greenlight-sync-bench-"))
     server = None
     rows: list[dict] = []
+    large_rows: list[dict] = []
     complete = False
     try:
         server = start_seaweedfs(tmp / "seaweedfs", "benchkey", "benchsecret-0123456789")
@@ -584,6 +658,19 @@ def main(argv: list[str] | None = None) -> int:
                 shift = repeat % len(TOOLS)
                 for tool in TOOLS[shift:] + TOOLS[:shift]:
                     rows.append(bench.run(tool, scenario, repeat))
+        context["loadavg_standard_end"] = [round(x, 2) for x in os.getloadavg()]
+        if args.large:
+            tools = tuple(t for t in TOOLS if t in args.large_tools)
+            context["loadavg_large_start"] = [round(x, 2) for x in os.getloadavg()]
+            large_bench = Bench(
+                server, Dataset(args.large, 0, args.big_mib, 1), tmp, bins, suffix="-large", tools=tools
+            )
+            large_bench.setup()
+            for scenario in ("full", "noop"):
+                for repeat in range(args.large_repeats):
+                    shift = repeat % len(tools)
+                    for tool in tools[shift:] + tools[:shift]:
+                        large_rows.append(large_bench.run(tool, scenario, repeat))
         complete = True
     except KeyboardInterrupt as exc:
         log(f"interrupted ({exc or 'Ctrl-C'}): stopping SeaweedFS")
@@ -604,6 +691,8 @@ def main(argv: list[str] | None = None) -> int:
             shutil.rmtree(tmp, ignore_errors=True)
     context["loadavg_end"] = [round(x, 2) for x in os.getloadavg()]
     summary = summarize(rows, len(data.changed))
+    large_tools = tuple(t for t in TOOLS if t in args.large_tools)
+    large = summarize_large(large_rows, summary, large_tools, data.count, args.large) if large_rows else None
     RESULTS.parent.mkdir(parents=True, exist_ok=True)
     method = {
         "timing": "wall clock of the tool's subprocess (time.perf_counter), median over repeats",
@@ -622,6 +711,8 @@ def main(argv: list[str] | None = None) -> int:
                 "method": method,
                 "summary": summary,
                 "runs": rows,
+                "large": large,
+                "large_runs": large_rows,
             },
             indent=2,
             default=str,
@@ -630,6 +721,8 @@ def main(argv: list[str] | None = None) -> int:
     )
     if rows:
         print_table(summary, data, context)
+    if large:
+        print_large(large, large_tools)
     return 0 if complete else (130 if str(context.get("aborted", "")).startswith("interrupted") else 1)
 
 

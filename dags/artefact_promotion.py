@@ -13,8 +13,9 @@ rolled back exactly.
 | `gate` (one mapped task per prefix) | §2 "delivery CSVs validated": the prefix's contract (`include/contracts/`) and drift against prod's schema, validated with GX (`GXValidateDataFrameOperator`) |
 | `decide` | branch: all gates passed → `promote`; any failed → `halt_prod_consumers` |
 | `halt_prod_consumers` | §5c "halt consumers": promotes nothing, pauses the prefix's consumer DAGs (REST API, connection `airflow_api`), records why in Variable `greenlight_promotion_halt`, fails the run without retry |
-| `promote` (one mapped task per prefix) | §3 step 3: the copy itself, server-side and parallel, holding the prod prefix's lease; only the validated snapshot (If-Match on its ETags: a QA object changed since the gate fails the prefix, "QA changed after validation", no retry); deletes only after every copy succeeded; per-object lines in the log (never `--quiet`) |
-| `verify` | §4 verification: re-list both sides, prove prod equals QA object by object; then emit one Asset event per verified prod prefix (`s3://prod-…/path/`, extra: copied, deleted, manifest) |
+| `shards` | one `promote` task per prefix, or per key range of a prefix holding more than `shard_objects` objects (docs/sharding.md) |
+| `promote` (one mapped task per prefix or shard) | §3 step 3: the copy itself, server-side and parallel, holding the prod prefix's lease (held by the run from `plan` to `summary`); a shard copies only, its deletes run in `verify` after every shard copied; only the validated snapshot (If-Match on its ETags: a QA object changed since the gate fails the prefix, "QA changed after validation", no retry); deletes only after every copy succeeded; per-object lines in the log (never `--quiet`) |
+| `verify` | §4 verification (for a sharded prefix, first its deletes): re-list both sides, prove prod equals QA object by object; then emit one Asset event per verified prod prefix (`s3://prod-…/path/`, extra: copied, deleted, manifest) |
 | `summary` | the final `promotion_done` line and the run index manifest (the handle for a rollback) |
 | `resume_consumers` | with `resume_consumers`, unpauses the DAGs a halt paused (only those) |
 
@@ -50,12 +51,18 @@ def steps():
     return promotion
 
 
+def release_leases(context):
+    """A failed run ends its hold on the prod prefixes at once (not after the lease's expiry)."""
+    steps().release_after_failure(context)
+
+
 @dag(
     dag_id="artefact_promotion",
     schedule=SCHEDULE,
     start_date=pendulum.datetime(2026, 1, 1, tz="UTC"),
     catchup=False,
     max_active_runs=1,
+    on_failure_callback=release_leases,
     doc_md=__doc__,
     default_args=DEFAULT_ARGS,
     tags=["greenlight", "promotion"],
@@ -127,13 +134,21 @@ def artefact_promotion():
         """
         return steps().halt_prod_consumers(list(gates), run_id=run_id, dag_id=dag.dag_id, dry_run=params["dry_run"])
 
+    @task
+    def shards(planned: list[dict]) -> list[dict]:
+        """Runbook §3 step 3 (a huge prefix): one `promote` task per prefix, or per key range of a prefix above `shard_objects`.
+
+        Retry category: A — pure computation over the plan's XCom; clear in place.
+        """
+        return steps().shard_tasks(list(planned))
+
     @task(map_index_template="{{ promoted_prefix }}")
     def promote(planned: dict, params=None, run_id=None) -> dict:
-        """Runbook §3 step 3: copy one prefix server-side (guarded deletes), recorded in this run's manifest.
+        """Runbook §3 step 3: copy one prefix (or one key-range shard of it) server-side (guarded deletes), recorded in this run's manifest.
 
         Retry category: A — clear in place: it re-plans and merges into the same run's manifest, keeping the first attempt's pre-promotion versions.
         """
-        get_current_context()["promoted_prefix"] = planned["prefix"]
+        get_current_context()["promoted_prefix"] = steps().task_label(planned)
         return steps().promote(planned, run_id=run_id, dry_run=params["dry_run"], wait=params["lease_wait"])
 
     @task(outlets=[AssetAlias(PROMOTED_ALIAS)])
@@ -170,7 +185,7 @@ def artefact_promotion():
     preflight() >> planned
     gates = documented(gate).expand(planned=planned)
     branch = decide(gates)
-    results = documented(promote).expand(planned=planned)
+    results = documented(promote).expand(planned=shards(planned))
     branch >> [results, halt_prod_consumers(gates)]
     summary(results, verify(results)) >> resume_consumers()
 

@@ -197,4 +197,13 @@ def pytest_addoption(parser):
 
 def pytest_collection_modifyitems(config, items):
     if config.getoption("--reverse"):
-        items.reverse()
+        # Modules in reverse order, and the tests inside each module too, except in a module marked
+        # ``story`` (the steps of one scenario on one expensive stack), which keeps its own order.
+        modules: dict[str, list] = {}
+        for item in items:
+            modules.setdefault(item.nodeid.split("::")[0], []).append(item)
+        items[:] = [
+            item
+            for group in reversed(list(modules.values()))
+            for item in (group if group[0].get_closest_marker("story") else reversed(group))
+        ]

@@ -149,6 +149,40 @@ def clean_message(error: Any) -> str | None:
     return redact_text(masked if isinstance(masked, str) else text)
 
 
+def scrub_exception(exc: BaseException) -> bool:
+    """Redact credentials in the messages of ``exc`` and of every exception it was raised from
+    (``__cause__``/``__context__``), in place, so a traceback logged later shows no secret.
+
+    Returns False when a message could not be rewritten (an exception whose text does not come from
+    its ``args``): the caller must then not let that exception reach a log."""
+    clean = True
+    seen: set[int] = set()
+    current: BaseException | None = exc
+    pending: list[BaseException] = []
+    while current is not None or pending:
+        if current is None:
+            current = pending.pop()
+        if id(current) in seen:
+            current = None
+            continue
+        seen.add(id(current))
+        try:
+            text = str(current)
+        except Exception:  # noqa: BLE001 - an exception whose __str__ fails shows no text either
+            text = ""
+        redacted = redact_text(text)
+        if redacted != text:
+            try:
+                current.args = (redacted,)
+                clean = clean and str(current) == redacted
+            except Exception:  # noqa: BLE001 - read-only args: reported to the caller
+                clean = False
+        if current.__context__ is not None and current.__context__ is not current.__cause__:
+            pending.append(current.__context__)
+        current = current.__cause__
+    return clean
+
+
 def mask_for_airflow(*values: str | None) -> None:
     """Register the secrets inside these URLs/values with Airflow's masker, so task logs hide them
     too (a no-op outside Airflow)."""

@@ -32,6 +32,7 @@ def test_promotion_dag_promotes_each_prefix_and_verifies(s3, buckets, promotion_
         "gate.1": "success",
         "decide": "success",
         "halt_prod_consumers": "skipped",
+        "shards": "success",
         "promote.0": "success",
         "promote.1": "success",
         "verify": "success",

@@ -20,6 +20,7 @@ import datetime as dt
 import json
 import time
 import uuid
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from types import SimpleNamespace
 
@@ -41,6 +42,8 @@ CONSUMER = "commodity_hindcast_prod"
 SLOW_OBJECTS = 24
 COPY_DELAY_S = 0.4
 HEARTBEAT_TIMEOUT_S = 30
+HUGE_OBJECTS = 3999  # + one key only prod has = 4,000 keys
+HUGE_SHARD = 1000
 
 
 @pytest.fixture(scope="module")
@@ -55,6 +58,8 @@ def topology(s3env, s3, buckets, tmp_path_factory):
                 {"name": "slow", "source": f"s3://{qa}/{area}slow/"},
                 {"name": "denied", "source": f"s3://{qa}/{area}denied/"},
                 {"name": "deliveries", "source": f"s3://{qa}/{area}deliveries/", "contract": "deliveries_csv"},
+                # 4,000 keys at 1,000 per shard: four mapped promote tasks (docs/sharding.md).
+                {"name": "huge", "source": f"s3://{qa}/{area}huge/", "shard_objects": HUGE_SHARD},
             ],
             "manifest_uri": f"s3://{prod}/_greenlight/{area}",
             "defaults": {"consumers": [CONSUMER]},
@@ -285,3 +290,70 @@ def test_contract_halt_pauses_the_consumer_through_the_api(topology, s3):
     assert halt["run_id"] == run_id and halt["paused_by_greenlight"] == [CONSUMER]
     assert versions(s3, prod, f"{area}deliveries/") == before
     assert task_manifest(stack, run_id, "halt_prod_consumers")["worker"] in stack.worker_names
+
+
+def test_huge_prefix_runs_in_shards_on_both_workers_and_a_killed_shard_is_retried(topology, s3):
+    """One prefix of 4,000 keys with ``shard_objects: 1000``: four shards across the two workers;
+    one shard's worker is killed mid-copy and the shard is retried on the other; prod equals QA,
+    the deletes ran after every shard copied, and the rollback restores all shards exactly."""
+    t, stack, api, proxy = topology, topology.stack, topology.api, topology.proxy
+    qa, prod, area = t.qa, t.prod, t.area
+    for proc in stack.workers().values():  # an earlier test may have killed one: a new container
+        if not proc.running():
+            proc.start()
+    wait_for(lambda: stack.ping_workers() >= set(stack.worker_names), 120, "both workers to answer")
+    huge = f"{area}huge/"
+    with ThreadPoolExecutor(16) as pool:
+        list(pool.map(lambda i: put(s3, qa, f"{huge}obj-{i:04d}.csv", f"huge,{i},new\n"), range(HUGE_OBJECTS)))
+    for i in range(3):
+        put(s3, prod, f"{huge}obj-{i:04d}.csv", f"huge,{i},old\n")
+    put(s3, prod, f"{huge}retired.csv", "retired\n")
+    before = listing(s3, prod, huge)
+
+    # The first 100 keys (shard 1's range) copy slowly, one at a time: time to kill its worker.
+    is_slow = copy_into(f"/{prod}/{huge}obj-00")
+    proxy.rule = lambda m, p, h: COPY_DELAY_S if is_slow(m, p, h) else None
+    run_id = api.trigger({"only": ["huge"]})
+
+    def shard_mid_copy():
+        doc = task_manifest(stack, run_id, "promote", 0)
+        done = sum(1 for k, v in listing(s3, prod, f"{huge}obj-00").items() if before.get(k) != v)
+        return (doc, done) if doc and doc["state"] == "running" and 2 <= done < 90 else None
+
+    doc, copied = wait_for(shard_mid_copy, 240, "shard 1 to be mid-copy", 0.3, lambda: states(api, run_id))
+    victim = doc["worker"]
+    proxy.rule = lambda m, p, h: "drop" if is_slow(m, p, h) else None
+    stack.workers()[victim].kill()
+    wait_for(lambda: proxy.holding == 0, 30, "held copies to be dropped", 0.2)
+    proxy.rule = None
+    print(f"killed {victim} after {copied} copies of shard 1")
+
+    state = wait_for(lambda: api.finished(run_id), 300, f"run {run_id} to finish", 2, lambda: states(api, run_id))
+    tis = api.task_instances(run_id)
+    assert state == "success", states(api, run_id)
+    assert sorted(i for (task, i) in tis if task == "promote") == [0, 1, 2, 3]
+    assert (tis[("promote", 0)]["state"], tis[("promote", 0)]["try_number"]) == ("success", 2)
+    docs = [task_manifest(stack, run_id, "promote", i) for i in range(4)]
+    assert docs[0]["rendered_map_index"].endswith("/huge/ shard 1/4")
+    survivor = next(n for n in stack.worker_names if n != victim)
+    assert [(x["try_number"], x["worker"]) for x in docs[0]["tries"]] == [(1, victim), (2, survivor)]
+    # The shards ran on both workers.
+    assert {x["worker"] for d in docs for x in d["tries"]} == set(stack.worker_names)
+    assert rel_listing(s3, prod, huge) == rel_listing(s3, qa, huge)
+
+    summary = task_manifest(stack, run_id, "summary")["outputs"]
+    index = read_manifest_uri(summary["manifest"], s3)
+    assert [r["shard"]["index"] for r in index["prefixes"]] == [0, 1, 2, 3]
+    assert summary["deleted"] == 1
+    # Every QA key is a copy in exactly one part: the killed try's manifest (written before its
+    # copies) is merged by the retry, which records as done what it copied itself.
+    parts = [read_manifest_uri(r["manifest"], s3) for r in index["prefixes"]]
+    copies = [a["key"] for p in parts for a in p["actions"] if a["action"] == "copy"]
+    assert len(copies) == len(set(copies)) == HUGE_OBJECTS
+    assert parts[0]["attempts"] == 2 and all(p["status"] == "complete" for p in parts)
+
+    # Restarted for the next test (a new container); then the rollback restores every shard.
+    stack.workers()[victim].start()
+    result = rollback(summary["manifest"], s3, config=load_config(t.config))
+    assert (result["restored"], result["deleted"]) == (4, HUGE_OBJECTS - 3)
+    assert listing(s3, prod, huge) == before

@@ -18,6 +18,7 @@ from helpers import body, listing, put, versions, write_config
 from greenlight.errors import QAChangedError, SyncFailedError
 from greenlight.promotion import run
 from greenlight.promotion.config import parse_config
+from greenlight.promotion.copier import ObjectCopier
 from greenlight.promotion.engine import Engine
 from greenlight.promotion.rollback import rollback
 from greenlight.storage.lease import Lease
@@ -115,14 +116,14 @@ def test_multipart_etag_that_cannot_be_reproduced_is_not_counted_and_blocks_dele
     s3.complete_multipart_upload(
         Bucket=qa, Key=f"{area}m/big.bin", UploadId=upload["UploadId"], MultipartUpload={"Parts": parts}
     )
-    for name in ("_copy_single", "_copy_parts"):
-        real = getattr(Engine, name)
+    for name in ("copy_single", "copy_parts"):
+        real = getattr(ObjectCopier, name)
 
         def other_etag(self, *args, _real=real):
             _etag, version, source_version = _real(self, *args)
             return "0123456789abcdef0123456789abcdef", version, source_version
 
-        monkeypatch.setattr(Engine, name, other_etag)
+        monkeypatch.setattr(ObjectCopier, name, other_etag)
     engine = Engine(cfg, s3)
     (plan,) = run.plan(engine)
     state = versions(s3, prod, f"{area}m/extra.csv")

@@ -47,8 +47,10 @@ def health_server():
 
         def do_POST(self):  # noqa: N802 - the app's migrate endpoint
             state["posts"] += 1
+            state["last_post"] = {"path": self.path, "headers": dict(self.headers)}
             self.send_response(state["migrate_status"])
             self.end_headers()
+            self.wfile.write(b"migrations failed: c3" if state["migrate_status"] >= 400 else b"ok")
 
         def log_message(self, *args):
             pass
@@ -205,29 +207,44 @@ def test_engine_guard_refuses_a_prod_named_target_bucket(s3, buckets, area):
     assert rel_listing(s3, prod, area) == {}
 
 
-def test_migrations_through_the_http_endpoint(tmp_path, capsys, refresh_dbs, health_server):
-    """The runbook's ``POST /api/v1/health/migrate``; a failing endpoint fails the run (exit 1)."""
+def test_migrations_through_the_http_endpoint(tmp_path, capsys, refresh_dbs, health_server, monkeypatch):
+    """The runbook's ``POST /api/v1/health/migrate`` through the http provider's ``HttpHook``: the
+    config names an HTTP connection (the CLI reads ``AIRFLOW_CONN_STAGING_API``), whose host is the
+    base URL and whose extra carries the API token header; a failing endpoint fails the run (exit 1)."""
     dbs = refresh_dbs
     seed_runbook_schema(dbs)
     url, state = health_server
-    migrate_url = url.replace("/health/deep", "/health/migrate")
+    port = url.split(":")[2].split("/")[0]
+    conn = {"conn_type": "http", "host": "127.0.0.1", "port": int(port), "schema": "http"}
+    conn["extra"] = {"X-Api-Token": "staging-token-1"}  # HttpHook sends the extra as headers
+    monkeypatch.setenv("AIRFLOW_CONN_STAGING_API", json.dumps(conn))
     path = write_config(
         tmp_path / "staging_refresh.yaml",
         {
             "postgres": {"source_conn": dbs.source_conn, "target_conn": dbs.target_conn, "tables": ["users"]},
-            "migrations": {"http": {"url": migrate_url}},
+            "migrations": {"http": {"conn_id": "staging_api", "endpoint": "/api/v1/health/migrate"}},
         },
     )
     code, summary = run_main(capsys, path)
     assert code == 0, summary
+    migrate_url = f"http://127.0.0.1:{port}/api/v1/health/migrate"
     assert summary["migrations"]["http"] == migrate_url and summary["migrations"]["status"] == 200
     assert state["posts"] == 1
+    assert state["last_post"]["path"] == "/api/v1/health/migrate"
+    assert state["last_post"]["headers"]["X-Api-Token"] == "staging-token-1"
 
     state["migrate_status"] = 500
     code, summary = run_main(capsys, path)
     assert code == 1
-    assert summary["problems"] == [f"migrate: POST {migrate_url} answered 500"]
+    assert summary["problems"] == [f"migrate: POST {migrate_url} answered 500: migrations failed: c3"]
     assert state["posts"] == 2
+
+    # An undefined connection is refused before anything is copied.
+    monkeypatch.delenv("AIRFLOW_CONN_STAGING_API")
+    dbs.run("staging", "DELETE FROM users")
+    code, summary = run_main(capsys, path)
+    assert code == 2 and "AIRFLOW_CONN_STAGING_API" in summary["error"], summary
+    assert dbs.query("staging", "SELECT count(*) FROM users") == [(0,)]
 
 
 class StagingOnlyIdentity:

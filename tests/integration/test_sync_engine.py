@@ -9,7 +9,7 @@ from datetime import UTC, datetime, timedelta
 import pytest
 from helpers import body, listing, put, rel_listing, versions
 
-from greenlight.errors import QAChangedError, RefusedError, StalePrefixError, SyncFailedError
+from greenlight.errors import QAChangedError, RefusedError, StalePrefixError
 from greenlight.promotion.config import parse_config
 from greenlight.promotion.engine import Engine
 from greenlight.promotion.run import promote
@@ -319,7 +319,8 @@ def test_missing_destination_bucket_is_refused(s3):
 
 
 def test_failed_copy_blocks_all_deletes(s3, buckets, area):
-    """A source object that vanishes after planning fails its copy; then nothing is deleted."""
+    """A source object that vanishes after planning fails its copy (QA changed: never retried);
+    then nothing is deleted."""
     qa, prod = buckets
     for i in range(10):
         put(s3, qa, f"{area}keep{i}", "k")
@@ -331,7 +332,7 @@ def test_failed_copy_blocks_all_deletes(s3, buckets, area):
     assert len(plan.deletes) == 1
     s3.delete_object(Bucket=qa, Key=f"{area}vanishing")  # QA changes between plan and copy
 
-    with pytest.raises(SyncFailedError, match="no object was deleted"):
+    with pytest.raises(QAChangedError, match=f"removed since .*{area}vanishing; no object was deleted"):
         engine.execute(plan, "r1")
 
     assert f"{area}extra" in listing(s3, prod, area)

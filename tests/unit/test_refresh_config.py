@@ -84,7 +84,10 @@ def base(**postgres):
         ({"buckets": [{"source": "images", "target": "s3://images-staging/"}]}, "buckets[0].source: "),
         ({}, "nothing to refresh"),
         (base(workers=0), "postgres.workers: Input should be greater than or equal to 1"),
-        ({**base(), "migrations": {"command": "x", "http": {"url": "http://h/"}}}, "exactly one of"),
+        ({**base(), "migrations": {"command": "x", "http": {"conn_id": "api"}}}, "exactly one of"),
+        ({**base(), "migrations": {"http": {"url": "http://h/"}}}, "migrations.http: 'url' is not supported"),
+        (base(checksum={"users": ["id; drop"]}), "postgres.checksum: users: 'id; drop' is not a column name"),
+        (base(checksum=["users x"]), "postgres.checksum: 'users x' is not a table name"),
     ],
 )
 def test_config_errors_name_the_key(raw, message):

@@ -8,28 +8,47 @@ The last line on stdout is a JSON summary; per-object actions and progress go to
 from __future__ import annotations
 
 import argparse
+import importlib
 import logging
 import sys
 
-from greenlight.cli import checkrun, datasets, features, model, promote, reconcile, refresh, rollback
 from greenlight.cli.output import emit
 from greenlight.errors import GreenlightError
 
-#: Subcommand modules, in the order ``--help`` lists them.
-COMMANDS = (promote, rollback, reconcile, refresh, datasets, features, checkrun, model)
+#: Subcommand name -> its module, in the order ``--help`` lists them. A module is imported only
+#: when needed: ``greenlight refresh`` does not pay for the imports of ``promote`` or ``features``.
+COMMAND_MODULES = {
+    "promote": "promote",
+    "rollback": "rollback",
+    "reconcile": "reconcile",
+    "refresh": "refresh",
+    "datasets": "datasets",
+    "features": "features",
+    "check-run": "checkrun",
+    "model": "model",
+    "backfill": "backfill",
+}
 
 
-def _parser() -> argparse.ArgumentParser:
+def __getattr__(name: str):
+    if name == "COMMANDS":  # every subcommand module (imports them all)
+        return tuple(importlib.import_module(f"greenlight.cli.{m}") for m in COMMAND_MODULES.values())
+    raise AttributeError(name)
+
+
+def _parser(argv: list[str] | None = None) -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="greenlight", description=__doc__.splitlines()[0])
     parser.add_argument("-v", "--verbose", action="store_true", help="debug logging")
     sub = parser.add_subparsers(dest="command", required=True)
-    for command in COMMANDS:
-        command.add_parser(sub)
+    words = [a for a in (sys.argv[1:] if argv is None else argv) if not a.startswith("-")]
+    wanted = [words[0]] if words and words[0] in COMMAND_MODULES else list(COMMAND_MODULES)
+    for name in wanted:
+        importlib.import_module(f"greenlight.cli.{COMMAND_MODULES[name]}").add_parser(sub)
     return parser
 
 
 def main(argv: list[str] | None = None) -> int:
-    args = _parser().parse_args(argv)
+    args = _parser(argv).parse_args(argv)
     logging.basicConfig(
         level=logging.DEBUG if args.verbose else logging.INFO,
         format="%(asctime)s %(levelname)s %(name)s: %(message)s",

@@ -36,7 +36,7 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
     return parser
 
 
-def _dags_folder(value: str | None) -> Path:
+def dags_folder(value: str | None) -> Path:
     if value:
         return Path(value)
     if os.environ.get("AIRFLOW__CORE__DAGS_FOLDER"):
@@ -78,7 +78,7 @@ def run(args: argparse.Namespace) -> int:
         from greenlight.storage.s3 import make_client
 
         client = make_client(max_pool=8)
-    dag = load_dag(args.dag_id, _dags_folder(args.dags_folder))
+    dag = load_dag(args.dag_id, dags_folder(args.dags_folder))
     reader = ManifestRoot(root, client)
     run_id, manifests = reader.find_run(args.dag_id, run_id=args.run_id, date=args.date)
 

@@ -9,7 +9,7 @@ import sys
 
 from greenlight.cli.output import default_run_id, emit
 from greenlight.promotion.config import load_config
-from greenlight.promotion.engine import prefix_line
+from greenlight.promotion.plan import prefix_line
 from greenlight.promotion.progress import Progress
 from greenlight.promotion.run import promote
 from greenlight.storage.fast import FastS3

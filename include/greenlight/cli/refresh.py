@@ -32,15 +32,16 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
 
 def run(args: argparse.Namespace) -> int:
     from greenlight.refresh.config import load_config
-    from greenlight.refresh.connections import aws_client_from_env, from_env
+    from greenlight.refresh.connections import aws_client_from_env, from_env, require_env_conn
     from greenlight.refresh.run import Refresh, exit_code, refresh
-    from greenlight.storage.s3 import make_client
+    from greenlight.storage.s3 import make_client  # boto3 itself is imported only when a client is made
 
     config = load_config(args.config)
     r = Refresh(
         config=config,
         run_id=args.run_id or default_run_id(),
         resolve=from_env,
+        check_http_conn=require_env_conn,
         s3=lambda: make_client(max_pool=config.workers + 8),
         s3_source=lambda: aws_client_from_env(config.source_aws_conn, max_pool=config.workers + 8),
         only=list(args.only or ()),

@@ -25,14 +25,31 @@ def _engine(only: list[str] | None = None, progress=None) -> Engine:
 
 
 def _leases(engine: Engine, run_id: str, wait: float, operation: str = "promote"):
-    """Hold the lease of each prod prefix of ``engine``'s config while a task writes to it. Tasks of
-    one run share its run id, so each task takes the lease back from the previous one."""
+    """Hold the run-scoped lease of each prod prefix of ``engine``'s config while a task works.
+
+    The DAG run holds it from ``plan`` to ``summary``: each task takes it back (tasks of one run
+    share its run id; mapped shards at once), renews it while it works and parks it at the end
+    (not released), so no other writer gets in between two tasks; ``summary`` releases it."""
     from greenlight.storage.lease import holding
 
     destinations = [str(p.destination) for p in engine.config.prefixes]
     return holding(
-        engine.client, engine.config.manifest_uri, destinations, run_id=run_id, operation=operation, wait=wait
+        engine.client,
+        engine.config.manifest_uri,
+        destinations,
+        run_id=run_id,
+        operation=operation,
+        wait=wait,
+        scope="run",
     )
+
+
+def _release_run(engine: Engine, run_id: str) -> list[str]:
+    """The end of the run's hold on its prod prefixes (summary; a halted run)."""
+    from greenlight.storage.lease import release_run
+
+    destinations = [str(p.destination) for p in engine.config.prefixes]
+    return release_run(engine.client, engine.config.manifest_uri, destinations, run_id=run_id)
 
 
 HALT_LEASE = "halt-variable"
@@ -67,11 +84,60 @@ def plan(
     dry run, the QA listing is kept as the snapshot the gates validate and ``promote`` copies, and
     a prod prefix another run is writing refuses the run here (or waits ``lease_wait`` seconds).
     """
+    from greenlight.promotion import shards
+
     engine = _engine(only)
     if dry_run or not run_id:
-        return [p.summary() for p in run.plan(engine)]
-    with _leases(engine, run_id, wait):
-        return [p.summary() for p in run.plan(engine, run_id=run_id, dry_run=False)]
+        plans = run.plan(engine)
+    else:
+        with _leases(engine, run_id, wait) as leases:
+            try:
+                plans = run.plan(engine, run_id=run_id, dry_run=False)
+            except BaseException:
+                # Refused (or failed) before anything changed: no other task of this run holds the
+                # prefixes, so let the next writer in now rather than after the lease's expiry.
+                leases.release()
+                raise
+    out = []
+    for p in plans:
+        ranges = shards.ranges_for(p)
+        # A dry run logs the whole prefix's plan in one task: it is sharded only for real.
+        sharded = len(ranges) > 1 and not dry_run
+        out.append(
+            {**p.summary(), "shard_count": len(ranges), "shards": [r.as_dict() for r in ranges] if sharded else []}
+        )
+    return out
+
+
+def release_after_failure(context: dict[str, Any]) -> None:
+    """The DAG run failed (every task has finished): end its hold on the prod prefixes now, so the
+    next run or a CLI promote is not refused until the lease's expiry. Never raises."""
+    try:
+        run_id = context["dag_run"].run_id
+        released = _release_run(_engine(), run_id)
+        if released:
+            log.warning("run %s failed: released its leases on %s", run_id, ", ".join(released))
+    except Exception as exc:  # noqa: BLE001 - a callback must not fail; the leases expire on their own
+        log.warning("could not release the leases of a failed run: %s", exc)
+
+
+def shard_tasks(planned: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """One ``promote`` task per prefix, or per key-range shard of a prefix above ``shard_objects``."""
+    out = []
+    for p in planned:
+        parts = p.get("shards") or []
+        if not parts:
+            out.append(p)
+            continue
+        log.info("%s: %d objects, promoted in %d shards", p["prefix"], p["objects_seen"], len(parts))
+        out.extend({**p, "shard": part} for part in parts)
+    return out
+
+
+def task_label(planned: dict[str, Any]) -> str:
+    """The mapped promote task's name in the UI: the prefix, and its shard when sharded."""
+    shard = planned.get("shard")
+    return planned["prefix"] + (f" shard {shard['index'] + 1}/{shard['count']}" if shard else "")
 
 
 def gx_operator_validate(contract, qa_schema: dict, sample: list[dict] | None, now) -> dict[str, Any]:
@@ -139,7 +205,10 @@ def gate(planned: dict[str, Any], *, run_id: str, dry_run: bool) -> dict[str, An
     """Check one prefix's QA artefact against its contract and prod's schema (never changes prod)."""
     engine = _engine([planned["prefix"]])
     (prefix,) = engine.config.prefixes
-    return run.gate(engine, prefix, run_id, dry_run=dry_run, validate=gx_operator_validate)
+    if dry_run:
+        return run.gate(engine, prefix, run_id, dry_run=True, validate=gx_operator_validate)
+    with _leases(engine, run_id, 0.0):  # the run keeps its prod prefixes from plan to summary
+        return run.gate(engine, prefix, run_id, dry_run=False, validate=gx_operator_validate)
 
 
 def decide(gates: list[dict[str, Any]]) -> str:
@@ -200,6 +269,8 @@ def halt_prod_consumers(gates: list[dict[str, Any]], *, run_id: str, dag_id: str
                 engine.manifests.write(rel, {**record, "gates": gates})
             Variable.set(halt.HALT_VARIABLE, record, serialize_json=True)
             log.error("halt recorded in Variable %s and %s", halt.HALT_VARIABLE, manifest)
+    if not dry_run:  # the run ends here: its hold on the prod prefixes ends with it
+        _release_run(_engine(), run_id)
     error = GateFailedError(gates)  # not retryable: ``triaged`` fails the task (and the run) at once
     tail = f"; paused consumers: {', '.join(paused['paused_by_greenlight']) or 'none'}"
     if pause_error:
@@ -250,6 +321,15 @@ def promote(planned: dict[str, Any], *, run_id: str, dry_run: bool, wait: float 
     progress = Progress(tty=False, interval=10.0)
     engine = _engine([planned["prefix"]], progress=progress)
     (prefix,) = engine.config.prefixes
+    if planned.get("shard") and not dry_run:
+        from greenlight.promotion import shards
+
+        rng = shards.KeyRange.from_dict(planned["shard"])
+        with _leases(engine, run_id, wait) as leases:
+            leases.check()
+            row = shards.promote_range(engine, prefix, rng, run_id)
+        log.info("promoted %s: copied=%d (deletes run after every shard copied)", task_label(planned), row["copied"])
+        return row
     if dry_run:
         current = engine.plan(prefix)
         engine.check(current)
@@ -273,10 +353,32 @@ def verify(results: list[dict[str, Any]], *, run_id: str, dry_run: bool, wait: f
     if dry_run:
         log.info("dry run: nothing was changed, nothing to verify")
         return []
+    from greenlight.promotion import shards
+
     engine = _engine([r["prefix"] for r in results])
-    by_prefix = {r["prefix"]: r for r in results}
-    with _leases(engine, run_id, wait):
-        return [run.verify_prefix(engine, p, by_prefix.get(p.label, {}), run_id) for p in engine.config.prefixes]
+    by_prefix: dict[str, list[dict[str, Any]]] = {}
+    for r in results:
+        by_prefix.setdefault(r["prefix"], []).append(r)
+    checks = []
+    with _leases(engine, run_id, wait) as leases:
+        for p in engine.config.prefixes:
+            rows = by_prefix.get(p.label, [])
+            if not any(r.get("shard") for r in rows):
+                checks.append(run.verify_prefix(engine, p, rows[0] if rows else {}, run_id))
+                continue
+            # Every shard copied (this task runs only after all of them succeeded): now the deletes,
+            # each into its shard's manifest part, then the whole prefix is verified.
+            ranges = [shards.KeyRange.from_dict(r["shard"]) for r in rows]
+            leases.check()
+            after = engine.plan(p)
+            rows = shards.delete_after_copies(engine, after, ranges, run_id, rows)
+            engine.check_stale(after)  # nothing copied or deleted and prod old: stale, as unsharded
+            merged = shards.merged(rows)
+            check = run.verify_prefix(engine, p, merged, run_id)
+            check.update(shard_rows=rows, copied=merged["copied"], deleted=merged["deleted"])
+            check["manifest"] = merged["manifest"]
+            checks.append(check)
+    return checks
 
 
 def asset_events(results: list[dict[str, Any]], checks: list[dict[str, Any]], *, run_id: str) -> list[dict[str, Any]]:
@@ -284,7 +386,7 @@ def asset_events(results: list[dict[str, Any]], checks: list[dict[str, Any]], *,
     by_prefix = {r["prefix"]: r for r in results}
     events = []
     for check in checks:
-        row = by_prefix.get(check["prefix"], {})
+        row = check if check.get("shard_rows") else by_prefix.get(check["prefix"], {})
         events.append(
             {
                 "uri": check["destination"],
@@ -308,6 +410,13 @@ def summary(
 ) -> dict[str, Any]:
     """The final summary line (what the runbook's ``qa_to_prod_done`` line reported) and run index."""
     rows = list(results)
+    verified = list(verified)
+    sharded = {c["prefix"]: c["shard_rows"] for c in verified if c.get("shard_rows")}
+    if sharded:  # the shard rows as verify completed them (their deletes ran there)
+        rows = [r for r in rows if r["prefix"] not in sharded] + [r for v in sharded.values() for r in v]
     engine = _engine([r["prefix"] for r in rows])
-    duration = sum(r["duration_s"] for r in rows)
-    return run.summary(engine, rows, list(verified), run_id=run_id, dry_run=dry_run, duration=duration)
+    duration = sum(float(r.get("duration_s") or 0) for r in rows)
+    total = run.summary(engine, rows, verified, run_id=run_id, dry_run=dry_run, duration=duration)
+    if not dry_run:
+        total["leases_released"] = _release_run(engine, run_id)
+    return total

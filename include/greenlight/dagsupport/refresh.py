@@ -79,7 +79,7 @@ def health(params: dict[str, Any], run_id: str) -> dict[str, Any]:
 
 @triaged
 def verify(tables: list[list[dict[str, Any]]], params: dict[str, Any], run_id: str) -> dict[str, Any]:
-    """Runbook "verify data": row counts per table, buckets object by object."""
+    """Runbook "verify data": row counts per table (and checksums where configured), buckets object by object."""
     from greenlight.refresh.run import verify as step
 
     return step(_refresh(params, run_id), _flat(tables))

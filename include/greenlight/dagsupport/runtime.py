@@ -9,6 +9,8 @@ from collections.abc import Callable
 from datetime import timedelta
 from typing import Any, TypeVar
 
+from greenlight.errors import GreenlightError
+
 log = logging.getLogger("greenlight.tasks")
 
 F = TypeVar("F", bound=Callable[..., Any])
@@ -97,6 +99,16 @@ def do_not_retry_message(kind: str, exc: BaseException, hint: str) -> str:
     return f"[{kind}] {exc} — do not retry: fix the cause first. Hint: {hint}"
 
 
+class RedactedError(GreenlightError):
+    """Stands in for an exception whose message held a credential that could not be redacted in
+    place: same triage class, redacted message, no traceback of the original."""
+
+    def __init__(self, message: str | None, *, kind: str, retryable: bool):
+        super().__init__(message)
+        self.kind = kind
+        self.retryable = retryable
+
+
 def triaged(func: F) -> F:
     """Run a task body; errors that a retry cannot fix fail the task at once (no retries).
 
@@ -122,15 +134,25 @@ def triaged(func: F) -> F:
 
             if is_control_flow(exc) or isinstance(exc, AirflowFailException):
                 raise
-            from greenlight.redact import clean_message
+            from greenlight.redact import clean_message, scrub_exception
 
             triage = contextual_triage(exc, _current_ti())
             message = clean_message(exc.args[0] if len(exc.args) == 1 else exc)  # no credentials in URLs
+            # Airflow logs the traceback of what the task raises, causes included: their messages
+            # are redacted in place first; one that cannot be is not raised (the stand-in keeps the class).
+            scrubbed = scrub_exception(exc)
+            if not scrubbed:
+                message = clean_message(str(exc))
             if triage.retryable:
                 log.warning("[%s] %s — Airflow will retry. Hint: %s", triage.kind, message, triage.hint)
-                raise
+                if scrubbed:
+                    raise
+                raise RedactedError(message, kind=triage.kind, retryable=True) from None
             log.error("[%s] %s — failing without retry. Hint: %s", triage.kind, message, triage.hint)
-            raise AirflowFailException(do_not_retry_message(triage.kind, message, triage.hint)) from exc
+            failure = AirflowFailException(do_not_retry_message(triage.kind, message, triage.hint))
+            if scrubbed:
+                raise failure from exc
+            raise failure from RedactedError(message, kind=triage.kind, retryable=False)
 
     return wrapper  # type: ignore[return-value]
 

@@ -43,6 +43,9 @@ class PrefixSettings:
     signoff_marker: str | None = None  # object under the QA prefix, newer than everything else in it
     # Prod consumer DAGs (dag ids) that a failed contract gate pauses through the Airflow REST API:
     consumers: tuple[str, ...] = ()
+    # Above this many objects (QA and prod keys together) a prefix is promoted in key-range shards
+    # that run in parallel (docs/sharding.md):
+    shard_objects: int = 250_000
 
     def delete_limit(self, dest_objects: int) -> int:
         """How many deletes a plan may make for a destination holding ``dest_objects``.
@@ -137,6 +140,7 @@ class SettingsModel(StrictModel):
     mlflow_experiments: list[NonEmpty] = []
     signoff_marker: Annotated[str | None, AfterValidator(_relative_key)] = None
     consumers: list[Annotated[str, StringConstraints(pattern=_DAG_ID)]] = []
+    shard_objects: Annotated[int, Field(ge=1)] = 250_000
 
     def apply(self, base: PrefixSettings) -> PrefixSettings:
         """``base`` with the keys this mapping sets."""

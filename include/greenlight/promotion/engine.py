@@ -1,10 +1,11 @@
-"""The promotion engine: plan, guard, execute, verify one S3 prefix at a time.
+"""The promotion engine: list, guard, execute, verify one S3 prefix at a time.
 
-Decisions are made on size and ETag from the listings, never on modification time, so a
-same-size change is copied and a prod object rolled back to an older version is restored.
-Execution is parallel and server-side (CopyObject; UploadPartCopy for objects above 5 GiB);
-deletes run only after every copy succeeded. Every overwrite and delete is recorded in the
-promotion manifest *before* it happens, so prod can always be rolled back exactly.
+Owns everything that talks to S3 for a promotion: listing both sides into a plan
+(:func:`greenlight.promotion.plan.diff` decides on size + ETag, never modification time), the
+safety checks before any write (empty source, delete limits, sign-off marker, source-bucket
+guard, the gated QA snapshot), the promotion manifest with every object's "before" state written
+*before* prod changes, parallel copies (one object's copy is :mod:`greenlight.promotion.copier`'s),
+deletes only after every copy succeeded, the run index, the current pointer and verification.
 """
 
 from __future__ import annotations
@@ -14,7 +15,6 @@ import threading
 import time
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor, as_completed
-from dataclasses import asdict, dataclass, field
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
@@ -28,6 +28,8 @@ from greenlight.errors import (
     VerificationError,
 )
 from greenlight.promotion.config import PrefixConfig, PromotionConfig
+from greenlight.promotion.copier import EndpointUnreachableError, ObjectCopier, decisive_error, is_unreachable
+from greenlight.promotion.plan import PrefixPlan, PrefixResult, contract_record, diff
 from greenlight.promotion.progress import Progress
 from greenlight.storage.fast import FastS3
 from greenlight.storage.manifests import ManifestStore, safe_name, utcnow
@@ -43,146 +45,8 @@ from greenlight.storage.s3 import (
 
 log = logging.getLogger("greenlight.promotion.engine")
 
-MAX_SINGLE_COPY = 5 * 1024**3  # CopyObject limit
-DEFAULT_PART_SIZE = 512 * 1024**2
 DELETE_BATCH = 1000
 MANIFEST_KIND = "greenlight.promotion/v1"
-_COPY_HEADERS = ("ContentType", "CacheControl", "ContentDisposition", "ContentEncoding", "ContentLanguage", "Expires")
-
-
-@dataclass
-class PrefixPlan:
-    """What a promotion of one prefix would do, from one listing of each side."""
-
-    prefix: PrefixConfig
-    copies: list[tuple[ObjectInfo, ObjectInfo | None]] = field(default_factory=list)  # (source, dest before)
-    deletes: list[ObjectInfo] = field(default_factory=list)
-    unchanged: int = 0
-    source_count: int = 0
-    dest_count: int = 0
-    dest_newest: datetime | None = None
-    source_newest: ObjectInfo | None = None
-    marker: ObjectInfo | None = None  # the QA sign-off marker, when configured (never promoted)
-    #: rel -> (size, etag) of every source object: the snapshot the gates validate
-    snapshot: dict[str, tuple[int, str]] = field(default_factory=dict)
-    source_bytes: int = 0
-    dest_bytes: int = 0
-
-    @property
-    def bytes_to_copy(self) -> int:
-        return sum(src.size for src, _ in self.copies)
-
-    def summary(self) -> dict[str, Any]:
-        return {
-            "prefix": str(self.prefix.source),
-            "destination": str(self.prefix.destination),
-            "to_copy": len(self.copies),
-            "to_overwrite": sum(1 for _, dst in self.copies if dst is not None),
-            "to_delete": len(self.deletes),
-            "unchanged": self.unchanged,
-            "objects_seen": self.source_count,
-            "dest_objects": self.dest_count,
-            "bytes_to_copy": self.bytes_to_copy,
-        }
-
-    def verified(self) -> dict[str, Any]:
-        return {
-            "prefix": self.prefix.label,
-            "destination": str(self.prefix.destination),
-            "objects": self.source_count,
-            "equal": True,
-        }
-
-    def lines(self) -> list[str]:
-        """The per-object plan, one readable line per action."""
-        src, dst = self.prefix.source, self.prefix.destination
-        out = []
-        for s, d in self.copies:
-            verb = "overwrite" if d is not None else "copy"
-            out.append(
-                f"{verb}: s3://{src.bucket}/{src.join(s.rel)} -> s3://{dst.bucket}/{dst.join(s.rel)} ({s.size} B)"
-            )
-        for d in self.deletes:
-            out.append(f"delete: s3://{dst.bucket}/{dst.join(d.rel)} ({d.size} B)")
-        return out
-
-
-@dataclass
-class PrefixResult:
-    prefix: str
-    destination: str
-    copied: int = 0
-    deleted: int = 0
-    unchanged: int = 0
-    objects_seen: int = 0
-    bytes_copied: int = 0
-    failed: int = 0
-    duration_s: float = 0.0
-    manifest: str | None = None
-    dry_run: bool = False
-    errors: list[str] = field(default_factory=list)
-
-    def as_dict(self) -> dict[str, Any]:
-        return asdict(self)
-
-
-def same_object(src: ObjectInfo, dst: ObjectInfo) -> bool:
-    """Equal content as far as the listings can prove it: same size and same ETag."""
-    return src.size == dst.size and normalize_etag(src.etag) == normalize_etag(dst.etag)
-
-
-def diff(source: dict[str, ObjectInfo], dest: dict[str, ObjectInfo], prefix: PrefixConfig) -> PrefixPlan:
-    marker_key = prefix.settings.signoff_marker
-    marker = None
-    if marker_key:
-        # The sign-off marker is QA process state, not an artefact: never copied, never deleted.
-        source = dict(source)
-        dest = {k: v for k, v in dest.items() if k != marker_key}
-        marker = source.pop(marker_key, None)
-    plan = PrefixPlan(prefix=prefix, source_count=len(source), dest_count=len(dest), marker=marker)
-    plan.snapshot = {rel: (o.size, normalize_etag(o.etag)) for rel, o in source.items()}
-    plan.source_bytes = sum(o.size for o in source.values())
-    plan.dest_bytes = sum(o.size for o in dest.values())
-    if source:
-        plan.source_newest = max(source.values(), key=lambda o: o.last_modified or datetime.min.replace(tzinfo=UTC))
-    for rel in sorted(source):
-        src = source[rel]
-        dst = dest.get(rel)
-        if dst is not None and same_object(src, dst):
-            plan.unchanged += 1
-        else:
-            plan.copies.append((src, dst))
-    plan.deletes = [dest[rel] for rel in sorted(dest) if rel not in source]
-    stamps = [d.last_modified for d in dest.values() if d.last_modified is not None]
-    plan.dest_newest = max(stamps) if stamps else None
-    return plan
-
-
-class EndpointUnreachableError(ConnectionError):
-    """A copy skipped because the S3 endpoint already refused connections in this prefix."""
-
-
-_UNREACHABLE = {
-    "ConnectionRefusedError",
-    "NewConnectionError",
-    "EndpointConnectionError",
-    "ConnectTimeoutError",
-    "ConnectTimeout",
-}
-
-
-def _is_unreachable(exc: BaseException | None) -> bool:
-    """True when the endpoint could not be connected to at all (refused / connect timeout)."""
-    seen = 0
-    while exc is not None and seen < 10:
-        if type(exc).__name__ in _UNREACHABLE:
-            return True
-        reason = getattr(exc, "reason", None)
-        if isinstance(reason, BaseException) and type(reason).__name__ in _UNREACHABLE:
-            return True
-        exc = exc.__cause__ or exc.__context__
-        seen += 1
-    return False
 
 
 class Engine:
@@ -208,11 +72,11 @@ class Engine:
         self.workers = workers or config.workers
         self.progress = progress
         self._source_buckets = {p.source.bucket for p in config.prefixes}
-        self._multipart_mode: str | None = None  # learnt: which copy keeps multipart ETags
         # Hot calls (list, head, copy) go through the lean signed-HTTP path when it applies.
         self.fast = fast or FastS3.from_client(client, max_pool=max(self.workers, 16) + 16)
         self.data = self.fast or client
         self.manifests = ManifestStore(config.manifest_uri, self.data) if config.manifest_uri else None
+        self.copier = ObjectCopier(client, self.data, self._guard)
 
     # ------------------------------------------------------------------ guards
     def _guard(self, bucket: str) -> None:
@@ -358,20 +222,23 @@ class Engine:
         }
         return self.manifests.write(self.snapshot_path(run_id, plan.prefix), doc)
 
-    def check_snapshot(self, plan: PrefixPlan, run_id: str) -> None:
+    def check_snapshot(self, plan: PrefixPlan, run_id: str, within: Callable[[str], bool] | None = None) -> None:
         """Refuse (:class:`QAChangedError`, never retried) when QA differs from the snapshot this
-        run's gates validated: changed, added or removed objects are named."""
+        run's gates validated: changed, added or removed objects are named. ``within``: only the
+        snapshot's keys it accepts are compared (a shard's key range)."""
         if not self.manifests:
             return
         rel = self.snapshot_path(run_id, plan.prefix)
         saved = self.manifests.read(rel)
-        if saved is None:
+        validated = self.snapshot_objects(saved)
+        if saved is None or validated is None:
             raise QAChangedError(
                 plan.prefix.label,
                 f"no validated QA snapshot for run {run_id!r} ({self.manifests.uri(rel)}): "
                 "clear and rerun the whole run (plan, gate, promote)",
             )
-        validated = {k: (int(v[0]), normalize_etag(v[1])) for k, v in saved.get("objects", {}).items()}
+        if within is not None:
+            validated = {k: v for k, v in validated.items() if within(k)}
         changed = sorted(k for k in validated.keys() & plan.snapshot.keys() if validated[k] != plan.snapshot[k])
         added = sorted(plan.snapshot.keys() - validated.keys())
         removed = sorted(validated.keys() - plan.snapshot.keys())
@@ -389,16 +256,37 @@ class Engine:
                 "run to plan and gate the new QA snapshot",
             )
 
+    def read_snapshot(self, run_id: str, prefix: PrefixConfig) -> dict[str, tuple[int, str]] | None:
+        """The QA snapshot this run saved for ``prefix`` (rel -> (size, ETag)), None when there is none."""
+        if not self.manifests:
+            return None
+        return self.snapshot_objects(self.manifests.read(self.snapshot_path(run_id, prefix)))
+
+    @staticmethod
+    def snapshot_objects(saved: dict[str, Any] | None) -> dict[str, tuple[int, str]] | None:
+        if saved is None:
+            return None
+        return {k: (int(v[0]), normalize_etag(v[1])) for k, v in saved.get("objects", {}).items()}
+
     def manifest_path(self, run_id: str, prefix: PrefixConfig) -> str:
         dest = prefix.destination
         return f"promotions/{safe_name(run_id)}/{safe_name(dest.bucket + '/' + dest.prefix)}.json"
 
     def execute(
-        self, plan: PrefixPlan, run_id: str, *, dry_run: bool = False, record: dict[str, Any] | None = None
+        self,
+        plan: PrefixPlan,
+        run_id: str,
+        *,
+        dry_run: bool = False,
+        record: dict[str, Any] | None = None,
+        manifest_rel: str | None = None,
+        checked: bool = False,
     ) -> PrefixResult:
         """Carry out a checked plan; returns the result, raises SyncFailedError if anything failed.
 
-        ``record`` (e.g. the contract the prefix passed) is kept in the prefix's manifest."""
+        ``record`` (e.g. the contract the prefix passed) is kept in the prefix's manifest.
+        ``manifest_rel`` / ``checked``: a shard's manifest part, and a part of a plan whose whole
+        prefix the caller already checked (:mod:`greenlight.promotion.shards`)."""
         p = plan.prefix
         started = time.monotonic()
         result = PrefixResult(
@@ -413,19 +301,23 @@ class Engine:
                 log.info("(dry run) %s", line)
             result.duration_s = round(time.monotonic() - started, 3)
             return result
-        self.check(plan)
+        if checked:
+            self._guard(p.destination.bucket)
+        else:
+            self.check(plan)
         if not plan.copies and not plan.deletes:
             result.duration_s = round(time.monotonic() - started, 3)
             return result
 
-        manifest_rel = self.manifest_path(run_id, p)
+        manifest_rel = manifest_rel or self.manifest_path(run_id, p)
         doc = self._start_manifest(manifest_rel, plan, run_id, record)
         result.manifest = self.manifests.uri(manifest_rel) if self.manifests else None
         entries: dict[str, dict[str, Any]] = {e["key"]: e for e in doc["actions"]}
         lock = threading.Lock()
 
         failures: list[str] = []
-        qa_changed: list[str] = []  # copies refused by CopySourceIfMatch: QA is not what was planned
+        causes: dict[BaseException, str] = {}  # each failed copy's own error -> its line in ``failures``
+        qa_changed: list[str] = []  # copies refused by CopySourceIfMatch (or gone): QA is not what was planned
         # Circuit breaker: once the S3 endpoint refuses connections (after the client's own retries),
         # the remaining copies are not attempted; the task fails fast and Airflow retries it later.
         unreachable = threading.Event()
@@ -433,7 +325,7 @@ class Engine:
         def copy(src: ObjectInfo):
             if unreachable.is_set():
                 raise EndpointUnreachableError(f"not attempted: {p.destination.bucket} endpoint unreachable")
-            return self._copy_one(p, src)
+            return self.copier.copy(p, src)
 
         with ThreadPoolExecutor(max_workers=self.workers, thread_name_prefix="gl-copy") as pool:
             futures = {pool.submit(copy, src): src for src, _ in plan.copies}
@@ -444,10 +336,14 @@ class Engine:
                     etag, version, source_version = fut.result()
                 except Exception as exc:  # noqa: BLE001 - collected and reported below
                     code = error_code(exc) or type(exc).__name__
-                    failures.append(f"copy {src.rel}: {code}: {exc}")
-                    if code in ("PreconditionFailed", "412"):
-                        qa_changed.append(f"s3://{p.source.bucket}/{p.source.join(src.rel)}")
-                    if _is_unreachable(exc) and not unreachable.is_set():
+                    source_uri = f"s3://{p.source.bucket}/{p.source.join(src.rel)}"
+                    failures.append(f"copy {source_uri} -> s3://{p.destination.bucket}/{key}: {code}: {exc}")
+                    causes[exc] = failures[-1]
+                    # 412: the source no longer has the planned ETag; NoSuchKey (CopyObject names the
+                    # source): it is gone. Either way QA is not the snapshot the gates validated.
+                    if code in ("PreconditionFailed", "412", "NoSuchKey"):
+                        qa_changed.append(source_uri)
+                    if is_unreachable(exc) and not unreachable.is_set():
                         unreachable.set()
                         log.error("S3 endpoint unreachable (%s): not attempting the remaining copies", exc)
                     elif not isinstance(exc, EndpointUnreachableError):
@@ -479,18 +375,23 @@ class Engine:
             if qa_changed:
                 error: QAChangedError | SyncFailedError = QAChangedError(
                     p.label,
-                    f"{len(qa_changed)} object(s) no longer have the ETag that was planned and gated: "
+                    f"{len(qa_changed)} object(s) changed or removed since they were planned and gated: "
                     + ", ".join(sorted(qa_changed)[:20])
                     + f"; no object was deleted. Clear and rerun the whole run to gate the new snapshot "
                     f"(manifest {result.manifest})",
                 )
             else:
+                cause = decisive_error(list(causes))
+                which = "first" if cause is None or cause is next(iter(causes)) else "first not retryable"
+                shown = causes[cause] if cause is not None else failures[0]
                 error = SyncFailedError(
                     f"{p.label}: {len(failures)} of {len(plan.copies)} copies failed, no object was deleted; "
-                    f"first: {failures[0]}"
+                    f"{which}: {shown}"
                 )
             error.result = result
-            raise error
+            # The copy's own error is the cause, so triage classifies by it: AccessDenied is a
+            # permission error (never retried), a dropped connection stays transient.
+            raise error from decisive_error(list(causes))
 
         for start in range(0, len(plan.deletes), DELETE_BATCH):
             batch = plan.deletes[start : start + DELETE_BATCH]
@@ -615,7 +516,12 @@ class Engine:
             poll=0.2,
         ):
             previous = self.manifests.read(rel) or {}
-            parts = {r["prefix"]: r for r in previous.get("prefixes", ())}
+
+            def part(r: dict[str, Any]) -> str:  # a sharded prefix has one row per shard
+                shard = r.get("shard")
+                return r["prefix"] + (f"#{int(shard['index']):06d}" if shard else "")
+
+            parts = {part(r): r for r in previous.get("prefixes", ())}
             keep = (
                 "prefix",
                 "destination",
@@ -632,7 +538,9 @@ class Engine:
                 row = {k: r.get(k) for k in keep}
                 row["status"] = r.get("status") or "complete"
                 row["errors"] = r.get("errors") or []
-                parts[r["prefix"]] = row
+                if r.get("shard"):
+                    row["shard"] = r["shard"]
+                parts[part(r)] = row
             status = extra.pop("status", None)
             if any(r.get("status") == "failed" for r in parts.values()):
                 status = "failed"
@@ -641,113 +549,12 @@ class Engine:
                 "kind": "greenlight.promotion-run/v1",
                 "run_id": run_id,
                 "updated_at": utcnow(),
-                "prefixes": sorted(parts.values(), key=lambda r: r["prefix"]),
+                "prefixes": [parts[k] for k in sorted(parts)],
                 "status": status or previous.get("status") or "complete",
                 **extra,
             }
             return self.manifests.write(rel, doc)
 
-    # ------------------------------------------------------------------ copying
-    def _copy_one(self, p: PrefixConfig, src: ObjectInfo) -> tuple[str, str | None, str | None]:
-        """Copy one object server-side; returns (dest etag, dest version, source version)."""
-        src_key = p.source.join(src.rel)
-        dst_key = p.destination.join(src.rel)
-        self._guard(p.destination.bucket)
-        log.info(
-            "copy: s3://%s/%s -> s3://%s/%s (%d B)", p.source.bucket, src_key, p.destination.bucket, dst_key, src.size
-        )
-        if not is_multipart_etag(src.etag) and src.size <= MAX_SINGLE_COPY:
-            return self._copy_single(p, src_key, dst_key, src.etag)
-        modes = ["part_copy"] if src.size > MAX_SINGLE_COPY else ["part_copy", "copy_object"]
-        if self._multipart_mode in modes:
-            modes.remove(self._multipart_mode)
-            modes.insert(0, self._multipart_mode)
-        outcome = None
-        for mode in modes:
-            if mode == "copy_object":
-                outcome = self._copy_single(p, src_key, dst_key, src.etag)
-            else:
-                outcome = self._copy_parts(p, src_key, dst_key, src)
-            if normalize_etag(outcome[0]) == normalize_etag(src.etag):
-                self._multipart_mode = mode
-                return outcome
-        log.warning("could not reproduce multipart ETag of %s on %s; verification will report it", src_key, dst_key)
-        return outcome
-
-    def _copy_single(self, p: PrefixConfig, src_key: str, dst_key: str, etag: str):
-        response = self.data.copy_object(
-            Bucket=p.destination.bucket,
-            Key=dst_key,
-            CopySource={"Bucket": p.source.bucket, "Key": src_key},
-            CopySourceIfMatch=f'"{etag}"',
-            MetadataDirective="COPY",
-        )
-        return (
-            normalize_etag(response.get("CopyObjectResult", {}).get("ETag")),
-            response.get("VersionId"),
-            response.get("CopySourceVersionId"),
-        )
-
-    def _copy_parts(self, p: PrefixConfig, src_key: str, dst_key: str, src: ObjectInfo):
-        """Multipart server-side copy, reusing the source's part layout so the ETag can match."""
-        head = self.client.head_object(Bucket=p.source.bucket, Key=src_key, IfMatch=f'"{src.etag}"')
-        ranges = self._part_ranges(p, src_key, src)
-        extra = {k: head[k] for k in _COPY_HEADERS if head.get(k)}
-        upload = self.client.create_multipart_upload(
-            Bucket=p.destination.bucket, Key=dst_key, Metadata=head.get("Metadata", {}), **extra
-        )
-        upload_id = upload["UploadId"]
-        try:
-            parts = []
-            source_version = head.get("VersionId")
-            copy_source = {"Bucket": p.source.bucket, "Key": src_key}
-            if source_version:
-                copy_source["VersionId"] = source_version
-            for number, (first, last) in enumerate(ranges, start=1):
-                part = self.client.upload_part_copy(
-                    Bucket=p.destination.bucket,
-                    Key=dst_key,
-                    UploadId=upload_id,
-                    PartNumber=number,
-                    CopySource=copy_source,
-                    CopySourceRange=f"bytes={first}-{last}",
-                    CopySourceIfMatch=f'"{src.etag}"',
-                )
-                parts.append({"ETag": part["CopyPartResult"]["ETag"], "PartNumber": number})
-            done = self.client.complete_multipart_upload(
-                Bucket=p.destination.bucket, Key=dst_key, UploadId=upload_id, MultipartUpload={"Parts": parts}
-            )
-        except BaseException:
-            try:
-                self.client.abort_multipart_upload(Bucket=p.destination.bucket, Key=dst_key, UploadId=upload_id)
-            except Exception:  # noqa: BLE001 - the original error matters more
-                log.warning("could not abort multipart upload %s for %s", upload_id, dst_key)
-            raise
-        return normalize_etag(done.get("ETag")), done.get("VersionId"), source_version
-
-    def _part_ranges(self, p: PrefixConfig, src_key: str, src: ObjectInfo) -> list[tuple[int, int]]:
-        if src.size == 0:
-            return [(0, 0)]
-        part_size = DEFAULT_PART_SIZE
-        if is_multipart_etag(src.etag):
-            first = self.client.head_object(Bucket=p.source.bucket, Key=src_key, PartNumber=1)
-            count = int(first.get("PartsCount") or 1)
-            part_size = int(first["ContentLength"]) or DEFAULT_PART_SIZE
-            ranges = [(o, min(o + part_size, src.size) - 1) for o in range(0, src.size, part_size)]
-            if len(ranges) == count:
-                return ranges
-            # Parts of uneven size: ask for each one.
-            ranges, offset = [], 0
-            for number in range(1, count + 1):
-                size = int(
-                    self.client.head_object(Bucket=p.source.bucket, Key=src_key, PartNumber=number)["ContentLength"]
-                )
-                ranges.append((offset, offset + size - 1))
-                offset += size
-            return ranges
-        return [(o, min(o + part_size, src.size) - 1) for o in range(0, src.size, part_size)]
-
-    # ------------------------------------------------------------------ verify
     def pointer_moves(self, prefix: PrefixConfig, manifest: str | None) -> bool:
         """Whether a verified run with this promotion manifest moves the prefix's current pointer.
 
@@ -762,70 +569,49 @@ class Engine:
         record = contract_record(prefix)
         return not (manifest is None and current and all(current.get(k) == v for k, v in record.items()))
 
-    def publish_verified(self, prefix: PrefixConfig, run_id: str, manifest: str | None, objects: int) -> str | None:
+    def publish_verified(
+        self, prefix: PrefixConfig, run_id: str, manifest: str | None, objects: int, *, moves: bool | None = None
+    ) -> str | None:
         """Move the prefix's current pointer to this verified promotion (see :mod:`greenlight.promotion.gates`),
-        when :meth:`pointer_moves` says so; returns the pointer's location."""
+        when :meth:`pointer_moves` says so (``moves``: its answer, when the caller already asked);
+        returns the pointer's location."""
         if not self.manifests:
             return None
         from greenlight.promotion.gates import pointer_path, publish_pointer
 
-        if not self.pointer_moves(prefix, manifest):
+        if not (self.pointer_moves(prefix, manifest) if moves is None else moves):
             return self.manifests.uri(pointer_path(prefix))
         self._guard(self.config.manifest_uri.bucket)
         record = contract_record(prefix)
         return publish_pointer(self.manifests, prefix, run_id=run_id, manifest=manifest, objects=objects, **record)
 
-    def verify(self, prefix: PrefixConfig) -> dict[str, Any]:
-        """Re-list both sides and prove the destination equals the source for this prefix."""
-        plan = self.plan(prefix)
-        problems = [f"missing or different: {s.rel}" for s, _ in plan.copies]
-        problems += [f"extra in destination: {d.rel}" for d in plan.deletes]
+    def verify(self, prefix: PrefixConfig, snapshot: dict[str, tuple[int, str]] | None = None) -> dict[str, Any]:
+        """Prove the destination equals the source for this prefix (:class:`VerificationError` if not).
+
+        With ``snapshot`` (rel -> (size, ETag): the QA listing this run planned and gated, which
+        every copy was conditional on) only the destination is listed and compared with it.
+        Without one, both sides are listed again."""
+        if snapshot is None:
+            plan = self.plan(prefix)
+            problems = [f"missing or different: {s.rel}" for s, _ in plan.copies]
+            problems += [f"extra in destination: {d.rel}" for d in plan.deletes]
+            objects = plan.source_count
+        else:
+            with ThreadPoolExecutor(max_workers=16, thread_name_prefix="gl-list") as pool:
+                dest = list_prefix(self.data, prefix.destination, pool=pool)
+            dest.pop(prefix.settings.signoff_marker or "", None)  # QA process state, never promoted
+            problems = [
+                f"missing or different: {rel}"
+                for rel, state in sorted(snapshot.items())
+                if (d := dest.get(rel)) is None or (d.size, normalize_etag(d.etag)) != tuple(state)
+            ]
+            problems += [f"extra in destination: {rel}" for rel in sorted(dest.keys() - snapshot.keys())]
+            objects = len(snapshot)
         if problems:
             raise VerificationError(prefix.label, problems)
         return {
             "prefix": prefix.label,
             "destination": str(prefix.destination),
-            "objects": plan.source_count,
+            "objects": objects,
             "equal": True,
         }
-
-
-def contract_record(prefix: PrefixConfig) -> dict[str, Any]:
-    """The contract a prefix is promoted under, as the manifest and the current pointer record it."""
-    if not prefix.contract:
-        return {"contract": None, "contract_version": None}
-    from greenlight.contracts import load_contract
-
-    contract = load_contract(prefix.contract)
-    return {"contract": contract.name, "contract_version": contract.version}
-
-
-def prefix_line(row: dict[str, Any]) -> str:
-    """The per-prefix stats line the CLI and the DAG both log."""
-    return (
-        f"prefix {row['prefix']}: copied={row['copied']} deleted={row['deleted']} unchanged={row['unchanged']} "
-        f"objects_seen={row['objects_seen']} bytes_copied={row['bytes_copied']} duration={row['duration_s']:.2f}s"
-        + (f" manifest={row['manifest']}" if row.get("manifest") else "")
-    )
-
-
-def summarize(
-    results: list[PrefixResult] | list[dict[str, Any]], *, run_id: str, dry_run: bool, duration: float
-) -> dict[str, Any]:
-    rows = [r.as_dict() if isinstance(r, PrefixResult) else r for r in results]
-    total = {
-        "run_id": run_id,
-        "dry_run": dry_run,
-        "prefixes": len(rows),
-        "copied": sum(r["copied"] for r in rows),
-        "deleted": sum(r["deleted"] for r in rows),
-        "unchanged": sum(r["unchanged"] for r in rows),
-        "objects_seen": sum(r["objects_seen"] for r in rows),
-        "bytes_copied": sum(r["bytes_copied"] for r in rows),
-        "failed": sum(r.get("failed", 0) for r in rows),
-        "duration_s": round(duration, 3),
-        "manifests": [r["manifest"] for r in rows if r.get("manifest")],
-        "per_prefix": rows,
-    }
-    total["manifest"] = total["manifests"][0] if len(total["manifests"]) == 1 else (total["manifests"] or None)
-    return total

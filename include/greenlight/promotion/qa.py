@@ -16,7 +16,10 @@ def running_runs(tracking_uri: str, experiments: list[str]) -> list[dict[str, An
     for name in experiments:
         experiment = client.get_experiment_by_name(name)
         if experiment is None:
-            raise ConfigError(f"mlflow_experiments: experiment {name!r} does not exist at the tracking server")
+            # The server is named as configured; every output path redacts URL credentials.
+            raise ConfigError(
+                f"mlflow_experiments: experiment {name!r} does not exist at the tracking server {tracking_uri}"
+            )
         ids[experiment.experiment_id] = name
     found: list[dict[str, Any]] = []
     token = None

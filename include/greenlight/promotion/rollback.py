@@ -363,7 +363,10 @@ def _run(uri, client, manifests, store, *, dry_run, allow_partial, force, run_id
     docs: dict[str, dict[str, Any]] = {}
     rel: dict[str, str] = {}
     for loc, manifest in manifests:
-        rel[loc] = f"rollbacks/{safe_name(run_id)}/{safe_name(manifest['destination'].removeprefix('s3://'))}.json"
+        shard = manifest.get("shard") or {}  # a sharded prefix: one rollback manifest per part
+        part = f".shard-{int(shard['index']) + 1:04d}-of-{int(shard['count']):04d}" if shard else ""
+        name = safe_name(manifest["destination"].removeprefix("s3://"))
+        rel[loc] = f"rollbacks/{safe_name(run_id)}/{name}{part}.json"
         previous = store.read(rel[loc]) or {}
         actions = {a["key"]: a for a in previous.get("actions", ()) if isinstance(a, dict) and a.get("key")}
         for s in todo:

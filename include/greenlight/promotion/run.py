@@ -15,11 +15,12 @@ from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
-from greenlight.contracts import load_contract
 from greenlight.errors import QAChangedError, StalePrefixError, SyncFailedError, VerificationError
+from greenlight.promotion import shards
 from greenlight.promotion.config import PrefixConfig, PromotionConfig
-from greenlight.promotion.engine import Engine, PrefixPlan, contract_record, prefix_line, summarize
+from greenlight.promotion.engine import Engine
 from greenlight.promotion.gates import GateFailedError, evaluate_gate, log_gate, record_gate
+from greenlight.promotion.plan import PrefixPlan, contract_record, prefix_line, summarize
 from greenlight.promotion.progress import Progress
 from greenlight.storage.fast import FastS3
 from greenlight.storage.lease import holding
@@ -31,6 +32,8 @@ def preflight(engine: Engine, tracking_uri: str | None) -> list[dict[str, Any]]:
     """Runbook §2 preconditions: contracts load, both buckets answer, prod versioned, no QA run RUNNING."""
     for prefix in engine.config.prefixes:  # a broken contract file is bad config: fail before reading QA
         if prefix.contract:
+            from greenlight.contracts import load_contract  # only when a prefix has one: costly import
+
             contract = load_contract(prefix.contract)
             log.info("preflight ok: %s has contract %s v%d", prefix.label, contract.name, contract.version)
     report = engine.preflight()
@@ -120,7 +123,11 @@ def verify_prefix(
     ``planned`` is the plan the promotion ran on: when it had nothing to do, its own listings
     already proved both sides equal and nothing is listed again."""
     unchanged = planned is not None and not planned.copies and not planned.deletes
-    check = planned.verified() if unchanged else engine.verify(prefix)
+    if unchanged:
+        check = planned.verified()
+    else:  # prod against the QA snapshot this run gated: only prod is listed again
+        snapshot = planned.snapshot if planned is not None else engine.read_snapshot(run_id, prefix)
+        check = engine.verify(prefix, snapshot)
     check["asset_name"] = prefix.asset_name
     log.info("verified %s: %d objects equal in %s", prefix.label, check["objects"], prefix.destination)
     # A promote that was cleared and rerun after an earlier try changed prod returns no manifest:
@@ -131,7 +138,7 @@ def verify_prefix(
         manifest = engine.manifests.uri(rel) if engine.manifests.read(rel) is not None else None
     # ``changed``: whether this run must leave the pointer naming it (what ``check-run`` verifies).
     check["changed"] = engine.pointer_moves(prefix, manifest)
-    check["pointer"] = engine.publish_verified(prefix, run_id, manifest, check["objects"])
+    check["pointer"] = engine.publish_verified(prefix, run_id, manifest, check["objects"], moves=check["changed"])
     return check
 
 
@@ -214,14 +221,22 @@ def _promote(engine: Engine, *, run_id: str, dry_run: bool, progress, started: f
     def run_one(planned: PrefixPlan) -> None:
         if leases is not None:
             leases.check()
+        ranges = shards.ranges_for(planned)
         try:
-            row = promote_prefix(engine, planned, run_id, dry_run=dry_run)
+            if len(ranges) > 1 and not dry_run:
+                # A huge prefix: its key-range shards copy side by side, then the deletes run.
+                parts = shards.promote_sharded(engine, planned, ranges, run_id)
+                rows.extend(parts)
+                row = shards.merged(parts)
+                log.info("promoted %s in %d shards", prefix_line(row), len(parts))
+            else:
+                row = promote_prefix(engine, planned, run_id, dry_run=dry_run)
+                rows.append(row)
         except (SyncFailedError, QAChangedError) as exc:
             errors.append(str(exc))
-            if exc.result is not None:
+            if exc.result is not None and len(ranges) == 1:
                 rows.append(failed_row(exc))
             return
-        rows.append(row)
         try:
             check_stale(engine, planned, dry_run=dry_run)
         except StalePrefixError as exc:  # the DAG's promote task fails here too: no verify, no pointer

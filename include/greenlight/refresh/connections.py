@@ -139,6 +139,14 @@ def from_env(conn_id: str, environ: dict[str, str] | None = None) -> PgConn:
     )
 
 
+def require_env_conn(conn_id: str, environ: dict[str, str] | None = None) -> None:
+    """The CLI resolves every connection id from ``AIRFLOW_CONN_<ID>``: refuse early when it is unset."""
+    environ = os.environ if environ is None else environ
+    var = "AIRFLOW_CONN_" + conn_id.upper()
+    if not (environ.get(var) or "").strip():
+        raise ConfigError(f"connection {conn_id!r} is not defined: set {var} (e.g. http://host:port or JSON)")
+
+
 def from_airflow(conn_id: str) -> PgConn:
     """Resolve through the postgres provider's ``PostgresHook`` (task context; any secrets backend)."""
     from airflow.providers.postgres.hooks.postgres import PostgresHook

@@ -12,6 +12,7 @@ from __future__ import annotations
 import json
 import logging
 import subprocess
+import threading
 import time
 import urllib.error
 import urllib.request
@@ -51,6 +52,9 @@ class Refresh:
     resolve: Callable[[str], PgConn]  # connection id -> PgConn
     s3: Callable[[], Any] | None = None  # -> S3 client (only called when buckets or an s3:// manifest need it)
     s3_source: Callable[[], Any] | None = None  # -> S3 client of ``source_aws_conn`` (prod), when configured
+    # CLI: raises ConfigError when an HTTP connection id is not defined (``AIRFLOW_CONN_<ID>``), so a
+    # missing migration endpoint is refused in preflight, before anything is copied.
+    check_http_conn: Callable[[str], None] | None = None
     only: list[str] = field(default_factory=list)
     dry_run: bool = False
     skip_migrations: bool = False
@@ -110,6 +114,9 @@ def preflight(r: Refresh) -> dict[str, Any]:
     out: dict[str, Any] = {"run_id": r.run_id, "dry_run": r.dry_run, "groups": [], "skipped": [], "buckets": []}
     mappings, only_tables = r.config.select(r.only, known_tables=None) if r.only else (r.mappings(), None)
     section = r.config.postgres
+    http = r.config.migrations.http if r.config.migrations else None
+    if http is not None and r.check_http_conn is not None and not r.skip_migrations:
+        r.check_http_conn(http.conn_id)
     if section is not None:
         out.update(_postgres_preflight(r, only_tables if r.only else None))
     elif only_tables:
@@ -153,25 +160,31 @@ def _postgres_preflight(r: Refresh, only_tables: set[str] | None) -> dict[str, A
             "prod": pg.alembic_version(src, section.schemas),
             "staging": pg.alembic_version(dst, section.schemas),
         }
+        chosen = [section.qualify(t) for t in section.tables] if section.tables is not None else list(prod_tables)
+        unknown = sorted(set(chosen) - set(prod_tables) - set(staging_tables))
+        if unknown:
+            raise ConfigError(f"postgres.tables: {', '.join(unknown)} not found in prod or staging ({section.schemas})")
+        if only_tables is not None:
+            missing = sorted(only_tables - set(chosen))
+            if missing:
+                raise ConfigError(f"only: {', '.join(missing)} is not a configured table (tables: {', '.join(chosen)})")
+            chosen = [t for t in chosen if t in only_tables]
+        for key in section.mask:
+            owner = section.qualify(".".join(key.split(".")[:-1]))
+            if owner not in prod_tables:
+                raise ConfigError(f"postgres.mask.{key}: table {owner} is not in prod")
+        for name in section.checksum:
+            if section.qualify(name) not in prod_tables:
+                raise ConfigError(f"postgres.checksum.{name}: table {section.qualify(name)} is not in prod")
+        skip = {section.qualify(t): "in skip_tables" for t in section.skip_tables}
+        for name, why in ALWAYS_SKIPPED.items():
+            for schema in section.schemas:
+                skip.setdefault(f"{schema}.{name}", why)
+        copy = [t for t in chosen if t not in skip]
+        # Columns of every copied table, one catalog query per side (not two per table per task).
+        prod_cat, staging_cat = pg.catalog(src, copy), pg.catalog(dst, copy)
         src.rollback()
         dst.rollback()
-    chosen = [section.qualify(t) for t in section.tables] if section.tables is not None else list(prod_tables)
-    unknown = sorted(set(chosen) - set(prod_tables) - set(staging_tables))
-    if unknown:
-        raise ConfigError(f"postgres.tables: {', '.join(unknown)} not found in prod or staging ({section.schemas})")
-    if only_tables is not None:
-        missing = sorted(only_tables - set(chosen))
-        if missing:
-            raise ConfigError(f"only: {', '.join(missing)} is not a configured table (tables: {', '.join(chosen)})")
-        chosen = [t for t in chosen if t in only_tables]
-    for key in section.mask:
-        owner = section.qualify(".".join(key.split(".")[:-1]))
-        if owner not in prod_tables:
-            raise ConfigError(f"postgres.mask.{key}: table {owner} is not in prod")
-    skip = {section.qualify(t): "in skip_tables" for t in section.skip_tables}
-    for name, why in ALWAYS_SKIPPED.items():
-        for schema in section.schemas:
-            skip.setdefault(f"{schema}.{name}", why)
     skipped = [{"table": t, "reason": skip[t]} for t in chosen if t in skip]
     if section.tables is None and only_tables is None:
         skipped += [
@@ -179,7 +192,7 @@ def _postgres_preflight(r: Refresh, only_tables: set[str] | None) -> dict[str, A
             for t in staging_tables
             if t not in prod_tables and t not in skip
         ]
-    copy = [t for t in chosen if t not in skip]
+    plans = {t: _plan(section, t, prod_cat.get(t), staging_cat.get(t)).as_dict() for t in copy}
     groups = pg.table_groups(copy, edges)
     outside = {t: sorted({c for c, p in edges if p == t and c not in copy}) for t in copy}
     for t in skipped:
@@ -190,11 +203,26 @@ def _postgres_preflight(r: Refresh, only_tables: set[str] | None) -> dict[str, A
         "source": source.describe(),
         "target": target.describe(),
         "groups": groups,
+        "plans": plans,
         "skipped": skipped,
         "outside_children": {t: c for t, c in outside.items() if c},
         "versions": {**versions, "relation": relation},
         "previous_rows": _previous_rows(r),
     }
+
+
+def _plan(section, table: str, prod: pg.TableInfo | None, staging: pg.TableInfo | None) -> pg.TablePlan:
+    plan = pg.plan_table(
+        prod.columns if prod else [],
+        staging.columns if staging else [],
+        table,
+        masks=section.masks_for(table),
+        copy_format=section.copy_format,
+        checksum=section.checksum_for(table),
+    )
+    plan.size = prod.size if prod else 0
+    plan.kind = staging.kind if staging else "r"
+    return plan
 
 
 def _version_relation(config: RefreshConfig, prod: str | None, staging: str | None) -> str:
@@ -227,46 +255,29 @@ def _previous_rows(r: Refresh) -> dict[str, int]:
 
 
 # ---------------------------------------------------------------------------------------- copy tables
-def copy_tables(r: Refresh, group: list[str], pre: dict[str, Any]) -> list[dict[str, Any]]:
-    """Runbook: "sync database via Lambda". Copy one FK group (dry run: count both sides only)."""
+def copy_tables(
+    r: Refresh,
+    group: list[str],
+    pre: dict[str, Any],
+    *,
+    snapshot: str | None = None,
+    pair: pg.ConnPair | None = None,
+) -> list[dict[str, Any]]:
+    """Runbook: "sync database via Lambda". Copy one FK group (dry run: count both sides only).
+
+    The plans (columns compared, casts chosen) come from ``preflight``; ``snapshot`` (an exported
+    prod snapshot) and ``pair`` (open connections) are the CLI's: see :func:`refresh`."""
     section = r.config.postgres
     source, target = _connections(r)
-    with pg.connect(source.conninfo, read_only=True) as src, pg.connect(target.conninfo) as dst:
-        plans = [
-            pg.plan_table(
-                pg.columns(src, t),
-                pg.columns(dst, t),
-                t,
-                masks=section.masks_for(t),
-                copy_format=section.copy_format,
-            )
-            for t in group
-        ]
-        if r.dry_run:
-            rows = []
-            for p in plans:
-                res = pg.TableResult(
-                    p.table, "failed" if p.error else "would_sync", group=group[0], reason=p.error or ""
-                )
-                res.casts, res.masked, res.source_only, res.target_only = (
-                    p.casts,
-                    p.masked,
-                    p.source_only,
-                    p.target_only,
-                )
-                res.rows_source = pg.count_rows(src, p.table) if not p.error or "prod" not in p.error else None
-                res.rows_target = pg.count_rows(dst, p.table) if not p.error or "staging" not in p.error else None
-                res.format = "binary" if p.binary else "text"
-                rows.append(res.as_dict())
-                log.info(
-                    "(dry run) %s: prod %s rows, staging %s rows%s%s",
-                    p.table,
-                    res.rows_source,
-                    res.rows_target,
-                    f"; casts {p.casts}" if p.casts else "",
-                    f"; WOULD FAIL: {p.error}" if p.error else "",
-                )
-            return rows
+    stored = pre.get("plans") or {}
+    if all(t in stored for t in group):
+        plans = [pg.TablePlan.from_dict(stored[t]) for t in group]
+    else:  # a ``pre`` from before plans were part of it
+        with pg.connect(source.conninfo, read_only=True) as src, pg.connect(target.conninfo) as dst:
+            prod_cat, staging_cat = pg.catalog(src, group), pg.catalog(dst, group)
+        plans = [_plan(section, t, prod_cat.get(t), staging_cat.get(t)) for t in group]
+    if r.dry_run:
+        return _dry_run_counts(source, target, group, plans)
     results = pg.copy_group(
         source.conninfo,
         target.conninfo,
@@ -274,8 +285,36 @@ def copy_tables(r: Refresh, group: list[str], pre: dict[str, Any]) -> list[dict[
         allow_empty={section.qualify(t) for t in section.allow_empty},
         previous_rows=pre.get("previous_rows") or {},
         outside_children=pre.get("outside_children") or {},
+        snapshot=snapshot,
+        pair=pair,
     )
     return [res.as_dict() for res in results]
+
+
+def _dry_run_counts(source: PgConn, target: PgConn, group: list[str], plans: list[pg.TablePlan]) -> list[dict]:
+    rows = []
+    with pg.connect(source.conninfo, read_only=True) as src, pg.connect(target.conninfo) as dst:
+        for p in plans:
+            res = pg.TableResult(p.table, "failed" if p.error else "would_sync", group=group[0], reason=p.error or "")
+            res.casts, res.masked, res.source_only, res.target_only = (
+                p.casts,
+                p.masked,
+                p.source_only,
+                p.target_only,
+            )
+            res.rows_source = pg.count_rows(src, p.table) if not p.error or "prod" not in p.error else None
+            res.rows_target = pg.count_rows(dst, p.table) if not p.error or "staging" not in p.error else None
+            res.format = "binary" if p.binary else "text"
+            rows.append(res.as_dict())
+            log.info(
+                "(dry run) %s: prod %s rows, staging %s rows%s%s",
+                p.table,
+                res.rows_source,
+                res.rows_target,
+                f"; casts {p.casts}" if p.casts else "",
+                f"; WOULD FAIL: {p.error}" if p.error else "",
+            )
+    return rows
 
 
 # ---------------------------------------------------------------------------------------- buckets
@@ -324,13 +363,31 @@ def migrate(r: Refresh) -> dict[str, Any]:
             )
         how = {"command": argv[:3], "returncode": proc.returncode}
     else:
-        status, _ = _http(m.http.url, m.http.method, m.http.timeout_s)
+        url, status, body = _http_migration(m.http)
         if status not in m.http.expect_status:
-            raise RefreshFailedError("migrate", f"{m.http.method} {m.http.url} answered {status}")
-        how = {"http": m.http.url, "status": status}
+            raise RefreshFailedError("migrate", f"{m.http.method} {url} answered {status}: {body[:200]}")
+        how = {"http": url, "conn_id": m.http.conn_id, "status": status}
     after = _staging_version(r, target)
     log.info("migrations applied in %.1fs: staging %s -> %s", time.monotonic() - started, before, after)
     return {"ran": True, **how, "version_before": before, "version_after": after}
+
+
+def _http_migration(h) -> tuple[str, int, str]:
+    """Call the migrate endpoint through the http provider's ``HttpHook`` (connection ``h.conn_id``:
+    base URL, auth and headers from the connection, in a task and in the CLI alike)."""
+    import requests
+    from airflow.providers.http.hooks.http import HttpHook
+
+    hook = HttpHook(method=h.method, http_conn_id=h.conn_id)
+    try:
+        url = hook.url_from_endpoint(h.endpoint)
+    except Exception as exc:  # noqa: BLE001 - the SDK raises its own not-found type
+        raise ConfigError(f"migrations.http.conn_id: connection {h.conn_id!r} cannot be resolved: {exc}") from exc
+    try:
+        response = hook.run(h.endpoint, extra_options={"check_response": False, "timeout": h.timeout_s})
+    except requests.RequestException as exc:
+        raise RefreshFailedError("migrate", f"{h.method} {url}: {type(exc).__name__}: {exc}") from exc
+    return url, response.status_code, response.text
 
 
 def _staging_version(r: Refresh, target: PgConn | None) -> str | None:
@@ -388,25 +445,18 @@ def health(r: Refresh) -> dict[str, Any]:
 
 
 # ---------------------------------------------------------------------------------------- verify
-def verify(r: Refresh, tables: list[dict[str, Any]]) -> dict[str, Any]:
-    """Runbook: "verify data" (books count matches prod): every synced table holds the rows copied;
-    every bucket pair equal object by object."""
+def verify(r: Refresh, tables: list[dict[str, Any]], *, connections: list | None = None) -> dict[str, Any]:
+    """Runbook: "verify data" (books count matches prod): every synced table holds the rows copied
+    (and, for tables in ``postgres.checksum``, the same checksum as prod's rows at the copy's
+    snapshot); every bucket pair equal object by object. ``connections``: open staging
+    connections to use side by side (the CLI's); otherwise up to ``postgres.workers`` are opened."""
     out: dict[str, Any] = {"tables": [], "buckets": [], "problems": []}
     if r.dry_run:
         return out
     synced = [t for t in tables if t["status"] == "synced"]
     if synced:
-        target = r.resolve(r.config.postgres.target_conn)
-        with pg.connect(target.conninfo) as conn:
-            for t in synced:
-                now = pg.count_rows(conn, t["table"])
-                ok = now == t["rows_source"]
-                out["tables"].append(
-                    {"table": t["table"], "rows_copied": t["rows_source"], "rows_now": now, "equal": ok}
-                )
-                if not ok:
-                    out["problems"].append(f"{t['table']}: copied {t['rows_source']} rows, staging now has {now}")
-            conn.rollback()
+        out["tables"], problems = _verify_tables(r, synced, connections)
+        out["problems"] += problems
     if r.mappings():
         from greenlight.errors import VerificationError
         from greenlight.refresh.buckets import verify as bucket_verify
@@ -418,6 +468,48 @@ def verify(r: Refresh, tables: list[dict[str, Any]]) -> dict[str, Any]:
     for p in out["problems"]:
         log.error("verify: %s", p)
     return out
+
+
+def _verify_tables(r: Refresh, synced: list[dict[str, Any]], connections: list | None):
+    own = []
+    if not connections:
+        target = r.resolve(r.config.postgres.target_conn)
+        n = max(1, min(r.config.postgres.workers, len(synced)))
+        own = connections = [pg.connect(target.conninfo) for _ in range(n)]
+    try:
+        chunks = [synced[i :: len(connections)] for i in range(len(connections))]
+        pairs = [(c, chunk) for c, chunk in zip(connections, chunks, strict=True) if chunk]
+        if len(pairs) == 1:
+            found = pg.verify_counts(*pairs[0])
+        else:
+            with ThreadPoolExecutor(max_workers=len(pairs), thread_name_prefix="gl-verify") as pool:
+                found = [row for rows in pool.map(lambda cc: pg.verify_counts(*cc), pairs) for row in rows]
+    finally:
+        for conn in own:
+            conn.close()
+    now = {row["table"]: row for row in found}
+    rows, problems = [], []
+    for t in synced:
+        got = now[t["table"]]
+        ok = got["rows_now"] == t["rows_source"]
+        row = {"table": t["table"], "rows_copied": t["rows_source"], "rows_now": got["rows_now"], "equal": ok}
+        if not ok:
+            problems.append(f"{t['table']}: copied {t['rows_source']} rows, staging now has {got['rows_now']}")
+        if t.get("checksum_source") is not None:
+            same = got["checksum_target"] == t["checksum_source"]
+            row["checksum"] = {
+                "columns": t["checksum_columns"],
+                "source": t["checksum_source"],
+                "target": got["checksum_target"],
+                "equal": same,
+            }
+            if not same:
+                problems.append(
+                    f"{t['table']}: checksum of ({', '.join(t['checksum_columns'])}) differs: "
+                    f"prod {t['checksum_source']}, staging {got['checksum_target']}"
+                )
+        rows.append(row)
+    return rows, problems
 
 
 # ---------------------------------------------------------------------------------------- summary
@@ -435,6 +527,7 @@ def summarize(
         [*tables, *({"table": s["table"], "status": "skipped", "reason": s["reason"]} for s in pre.get("skipped", ()))],
         key=lambda t: t["table"],
     )
+    checked = {v["table"]: v["checksum"] for v in (verification or {}).get("tables", ()) if "checksum" in v}
     table_rows = [
         {
             "table": t["table"],
@@ -442,6 +535,7 @@ def summarize(
             "rows_source": t.get("rows_source"),
             "rows_target": t.get("rows_target"),
             "reason": t.get("reason") or "",
+            **({"checksum": checked[t["table"]]} if t["table"] in checked else {}),
         }
         for t in rows
     ]
@@ -518,22 +612,65 @@ def exit_code(summary: dict[str, Any]) -> int:
 
 # ---------------------------------------------------------------------------------------- the CLI's sequence
 def refresh(r: Refresh) -> dict[str, Any]:
-    """Every step in order, buckets and table groups side by side (the DAG runs the same steps)."""
+    """Every step in order, buckets and table groups side by side (the DAG runs the same steps).
+
+    Tables: ``postgres.workers`` threads copy the FK groups, largest first, each worker reusing
+    one prod and one staging connection. Every group is still one staging transaction, and all of
+    them read prod as of **one** snapshot: a coordinating read-only transaction exports it
+    (``pg_export_snapshot()``) and each group's transaction adopts it (``SET TRANSACTION
+    SNAPSHOT``), so tables copied side by side are as consistent as one ``pg_dump``. (The DAG's
+    mapped tasks run in separate processes, possibly minutes apart: there each group reads its own
+    snapshot.) The workers' staging connections then verify the counts and checksums side by side.
+    """
     pre = preflight(r)
-    workers = r.config.postgres.workers if r.config.postgres else 1
-    with ThreadPoolExecutor(max_workers=1, thread_name_prefix="gl-buckets") as side:
-        bucket_future = side.submit(sync_buckets, r)
-        with ThreadPoolExecutor(max_workers=workers, thread_name_prefix="gl-tables") as pool:
-            table_rows = [row for rows in pool.map(lambda g: copy_tables(r, g, pre), pre["groups"]) for row in rows]
-        buckets = bucket_future.result()
+    section = r.config.postgres
+    plans = pre.get("plans") or {}
+    groups = sorted(pre["groups"], key=lambda g: -sum((plans.get(t) or {}).get("size", 0) for t in g))
+    workers = max(1, min(section.workers if section else 1, len(groups)))
+    holder = snapshot = None
+    if groups and not r.dry_run:
+        source = r.resolve(section.source_conn)
+        try:
+            holder, snapshot = pg.export_snapshot(source.conninfo)
+        except Exception as exc:  # noqa: BLE001 - e.g. a standby without the right: groups then read their own
+            log.warning("could not export a prod snapshot (%s): each FK group reads its own snapshot", exc)
+    local = threading.local()
+    pairs: list[pg.ConnPair] = []
+
+    def copy(group: list[str]) -> list[dict[str, Any]]:
+        if r.dry_run:
+            return copy_tables(r, group, pre)
+        if getattr(local, "pair", None) is None:
+            source, target = _connections(r)
+            local.pair = pg.ConnPair(source.conninfo, target.conninfo)
+            pairs.append(local.pair)
+        return copy_tables(r, group, pre, snapshot=snapshot, pair=local.pair)
+
+    try:
+        with ThreadPoolExecutor(max_workers=1, thread_name_prefix="gl-buckets") as side:
+            bucket_future = side.submit(sync_buckets, r)
+            with ThreadPoolExecutor(max_workers=workers, thread_name_prefix="gl-tables") as pool:
+                table_rows = [row for rows in pool.map(copy, groups) for row in rows]
+            buckets = bucket_future.result()
+    finally:
+        if holder is not None:
+            holder.close()
+        for pair in pairs:
+            if pair.src is not None:
+                pair.src.close()
     migration = health_result = verification = None
     errors: list[str] = []
     try:
-        migration = migrate(r)
-        health_result = health(r)
-    except RefreshFailedError as exc:
-        errors.append(str(exc))
-    verification = verify(r, table_rows)
+        try:
+            migration = migrate(r)
+            health_result = health(r)
+        except RefreshFailedError as exc:
+            errors.append(str(exc))
+        staging = [p.dst for p in pairs if p.dst is not None and not p.dst.closed]
+        verification = verify(r, table_rows, connections=staging)
+    finally:
+        for pair in pairs:
+            pair.close()
     verification["problems"] = errors + verification["problems"]
     return summarize(r, pre, table_rows, buckets, migration, health_result, verification)
 

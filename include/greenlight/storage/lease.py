@@ -17,6 +17,11 @@ so of two writers racing for one lease exactly one wins, on AWS S3 and SeaweedFS
   holder ran on this host and whose process no longer exists is taken over without waiting for
   the expiry. The same run id may take its own lease back (an Airflow retry, or the next task of
   the same run): a run id names one logical run.
+- A **run-scoped** lease (``scope="run"``) is held by a DAG run rather than by one process: every
+  task of the run takes it back (re-entrant, several mapped tasks at once), renews it while it
+  works and *parks* it when it ends (one last renewal, no release), so the hold is continuous from
+  ``plan`` to the end of ``verify``; the run's last task releases it (:func:`release_run`). A task's
+  process being gone does not free it (the next task runs in another process): only its expiry does.
 """
 
 from __future__ import annotations
@@ -101,8 +106,10 @@ class Lease:
         ttl: float | None = None,
         wait: float = 0.0,
         poll: float = 1.0,
+        scope: str = "process",
     ):
         self.client = client
+        self.scope = scope
         self.bucket = root.bucket
         self.key = lease_key(root, resource)
         self.resource = resource
@@ -137,6 +144,7 @@ class Lease:
             "pid": os.getpid(),
             "token": self.token,
             "ttl_s": self.ttl,
+            "scope": self.scope,
             "renewed_at": _now_text(now),
             "expires_at": _now_text(expires),
             "expires_epoch": round(expires, 3),
@@ -184,6 +192,8 @@ class Lease:
         if float(holder.get("expires_epoch", 0)) <= time.time():
             return f"expired at {holder.get('expires_at')}"
         pid = holder.get("pid")
+        if holder.get("scope") == "run":
+            return None  # held by a DAG run across tasks: its tasks' processes come and go
         if holder.get("host") == socket.gethostname() and isinstance(pid, int) and not _pid_alive(pid):
             return f"its process {pid} on this host is gone"
         return None
@@ -209,7 +219,8 @@ class Lease:
                     if error_code(exc) not in _CONFLICT:
                         raise
                     continue  # someone else changed it first: look again
-                if not holder.get("released_at") and holder.get("kind") == LEASE_KIND:
+                taken = not holder.get("released_at") and holder.get("kind") == LEASE_KIND
+                if taken and not self._same_run(holder):
                     self.took_over = holder
                     log.warning(
                         "lease %s taken over from %s run %r (host %s, pid %s): %s",
@@ -247,20 +258,57 @@ class Lease:
         with self._io:
             if self._lost or self.etag is None:
                 return
-            try:
-                self.etag = self._put(self._doc(), if_match=self.etag)
-            except Exception as exc:
-                if error_code(exc) not in _CONFLICT:
-                    raise
+            conflict: BaseException | None = None
+            holder: dict[str, Any] = {}
+            for _attempt in range(5):
+                try:
+                    self.etag = self._put(self._doc(), if_match=self.etag)
+                    return
+                except Exception as exc:
+                    if error_code(exc) not in _CONFLICT:
+                        raise
+                    conflict = exc
                 current = self._read()
-                holder = current[0] if current else {}
-                self._lost = (
-                    f"lease {self.resource} was taken over by {holder.get('operation')} run "
-                    f"{holder.get('run_id')!r} (host {holder.get('host')}, pid {holder.get('pid')}) "
-                    "after ours expired"
-                )
-                log.error("%s", self._lost)
-                raise LeaseLostError(self._lost) from exc
+                holder, etag = current if current else ({}, None)
+                if not (etag and self._same_run(holder)):
+                    break
+                # Another task of this same run renewed it meanwhile (mapped shards): adopt its ETag.
+                self.etag = etag
+            else:
+                return  # five tasks of the run renewing at once: the next tick tries again
+            self._lost = (
+                f"lease {self.resource} was taken over by {holder.get('operation')} run "
+                f"{holder.get('run_id')!r} (host {holder.get('host')}, pid {holder.get('pid')}) "
+                "after ours expired"
+            )
+            log.error("%s", self._lost)
+            raise LeaseLostError(self._lost) from conflict
+
+    def _same_run(self, holder: dict[str, Any]) -> bool:
+        """A run-scoped lease still held (not released) by this same run."""
+        return (
+            self.scope == "run"
+            and holder.get("kind") == LEASE_KIND
+            and holder.get("run_id") == self.run_id
+            and not holder.get("released_at")
+        )
+
+    def park(self) -> None:
+        """End this task's part of a run-scoped hold: stop renewing after one last renewal (a full
+        TTL from now, for the run's next task to take it back), and do not release it."""
+        self._stop.set()
+        if self._thread is not None:
+            self._thread.join(timeout=10)
+        if self.etag is None:
+            return  # released (or never held)
+        try:
+            self.renew()
+            log.info(
+                "lease %s parked for the next task of run %r (expires in %.0f s)", self.resource, self.run_id, self.ttl
+            )
+        except Exception as exc:  # noqa: BLE001 - it expires on its own
+            log.warning("could not park lease %s: %s", self.resource, exc)
+        self.etag = None
 
     def check(self) -> None:
         """Raise :class:`LeaseLostError` if another writer has taken the lease from us."""
@@ -315,6 +363,10 @@ class Leases:
         for lease in reversed(self.leases):
             lease.release()
 
+    def park(self) -> None:
+        for lease in reversed(self.leases):
+            lease.park()
+
     def report(self) -> list[dict[str, Any]]:
         """What the run's summary says about its leases (where, waited, taken over from whom)."""
         return [
@@ -344,9 +396,12 @@ def holding(
     operation: str,
     wait: float = 0.0,
     ttl: float | None = None,
+    scope: str = "process",
 ):
     """Hold the leases of ``resources`` (prod prefix URIs or names) for the ``with`` block.
 
+    With ``scope="run"`` (a task of a DAG run) the leases are parked at the end of the block, not
+    released: the run keeps holding them until :func:`release_run` or their expiry.
     Without a manifest root there is nowhere to keep leases: nothing is held (and a warning says so).
     """
     if root is None:
@@ -354,7 +409,44 @@ def holding(
         yield Leases([])
         return
     group = Leases(
-        [Lease(client, root, r, run_id=run_id, operation=operation, wait=wait, ttl=ttl) for r in sorted(set(resources))]
+        [
+            Lease(client, root, r, run_id=run_id, operation=operation, wait=wait, ttl=ttl, scope=scope)
+            for r in sorted(set(resources))
+        ]
     )
-    with group:
+    group.acquire()
+    try:
         yield group
+    finally:
+        if scope == "run":
+            group.park()
+        else:
+            group.release()
+
+
+def release_run(client, root: S3Uri | None, resources: list[str], *, run_id: str) -> list[str]:
+    """Release the run-scoped leases ``run_id`` still holds on ``resources`` (its last task's job).
+
+    A lease another run has taken over meanwhile (ours expired) is left alone. Returns the
+    resources released."""
+    if root is None:
+        return []
+    released = []
+    for resource in sorted(set(resources)):
+        lease = Lease(client, root, resource, run_id=run_id, operation="release", scope="run")
+        current = lease._read()
+        if current is None:
+            continue
+        holder, etag = current
+        if not lease._same_run(holder):
+            continue
+        lease.operation = holder.get("operation") or "promote"
+        lease.token = holder.get("token") or lease.token
+        try:
+            lease._put(lease._doc(released=True), if_match=etag)
+        except Exception as exc:  # noqa: BLE001 - it expires on its own
+            log.warning("could not release lease %s of run %r: %s", resource, run_id, exc)
+            continue
+        log.info("lease %s released by run %r (end of the run)", resource, run_id)
+        released.append(resource)
+    return released

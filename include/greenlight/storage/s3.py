@@ -257,7 +257,7 @@ class LazyClient:
         return getattr(self._client, name)
 
 
-def list_pages(client, bucket: str, prefix: str, *, delimiter: str | None = None):
+def list_pages(client, bucket: str, prefix: str, *, delimiter: str | None = None, start_after: str | None = None):
     """Every ListObjectsV2 page under ``prefix`` (following continuation tokens).
 
     ``client`` is anything with botocore's ``list_objects_v2`` signature (a botocore client or
@@ -266,6 +266,8 @@ def list_pages(client, bucket: str, prefix: str, *, delimiter: str | None = None
     kwargs: dict[str, Any] = {"Bucket": bucket, "Prefix": prefix, "MaxKeys": 1000}
     if delimiter:
         kwargs["Delimiter"] = delimiter
+    if start_after:
+        kwargs["StartAfter"] = start_after  # the first page only: the token carries it on
     while True:
         page = client.list_objects_v2(**kwargs)
         yield page

@@ -1,0 +1,3 @@
+"""Resumable backfills (runbook 003): :mod:`~greenlight.backfill.plan` decides which partitions to
+run and keeps the summary (plain logic); :mod:`~greenlight.backfill.runner` drives Airflow 3's
+backfill API and follows the runs for ``greenlight backfill``."""

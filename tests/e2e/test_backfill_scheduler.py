@@ -1,0 +1,237 @@
+"""``greenlight backfill`` under a real scheduler (``airflow standalone``, LocalExecutor).
+
+Runbook 003's backfill procedure, as an operator runs it: a backfill of six daily partitions of
+``backfill_probe`` (tests/dag_probes) where two fail, the summary file checked; the upstream fixed;
+the same command with ``--resume`` reruns only those two. Along the way the refusals (exit 2) an
+operator can hit: an unknown DAG, a DAG without a schedule, end before start, and a second backfill
+of the same DAG while one runs. Last, a backfill started the way the UI's Backfill form starts one
+(the same ``POST /api/v2/backfills`` body) is followed with ``--follow``.
+
+The stack is small on purpose (only the probe DAGs in the DAGs folder, SQLite): ~2-3 min.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import subprocess
+import sys
+import time
+from pathlib import Path
+from urllib.parse import quote
+
+import pytest
+from e2ehelpers import Api, wait_for
+
+from greenlight.dev import devstack
+from greenlight.dev.featurestack import start_postgres
+
+# One scenario on one stack: the resume cases continue the first backfill (--reverse keeps the order).
+pytestmark = [pytest.mark.e2e, pytest.mark.story, pytest.mark.timeout(900)]
+
+ROOT = Path(__file__).resolve().parents[2]
+PROBES = ROOT / "tests" / "dag_probes"
+DAG = "backfill_probe"
+DAYS = [f"2026-01-0{d}T00:00:00Z" for d in range(1, 7)]
+FAILING = ["2026-01-02", "2026-01-05"]
+FAILING_PARTITIONS = [f"{d}T00:00:00Z" for d in FAILING]
+
+
+@pytest.fixture(scope="module")
+def stack(s3env, tmp_path_factory):
+    home = tmp_path_factory.mktemp("airflow_backfill")
+    dags = home / "dags"
+    dags.mkdir()
+    for name in ("backfill_probe.py", "run_check_probe.py"):  # run_check_probe: a DAG without a schedule
+        shutil.copy(PROBES / name, dags / name)
+    manifests = home / "task_manifests"
+    # PostgreSQL, not SQLite, for the metadata DB: creating a backfill writes every run in one
+    # request while the scheduler writes too, and SQLite's "database is locked" can cut it short.
+    pg = start_postgres(home / "pg", database="airflow")
+    env = devstack.airflow_env(
+        home,
+        s3env,
+        extra={
+            "AIRFLOW__DATABASE__SQL_ALCHEMY_CONN": f"postgresql+psycopg2://{pg.user}@{pg.host}:{pg.port}/airflow",
+            "AIRFLOW__CORE__DAGS_FOLDER": str(dags),
+            "AIRFLOW__CORE__DAGS_ARE_PAUSED_AT_CREATION": "False",
+            "GREENLIGHT_TASK_MANIFEST_ROOT": str(manifests),
+        },
+    )
+    devstack.airflow(env, "db", "migrate")
+    standalone = devstack.Standalone(env)
+    try:
+        standalone.start(timeout=600)
+        password = standalone.admin_password()
+        api = Api(standalone.url, password)
+        wait_for(lambda: api.get(f"/dags/{DAG}"), 300, "the probe DAG to be parsed")
+        wait_for(lambda: api.get("/dags/run_check_probe"), 300, "the unscheduled probe DAG to be parsed")
+        cli_env = dict(os.environ)
+        cli_env.update(
+            {
+                "AIRFLOW_CONN_AIRFLOW_API": json.dumps(
+                    {"conn_type": "http", "host": standalone.url, "login": "admin", "password": password}
+                ),
+                "GREENLIGHT_TASK_MANIFEST_ROOT": str(manifests),
+                "PYTHONPATH": str(ROOT / "include"),
+            }
+        )
+        yield api, cli_env, manifests
+    finally:
+        standalone.stop()
+        pg.stop()
+
+
+def greenlight(env, *args: str):
+    """``python -m greenlight backfill ARGS`` as an operator runs it: (exit code, JSON result, stderr)."""
+    cmd = [sys.executable, "-m", "greenlight", "backfill", "--dags-folder", str(PROBES), "--poll", "1", *args]
+    proc = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=600)
+    return proc.returncode, json.loads(proc.stdout.strip().splitlines()[-1]), proc.stderr
+
+
+def summary_of(manifests: Path) -> dict:
+    return json.loads((manifests / "backfills" / f"{DAG}__2026-01-01__2026-01-06" / "summary.json").read_text())
+
+
+def tries_in_airflow(api, day: str) -> int:
+    run = api.get(f"/dags/{DAG}/dagRuns?logical_date_gte={day}&logical_date_lte={day}")["dag_runs"][0]
+    (ti,) = api.task_instances(DAG, run["dag_run_id"])
+    return ti["try_number"]
+
+
+def test_six_partitions_two_fail_then_resume_reruns_only_those(stack):
+    api, env, manifests = stack
+    api.post("/variables", {"key": "backfill_probe_fail_dates", "value": json.dumps(FAILING)})
+
+    # Refused before anything starts (exit 2), each naming what is wrong.
+    code, out, _ = greenlight(env, "--dag-id", "no_such_dag", "--start", "2026-01-01", "--end", "2026-01-06")
+    assert code == 2 and "'no_such_dag'" in out["error"] and "no such DAG" in out["error"]
+    code, out, _ = greenlight(env, "--dag-id", "run_check_probe", "--start", "2026-01-01", "--end", "2026-01-06")
+    assert code == 2 and "run_check_probe" in out["error"] and "not time-based" in out["error"]
+    code, out, _ = greenlight(env, "--dag-id", DAG, "--start", "2026-01-06", "--end", "2026-01-01")
+    assert code == 2 and "--end 2026-01-01 is before --start 2026-01-06" in out["error"]
+
+    started = time.monotonic()
+    code, out, err = greenlight(
+        env, "--dag-id", DAG, "--start", "2026-01-01", "--end", "2026-01-06", "--max-parallel", "3"
+    )
+    print(f"\nfirst backfill: {time.monotonic() - started:.0f}s")
+    assert code == 1, err[-2000:]
+    assert out["failed"] == FAILING_PARTITIONS and out["counts"] == {"failed": 2, "success": 4}
+    summary = summary_of(manifests)
+    assert out["summary"].endswith("summary.json") and summary["status"] == "failed"
+    assert [p["partition"] for p in summary["partitions"]] == DAYS
+    by_day = {p["partition"]: p for p in summary["partitions"]}
+    tries_before = {day: tries_in_airflow(api, day) for day in DAYS}
+    for day in DAYS:
+        entry = by_day[day]
+        # (a try that could not start on a busy machine is retried: tries can be 2 for any of them)
+        assert (
+            entry["tries"] == tries_before[day]
+            and entry["duration_s"] is not None
+            and entry["run_id"].startswith("backfill__")
+        )
+        if day in FAILING_PARTITIONS:
+            assert entry["state"] == "failed" and entry["airflow_state"] == "failed"
+            err0 = entry["first_error"]
+            assert err0["task"] == "work" and err0["kind"] == "contract"
+            assert f"partition {day[:10]}: upstream delivery is missing column 'price'" in err0["message"]
+        else:
+            assert entry["state"] == "success" and entry["first_error"] is None
+    assert "contract check failed for partition 2026-01-02" in err  # the table on stderr
+
+    # The upstream is fixed; the same command with --resume reruns the two failed partitions only.
+    api.client._request("DELETE", "/api/v2/variables/backfill_probe_fail_dates")
+    started = time.monotonic()
+    code, out, err = greenlight(
+        env, "--dag-id", DAG, "--start", "2026-01-01", "--end", "2026-01-06", "--max-parallel", "3", "--resume"
+    )
+    print(f"resume: {time.monotonic() - started:.0f}s")
+    assert code == 0, err[-2000:]
+    assert out["ran"] == FAILING_PARTITIONS and out["skipped"] == [d for d in DAYS if d not in FAILING_PARTITIONS]
+    assert out["counts"] == {"success": 6} and out["failed"] == []
+    summary = summary_of(manifests)
+    assert summary["status"] == "succeeded" and [a["mode"] for a in summary["attempts"]] == ["backfill", "resume"]
+    assert [b["reprocess_behavior"] for b in summary["airflow_backfills"]] == ["none", "failed"]
+    for entry in summary["partitions"]:
+        rerun = entry["partition"] in FAILING_PARTITIONS
+        assert entry["state"] == "success" and entry["first_error"] is None
+        before = tries_before[entry["partition"]]
+        assert entry["skipped_by_resume"] is (not rerun)
+        # The two reran once more; Airflow agrees that the four good partitions were not run again.
+        assert entry["tries"] == tries_in_airflow(api, entry["partition"])
+        assert entry["tries"] > before if rerun else entry["tries"] == before
+
+
+def test_resume_goes_by_manifests_where_airflow_disagrees(stack):
+    """Airflow calls day 3 failed (as after a DB restore from an older backup) but its manifests
+    show success; day 4's manifests are gone (as after a task marked success by hand in the UI,
+    which writes none) though Airflow calls it a success. ``reprocess_behavior=failed`` would rerun
+    day 3 and skip day 4; ``--resume`` does the opposite: it reruns day 4 alone."""
+    api, env, manifests = stack
+    if not (manifests / "backfills").is_dir():
+        pytest.skip("needs the backfill of the test above")
+    day3, day4 = DAYS[2], DAYS[3]
+    run3 = api.get(f"/dags/{DAG}/dagRuns?logical_date_gte={day3}&logical_date_lte={day3}")["dag_runs"][0]
+    api.client._request(
+        "PATCH", f"/api/v2/dags/{DAG}/dagRuns/{quote(run3['dag_run_id'], safe='')}", {"state": "failed"}
+    )
+    run4 = api.get(f"/dags/{DAG}/dagRuns?logical_date_gte={day4}&logical_date_lte={day4}")["dag_runs"][0]
+    (folder,) = [p for p in (manifests / DAG).iterdir() if p.name.startswith("backfill__2026-01-04")]
+    shutil.rmtree(folder)
+    tries4 = tries_in_airflow(api, day4)
+
+    code, out, err = greenlight(env, "--dag-id", DAG, "--start", "2026-01-01", "--end", "2026-01-06", "--resume")
+    assert code == 0, err[-2000:]
+    assert out["ran"] == [day4] and day3 in out["skipped"]
+    summary = summary_of(manifests)
+    last = summary["airflow_backfills"][-1]
+    assert (last["from_date"], last["to_date"], last["reprocess_behavior"]) == (day4, day4, "completed")
+    assert "disagree on 2 partition(s)" in summary["attempts"][-1]["plan"]
+    entries = {p["partition"]: p for p in summary["partitions"]}
+    assert entries[day3]["state"] == "success" and entries[day3]["airflow_state"] == "failed"
+    assert entries[day4]["state"] == "success" and entries[day4]["run_id"] == run4["dag_run_id"]
+    assert tries_in_airflow(api, day4) == tries4 + 1
+
+
+def test_a_backfill_started_like_the_ui_form_is_followed(stack):
+    """The UI's Backfill form POSTs this body to /api/v2/backfills (Airflow 3.3's UI bundle)."""
+    api, env, manifests = stack
+    wait_for(
+        lambda: all(b.get("completed_at") for b in api.get(f"/backfills?dag_id={DAG}")["backfills"]),
+        120,
+        "earlier backfills to be marked complete",
+    )
+    started = time.monotonic()
+    created = api.post(
+        "/backfills",
+        {
+            "dag_id": DAG,
+            "from_date": "2026-01-07T00:00:00.000Z",
+            "to_date": "2026-01-08T00:00:00.000Z",
+            "dag_run_conf": {},
+            "max_active_runs": 1,
+            "reprocess_behavior": "none",
+            "run_backwards": False,
+            "run_on_latest_version": True,
+        },
+    )
+    # Paused at once (as from the UI's banner), its runs stay queued: a second backfill of the DAG
+    # is refused, naming the running one and how to follow it.
+    api.client._request("PUT", f"/api/v2/backfills/{created['id']}/pause", {})
+    code, out, _ = greenlight(env, "--dag-id", DAG, "--start", "2026-01-07", "--end", "2026-01-08")
+    assert code == 2 and f"Airflow backfill {created['id']} of {DAG}" in out["error"], out
+    assert "is still paused" in out["error"] and f"--follow {created['id']}" in out["error"]
+    api.client._request("PUT", f"/api/v2/backfills/{created['id']}/unpause", {})
+
+    code, out, err = greenlight(env, "--follow", str(created["id"]))
+    print(f"follow: {time.monotonic() - started:.0f}s")
+    assert code == 0, err[-2000:]
+    assert out["backfill_id"] == f"{DAG}__2026-01-07__2026-01-08" and out["airflow_backfill_ids"] == [created["id"]]
+    summary = json.loads(Path(out["summary"]).read_text())
+    assert [(p["partition"], p["state"]) for p in summary["partitions"]] == [
+        ("2026-01-07T00:00:00Z", "success"),
+        ("2026-01-08T00:00:00Z", "success"),
+    ]
+    assert summary["attempts"][0]["mode"] == "follow"
