@@ -88,6 +88,7 @@ def test_a_complete_run_passes_with_a_table_and_json(promoted_run, s3env):
         "gate.0": ("success", "A"),
         "gate.1": ("success", "A"),
         "decide": ("success", "A"),
+        "shards": ("success", "A"),
         "promote.0": ("success", "A"),
         "promote.1": ("success", "A"),
         "verify": ("success", "B"),
