@@ -35,8 +35,7 @@ from __future__ import annotations
 import pendulum
 from airflow.sdk import Asset, AssetAlias, Param, dag, get_current_context, task
 
-from greenlight.dagsupport.defaults import PROMOTED_ALIAS, default_args, documented, schedule_from_env
-from greenlight.dagsupport.runcheck import add_run_check
+from greenlight.dagsupport.defaults import PROMOTED_ALIAS, add_run_check, default_args, documented, schedule_from_env
 
 SCHEDULE = schedule_from_env("GREENLIGHT_PROMOTION_SCHEDULE", "0 8 * * *")
 

@@ -28,8 +28,7 @@ import pendulum
 from airflow.sdk import Param, dag, get_current_context, task
 
 from greenlight.dagsupport import reconcile as steps
-from greenlight.dagsupport.defaults import default_args, documented, schedule_from_env
-from greenlight.dagsupport.runcheck import add_run_check
+from greenlight.dagsupport.defaults import add_run_check, default_args, documented, schedule_from_env
 
 SCHEDULE = schedule_from_env("GREENLIGHT_RECONCILE_SCHEDULE", "30 2 * * *")
 

@@ -23,8 +23,7 @@ from __future__ import annotations
 
 from airflow.sdk import Param, task
 
-from greenlight.dagsupport.defaults import manual_dag
-from greenlight.dagsupport.runcheck import add_run_check
+from greenlight.dagsupport.defaults import add_run_check, manual_dag
 
 
 def steps():

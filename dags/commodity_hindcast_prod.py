@@ -21,8 +21,7 @@ import logging
 import pendulum
 from airflow.sdk import Asset, AssetAll, AssetAny, dag, task
 
-from greenlight.dagsupport.defaults import default_args
-from greenlight.dagsupport.runcheck import add_run_check
+from greenlight.dagsupport.defaults import add_run_check, default_args
 from greenlight.models import config as models_config
 from greenlight.models.consumers import head_asset, models_of_consumer
 from greenlight.promotion.config import load_config

@@ -19,8 +19,7 @@ from __future__ import annotations
 from airflow.sdk import Param, task
 
 from greenlight.dagsupport import datasets as steps
-from greenlight.dagsupport.defaults import manual_dag
-from greenlight.dagsupport.runcheck import add_run_check
+from greenlight.dagsupport.defaults import add_run_check, manual_dag
 
 
 @manual_dag(

@@ -34,8 +34,7 @@ import pendulum
 from airflow.sdk import Asset, AssetAlias, Param, dag, get_current_context, task
 
 from greenlight.dagsupport import features as steps
-from greenlight.dagsupport.defaults import default_args, documented, schedule_from_env
-from greenlight.dagsupport.runcheck import add_run_check
+from greenlight.dagsupport.defaults import add_run_check, default_args, documented, schedule_from_env
 
 SCHEDULE = schedule_from_env("GREENLIGHT_FEATURES_SCHEDULE", "@hourly")
 

@@ -29,8 +29,7 @@ from __future__ import annotations
 
 from airflow.sdk import Asset, AssetAlias, Param, task
 
-from greenlight.dagsupport.defaults import manual_dag
-from greenlight.dagsupport.runcheck import add_run_check
+from greenlight.dagsupport.defaults import add_run_check, manual_dag
 
 #: Asset alias through which a promotion or rollback emits one event for the model's pointer.
 MODELS_ALIAS = "greenlight-model-heads"

@@ -26,8 +26,7 @@ from __future__ import annotations
 
 from airflow.sdk import Param, get_current_context, task
 
-from greenlight.dagsupport.defaults import documented, manual_dag
-from greenlight.dagsupport.runcheck import add_run_check
+from greenlight.dagsupport.defaults import add_run_check, documented, manual_dag
 
 
 def steps():
