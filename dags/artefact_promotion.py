@@ -35,7 +35,7 @@ from __future__ import annotations
 import pendulum
 from airflow.sdk import Asset, AssetAlias, Param, dag, get_current_context, task
 
-from greenlight.dagsupport.defaults import PROMOTED_ALIAS, default_args, documented, schedule_from_env
+from greenlight.dagsupport.defaults import PROMOTED_ALIAS, add_run_check, default_args, documented, schedule_from_env
 
 SCHEDULE = schedule_from_env("GREENLIGHT_PROMOTION_SCHEDULE", "0 8 * * *")
 
@@ -189,4 +189,4 @@ def artefact_promotion():
     summary(results, verify(results)) >> resume_consumers()
 
 
-artefact_promotion()
+add_run_check(artefact_promotion())

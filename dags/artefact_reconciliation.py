@@ -12,6 +12,7 @@ one HEAD per file.
 | `targets` | reads `include/config/reconcile.yaml` (or `$GREENLIGHT_RECONCILE_CONFIG`), applies `only`; bad config fails here without retry |
 | `reconcile_target` (one mapped task per target) | **dvc**: steps 1-2 (`dvc status -c`, `mc ls` of the remote) as one listing diffed against every `.dvc`/`dvc.lock` at the ref; step 3 (`dvc push` from the cache) and step 4 (the backup remote) as repairs. **mlflow**: steps 2-3 (runs, artifact store) and 5 (artifacts accessible), orphans; step 4 (re-upload) from `restore_dir`. **git_dvc**: steps 1-2 (`git status`, `dvc status`) on the committed ref; step 3 (`dvc repro`) stays a human decision |
 | `report` | the verification checklist: report + Markdown table in the log; fails the run (no retry) listing what is unrecoverable |
+| `check_run` | the operations runbook's daily check of this run (last; trigger rule `none_failed`): every task has its success/skipped manifest, the `current` pointers moved, one run id throughout |
 
 **Params** — `repair` (push/copy/upload missing objects; only absent keys are written, never an
 overwrite or delete), `dry_run` (say what would be repaired, change nothing), `only` (target names).
@@ -27,7 +28,7 @@ import pendulum
 from airflow.sdk import Param, dag, get_current_context, task
 
 from greenlight.dagsupport import reconcile as steps
-from greenlight.dagsupport.defaults import default_args, documented, schedule_from_env
+from greenlight.dagsupport.defaults import add_run_check, default_args, documented, schedule_from_env
 
 SCHEDULE = schedule_from_env("GREENLIGHT_RECONCILE_SCHEDULE", "30 2 * * *")
 
@@ -89,4 +90,4 @@ def artefact_reconciliation():
     report(documented(reconcile_target).expand(target=targets()))
 
 
-artefact_reconciliation()
+add_run_check(artefact_reconciliation())

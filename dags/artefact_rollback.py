@@ -8,6 +8,7 @@ object/version"), using the promotion manifest instead of a hand search through 
 |---|---|
 | `plan` | reads the manifest (a run index `…/promotions/<run>/index.json` or one prefix manifest); lists what will be restored or deleted; **refuses, changing nothing**, if the manifest is not under the configured `manifest_uri` or names a key outside the configured prod prefixes, if a recorded version no longer exists (e.g. expired by a lifecycle rule) unless `allow_partial`, or if a key changed after the promotion (a later promotion or a hand edit; the run that changed it is named) unless `force` |
 | `restore` | holds the lease of each prod prefix (a promotion of the same prefix cannot run meanwhile), copies each recorded VersionId back over its key, deletes keys that did not exist before, leaves untouched keys and keys the promotion never wrote alone, verifies object by object and writes a rollback manifest (which can itself be rolled back; a retry merges into it) |
+| `check_run` | the operations runbook's daily check of this run (last; trigger rule `none_failed`): every task has its success/skipped manifest, the `current` pointers moved, one run id throughout |
 
 **Params** — `manifest` (required), `only` (prefixes, QA or prod URI), `dry_run` (plan only),
 `allow_partial`, `force`, `lease_wait` (seconds to wait for another writer of the same prefix),
@@ -20,10 +21,9 @@ The same rollback runs from a terminal: `python -m greenlight rollback --manifes
 
 from __future__ import annotations
 
-import pendulum
-from airflow.sdk import Param, dag, task
+from airflow.sdk import Param, task
 
-from greenlight.dagsupport.defaults import default_args
+from greenlight.dagsupport.defaults import add_run_check, manual_dag
 
 
 def steps():
@@ -41,15 +41,11 @@ def rollback_steps():
     return rollback
 
 
-@dag(
-    dag_id="artefact_rollback",
-    schedule=None,
-    start_date=pendulum.datetime(2026, 1, 1, tz="UTC"),
-    catchup=False,
-    max_active_runs=1,
-    doc_md=__doc__,
-    default_args=default_args(retries=2),
-    tags=["greenlight", "rollback"],
+@manual_dag(
+    "artefact_rollback",
+    __doc__,
+    tags=["rollback"],
+    retries=2,
     params={
         "manifest": Param(
             type="string",
@@ -119,4 +115,4 @@ def artefact_rollback():
     restore(plan()) >> resume_consumers()
 
 
-artefact_rollback()
+add_run_check(artefact_rollback())

@@ -6,6 +6,7 @@ Manual. Given a dataset id and one of its staged versions:
 | task | runbook step it automates |
 |---|---|
 | `cleanup` | validates the dataset id and **refuses the primary version**; pauses the staged DAGs (`staging__{id}__v{version_dashes}__update` / `__validate`) through the REST API so no new run starts; removes the staged entry from the datasets config (temp file + rename, comments kept; works even if the config has other problems — that is how a bad entry is removed); deletes the DAGs' metadata and the version's pool through the REST API (the seed's `kubectl delete cronjob` and Sentry monitor deletion); and lists what it left on purpose: **the store path is never deleted** ("Not deleted: s3://…/v0.3.0.zarr") and the `stage/<id>/v<version>` branch is the team's CI to delete |
+| `check_run` | the operations runbook's daily check of this run (last; trigger rule `none_failed`): every task has its success/skipped manifest, the `current` pointers moved, one run id throughout |
 
 **Params**: `dataset_id`, `version`, `dry_run` (log what would be removed, change nothing).
 **Connection**: `airflow_api` (REST API user). A rerun is safe: whatever is already gone is
@@ -15,22 +16,18 @@ config (or run `python -m greenlight datasets cleanup`, which does the same). Se
 
 from __future__ import annotations
 
-import pendulum
-from airflow.sdk import Param, dag, task
+from airflow.sdk import Param, task
 
 from greenlight.dagsupport import datasets as steps
-from greenlight.dagsupport.defaults import default_args
+from greenlight.dagsupport.defaults import add_run_check, manual_dag
 
 
-@dag(
-    dag_id="dataset_version_cleanup",
-    schedule=None,
-    start_date=pendulum.datetime(2026, 1, 1, tz="UTC"),
-    catchup=False,
-    max_active_runs=1,
-    doc_md=__doc__,
-    default_args=default_args(retries=2, retry_delay_s=30),
-    tags=["greenlight", "dataset", "staging", "cleanup"],
+@manual_dag(
+    "dataset_version_cleanup",
+    __doc__,
+    tags=["dataset", "staging", "cleanup"],
+    retries=2,
+    retry_delay_s=30,
     params={
         "dataset_id": Param(
             "", type="string", pattern="^[A-Za-z0-9][A-Za-z0-9_.-]*$", description="The dataset's id in datasets.yaml."
@@ -54,4 +51,4 @@ def dataset_version_cleanup():
     cleanup()
 
 
-dataset_version_cleanup()
+add_run_check(dataset_version_cleanup())

@@ -8,6 +8,7 @@ Manual. Given a dataset id and one of its **staged** versions (see `dataset_vers
 | `check` | the dataset and version are configured and the version is staged, not already the primary (bad input fails here, no retry) |
 | `validate_staged` | "verify the backfill": runs the staged version's validate job against its own store path |
 | `promote` | moves the dataset's `current` pointer (`current/datasets_<id>.json` under the config's `pointer_root`, one atomic write, the previous pointer kept for rollback) to the staged store path; rewrites the config (temp file + rename, comments kept): `primary` becomes the version, the staged entry goes (with `keep_previous`, the old primary stays as a staged legacy version); then "clean up the now-redundant staging resources": pauses and deletes the staged DAGs through the REST API (the version's pool stays: the new primary runs in it). Store paths are never deleted |
+| `check_run` | the operations runbook's daily check of this run (last; trigger rule `none_failed`): every task has its success/skipped manifest, the `current` pointers moved, one run id throughout |
 
 After it, `{dataset_id}__update` writes the promoted version's store path. In a deployment where
 the DAGs folder comes from git, commit the rewritten config (or run
@@ -18,25 +19,21 @@ the DAGs folder comes from git, commit the rewritten config (or run
 
 from __future__ import annotations
 
-import pendulum
-from airflow.sdk import Param, dag, task
+from airflow.sdk import Param, task
 
 from greenlight.dagsupport import datasets as steps
-from greenlight.dagsupport.defaults import default_args
+from greenlight.dagsupport.defaults import add_run_check, manual_dag
 
 ID_PATTERN = "^[A-Za-z0-9][A-Za-z0-9_.-]*$"
 VERSION_PATTERN = "^[0-9][0-9A-Za-z.-]*$"
 
 
-@dag(
-    dag_id="dataset_version_promotion",
-    schedule=None,
-    start_date=pendulum.datetime(2026, 1, 1, tz="UTC"),
-    catchup=False,
-    max_active_runs=1,
-    doc_md=__doc__,
-    default_args=default_args(retries=2, retry_delay_s=30),
-    tags=["greenlight", "dataset", "staging", "promotion"],
+@manual_dag(
+    "dataset_version_promotion",
+    __doc__,
+    tags=["dataset", "staging", "promotion"],
+    retries=2,
+    retry_delay_s=30,
     params={
         "dataset_id": Param("", type="string", pattern=ID_PATTERN, description="The dataset's id in datasets.yaml."),
         "version": Param(
@@ -79,4 +76,4 @@ def dataset_version_promotion():
     promote(validate_staged(check()))
 
 
-dataset_version_promotion()
+add_run_check(dataset_version_promotion())

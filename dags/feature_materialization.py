@@ -14,6 +14,7 @@ picked up by the next run.
 | `check_registry` | step 2 (`feast validate`): the deployed registry equals `include/feature_repo`; fails with the diff, no retry — `feast apply` is a reviewed deploy step (`python -m greenlight.features apply`) |
 | `materialize` (one mapped task per feature view) | steps 3-4: `store.materialize(window)` for that view; with `full_refresh` first deletes that view's online values (its hash fields only — never `FLUSHDB`) for the entities in the range |
 | `parity` (one per feature view) | step 5 (`get_online_features` by eye), automated: sample N entities, compare every online feature with the offline value as of the window end (tolerance); mismatches fail, no retry; then one Asset event `feast://<project>/<view>` |
+| `check_run` | the operations runbook's daily check of this run (last; trigger rule `none_failed`): every task has its success/skipped manifest, the `current` pointers moved, one run id throughout |
 
 **Params** — `full_refresh` (delete + re-materialize), `start` / `end` (ISO-8601 UTC; replaces the
 run's window, no overlap), `views` (subset of feature views, empty = all), `max_source_age_minutes`
@@ -33,7 +34,7 @@ import pendulum
 from airflow.sdk import Asset, AssetAlias, Param, dag, get_current_context, task
 
 from greenlight.dagsupport import features as steps
-from greenlight.dagsupport.defaults import default_args, documented, schedule_from_env
+from greenlight.dagsupport.defaults import add_run_check, default_args, documented, schedule_from_env
 
 SCHEDULE = schedule_from_env("GREENLIGHT_FEATURES_SCHEDULE", "@hourly")
 
@@ -126,4 +127,4 @@ def feature_materialization():
     documented(parity).expand(result=results)
 
 
-feature_materialization()
+add_run_check(feature_materialization())

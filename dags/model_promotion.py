@@ -15,6 +15,7 @@ rolled-back version are listed.
 | `smoke_score` | step 2: score `smoke_partition` with the candidate's own files, publish nothing, check rows/columns/types against the model's output contract (`include/config/models.yaml`) |
 | `promote_model` | step 3: alias + pointer moved as one step (a failed pointer write puts the alias back); Asset event on the pointer |
 | `rollback_model` | step 5: restore the previous alias + pointer; list consumer runs that used the rolled-back version |
+| `check_run` | the operations runbook's daily check of this run (last; trigger rule `none_failed`): every task has its success/skipped manifest, the `current` pointers moved, one run id throughout |
 
 **Params** — `model_name`, `candidate`, `smoke_partition`, `dry_run`, `rollback`.
 **Refusals** — a candidate failing any check fails its task without retry ("do not retry"), naming
@@ -26,10 +27,9 @@ the candidate and the check: nothing moves. Same from a terminal:
 
 from __future__ import annotations
 
-import pendulum
-from airflow.sdk import Asset, AssetAlias, Param, dag, task
+from airflow.sdk import Asset, AssetAlias, Param, task
 
-from greenlight.dagsupport.defaults import default_args
+from greenlight.dagsupport.defaults import add_run_check, manual_dag
 
 #: Asset alias through which a promotion or rollback emits one event for the model's pointer.
 MODELS_ALIAS = "greenlight-model-heads"
@@ -42,15 +42,11 @@ def steps():
     return models
 
 
-@dag(
-    dag_id="model_promotion",
-    schedule=None,
-    start_date=pendulum.datetime(2026, 1, 1, tz="UTC"),
-    catchup=False,
-    max_active_runs=1,
-    doc_md=__doc__,
-    default_args=default_args(retries=2),
-    tags=["greenlight", "models", "mlflow"],
+@manual_dag(
+    "model_promotion",
+    __doc__,
+    tags=["models", "mlflow"],
+    retries=2,
     params={
         "model_name": Param(type="string", minLength=1, description="Registered model name (in models.yaml)."),
         "candidate": Param("", type="string", description="Model version (7), @alias, or MLflow run id."),
@@ -117,4 +113,4 @@ def model_promotion():
     promote_model(checked, smoke_score(checked))
 
 
-model_promotion()
+add_run_check(model_promotion())

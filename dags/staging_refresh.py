@@ -14,6 +14,7 @@ migrations and a health check by hand). Manual only: trigger it when staging nee
 | `health` | "verify staging health": deep health URL and SQL checks |
 | `verify` | "verify data": row counts per table, objects per bucket pair |
 | `summary` | the sync-results table (synced / skipped / failed per table) and the run manifest; fails the run if any table failed |
+| `check_run` | the operations runbook's daily check of this run (last; trigger rule `none_failed`): every task has its success/skipped manifest, the `current` pointers moved, one run id throughout |
 
 **Params** — `dry_run` (row counts and bucket sizes per pair, nothing written), `only` (table
 names or bucket mapping names), `skip_migrations`. **Config** — `include/config/staging_refresh.yaml`
@@ -23,10 +24,9 @@ names or bucket mapping names), `skip_migrations`. **Config** — `include/confi
 
 from __future__ import annotations
 
-import pendulum
-from airflow.sdk import Param, dag, get_current_context, task
+from airflow.sdk import Param, get_current_context, task
 
-from greenlight.dagsupport.defaults import default_args, documented
+from greenlight.dagsupport.defaults import add_run_check, documented, manual_dag
 
 
 def steps():
@@ -36,15 +36,12 @@ def steps():
     return refresh
 
 
-@dag(
-    dag_id="staging_refresh",
-    schedule=None,
-    start_date=pendulum.datetime(2026, 1, 1, tz="UTC"),
-    catchup=False,
-    max_active_runs=1,
-    doc_md=__doc__,
-    default_args=default_args(retries=2, retry_delay_s=30),
-    tags=["greenlight", "refresh", "staging", "postgres"],
+@manual_dag(
+    "staging_refresh",
+    __doc__,
+    tags=["refresh", "staging", "postgres"],
+    retries=2,
+    retry_delay_s=30,
     params={
         "dry_run": Param(
             False, type="boolean", description="Report row counts and bucket sizes of each pair; write nothing."
@@ -147,4 +144,4 @@ def staging_refresh():
     summary(pre, tables, buckets, migration, checked, verification)
 
 
-staging_refresh()
+add_run_check(staging_refresh())

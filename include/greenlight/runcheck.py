@@ -130,8 +130,10 @@ def _chosen(output: Any) -> set[str] | None:
 def expected_instances(structure: list[dict[str, Any]], manifests: dict[str, dict]) -> dict[str, Any]:
     """Which task instances the run should have manifests for.
 
-    Returns ``{"expected": {name: task_id}, "skipped_by_branch": [task_id], "unknown": {task_id: why}}``
-    where ``name`` is ``task_id`` or ``task_id.<map_index>``.
+    Returns ``{"expected": {name: task_id}, "skipped_by_branch": [task_id], "skipped_after_skip":
+    [task_id], "unknown": {task_id: why}}`` where ``name`` is ``task_id`` or ``task_id.<map_index>``;
+    ``skipped_after_skip`` are the tasks the scheduler skips after an upstream skipped itself (e.g.
+    on a dry run) or mapped over an empty list.
     """
     by_id = {t["task_id"]: t for t in structure}
     skipped: set[str] = set()
@@ -149,15 +151,16 @@ def expected_instances(structure: list[dict[str, Any]], manifests: dict[str, dic
             chosen = {d for d in task.get("downstream", ()) if d in ran} or None
         if chosen is not None:
             skipped |= {d for d in task.get("downstream", ()) if d not in chosen}
-    changed = True
-    while changed:  # a task whose upstream was skipped is skipped under the default trigger rule
-        changed = False
-        for task in structure:
-            if task["task_id"] in skipped or task.get("trigger_rule", "all_success") not in SKIP_PROPAGATES:
-                continue
-            if set(task.get("upstream", ())) & skipped:
-                skipped.add(task["task_id"])
-                changed = True
+    # Skips also start at a task that skipped itself (its manifest says so) and at a mapped task
+    # over an empty list (Airflow skips it): both are expected, and so is what only they lead to.
+    sources = {task_of(name) for name, doc in manifests.items() if doc.get("state") == "skipped"}
+    for task in structure:
+        if task.get("mapped") and task.get("map_source") and not by_id.get(task["map_source"], {}).get("mapped"):
+            doc = manifests.get(task["map_source"])
+            if doc and doc.get("state") == "success" and _count(doc.get("outputs")) == 0:
+                sources.add(task["task_id"])
+    by_branch = _propagate(structure, skipped)
+    after_skip = _propagate(structure, by_branch | sources) - by_branch - sources
 
     counts: dict[str, int | None] = {}
     unknown: dict[str, str] = {}
@@ -184,7 +187,7 @@ def expected_instances(structure: list[dict[str, Any]], manifests: dict[str, dic
     expected: dict[str, str] = {}
     for task in structure:
         task_id = task["task_id"]
-        if task_id in skipped or task.get("self"):
+        if task_id in by_branch or task_id in after_skip or task.get("self"):
             continue
         if not task.get("mapped"):
             expected[task_id] = task_id
@@ -192,7 +195,28 @@ def expected_instances(structure: list[dict[str, Any]], manifests: dict[str, dic
         n = count_of(task_id)
         for i in range(n or 0):
             expected[f"{task_id}.{i}"] = task_id
-    return {"expected": expected, "skipped_by_branch": sorted(skipped), "unknown": unknown}
+    return {
+        "expected": expected,
+        "skipped_by_branch": sorted(by_branch),
+        "skipped_after_skip": sorted(after_skip),
+        "unknown": unknown,
+    }
+
+
+def _propagate(structure: list[dict[str, Any]], start: set[str]) -> set[str]:
+    """``start`` and every task the scheduler skips because of them (a task whose upstream was
+    skipped is skipped under the trigger rules in :data:`SKIP_PROPAGATES`)."""
+    skipped = set(start)
+    changed = True
+    while changed:
+        changed = False
+        for task in structure:
+            if task["task_id"] in skipped or task.get("trigger_rule", "all_success") not in SKIP_PROPAGATES:
+                continue
+            if set(task.get("upstream", ())) & skipped:
+                skipped.add(task["task_id"])
+                changed = True
+    return skipped
 
 
 def _later(a: Any, b: Any) -> bool:
@@ -203,6 +227,13 @@ def _later(a: Any, b: Any) -> bool:
         return datetime.fromisoformat(str(a)) > datetime.fromisoformat(str(b))
     except (TypeError, ValueError):
         return False
+
+
+def _restored_by(pointer: dict[str, Any]) -> Any:
+    """The run that put a pointer back (a rollback keeps the restored head's own run id in
+    ``run_id`` and names itself in ``restored_from.by_run``)."""
+    restored = pointer.get("restored_from")
+    return restored.get("by_run") if isinstance(restored, dict) else None
 
 
 def _pointer_entries(output: Any) -> list[dict[str, Any]]:
@@ -249,7 +280,10 @@ def check_run(
         missing.append(f"{task_id}: {why}")
     extra = sorted(set(manifests) - set(plan["expected"]) - {t["task_id"] for t in structure if t.get("self")})
     for name in extra:
-        if task_of(name) in plan["skipped_by_branch"] and manifests[name].get("state") in OK_STATES:
+        if (
+            task_of(name) in plan["skipped_by_branch"] + plan["skipped_after_skip"]
+            and manifests[name].get("state") in OK_STATES
+        ):
             continue
         state = manifests[name].get("state")
         rows.append({"task": name, "state": state, "ok": state in OK_STATES, "category": None, "unexpected": True})
@@ -272,7 +306,7 @@ def check_run(
             if pointer is None:
                 row["ok"] = False
                 missing.append(f"{name}: current pointer {where} does not exist")
-            elif not expect_move or named == run_id:
+            elif not expect_move or named == run_id or _restored_by(pointer) == run_id:
                 row["ok"] = True
             elif _later(pointer.get("published_at"), doc.get("end")):
                 row.update(ok=True, superseded=True)  # a later run published since
@@ -287,6 +321,7 @@ def check_run(
         "tasks": rows,
         "pointers": pointers,
         "skipped_by_branch": plan["skipped_by_branch"],
+        "skipped_after_skip": plan["skipped_after_skip"],
         "missing": missing,
     }
 
@@ -301,6 +336,8 @@ def format_table(report: dict[str, Any]) -> str:
         lines.append(f"{row['task']:<{width}}  {row['state']:<12} {row.get('category') or '-':<4} {flag}")
     for name in report.get("skipped_by_branch", ()):
         lines.append(f"{name:<{width}}  {'(branch)':<12} -    not chosen by the branch")
+    for name in report.get("skipped_after_skip", ()):
+        lines.append(f"{name:<{width}}  {'(skipped)':<12} -    an upstream task skipped (expected)")
     for row in report["pointers"]:
         flag = "ok" if row["ok"] else "NOT MOVED"
         note = " (moved on by a later run)" if row.get("superseded") else ""

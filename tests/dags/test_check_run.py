@@ -88,11 +88,13 @@ def test_a_complete_run_passes_with_a_table_and_json(promoted_run, s3env):
         "gate.0": ("success", "A"),
         "gate.1": ("success", "A"),
         "decide": ("success", "A"),
+        "shards": ("success", "A"),
         "promote.0": ("success", "A"),
         "promote.1": ("success", "A"),
         "verify": ("success", "B"),
         "summary": ("success", "A"),
         "resume_consumers": ("success", "A"),
+        "check_run": ("success", "A"),  # the DAG's own final check passed
     }
     assert report["skipped_by_branch"] == ["halt_prod_consumers"]  # the branch chose promote
     assert len(report["pointers"]) == 2 and all(p["ok"] and p["names_run"] == run_id for p in report["pointers"])

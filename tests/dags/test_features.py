@@ -334,7 +334,13 @@ def test_dag_parses_with_the_expected_tasks_and_params(airflow_db):
     from dagrun import load_dag
 
     dag = load_dag("feature_materialization")
-    assert {t.task_id for t in dag.tasks} == {"check_source_freshness", "check_registry", "materialize", "parity"}
+    assert {t.task_id for t in dag.tasks} == {
+        "check_source_freshness",
+        "check_registry",
+        "materialize",
+        "parity",
+        "check_run",
+    }
     assert dag.schedule == os.environ.get("GREENLIGHT_FEATURES_SCHEDULE", "@hourly")
     assert set(dag.params) >= {"full_refresh", "start", "end", "views"}
     assert dag.params["full_refresh"] is False
@@ -378,6 +384,7 @@ def test_dag_run_happy_path(fs, airflow_db, monkeypatch):
         ("materialize", 1): "success",
         ("parity", 0): "success",
         ("parity", 1): "success",
+        ("check_run", -1): "success",
     }
     value = lambda x: json.loads(x) if isinstance(x, str) else x  # noqa: E731
     gate = value(xcoms[("check_source_freshness", -1)])

@@ -38,6 +38,7 @@ def test_promotion_dag_promotes_each_prefix_and_verifies(s3, buckets, promotion_
         "verify": "success",
         "summary": "success",
         "resume_consumers": "success",
+        "check_run": "success",
     }
     for a in promotion_config:
         assert rel_listing(s3, prod, a) == rel_listing(s3, qa, a)

@@ -34,6 +34,7 @@ def test_dag_repairs_and_fails_listing_unrecoverable(scenario, golden, s3, tmp_p
         "reconcile_target.0": "success",
         "reconcile_target.1": "success",
         "report": "failed",
+        "check_run": "upstream_failed",  # the run fails on report alone
     }
     assert tis["report"][1] == 1  # unrecoverable: no retry
     assert object_exists(s3, DVC_BUCKET, scenario.keys["img1"]) and object_exists(s3, DVC_BUCKET, scenario.keys["dir"])

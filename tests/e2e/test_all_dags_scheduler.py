@@ -23,8 +23,9 @@ PROMOTED = ("weather/", "deliveries/", "usda/", "wasde/")
 
 
 def prod_objects(client) -> dict[str, tuple[int, str]]:
-    """What prod serves (key -> size, ETag), greenlight's own records left out."""
-    return {k: v for k, v in rel_listing(client, demo.PROD_BUCKET, "").items() if not k.startswith("_greenlight/")}
+    """What prod serves under the promoted prefixes (key -> size, ETag): greenlight's own records and
+    what other DAGs write to the bucket (the dataset DAGs' stores under ``datasets/``) left out."""
+    return {k: v for k, v in rel_listing(client, demo.PROD_BUCKET, "").items() if k.startswith(PROMOTED)}
 
 
 def qa_objects(client) -> dict[str, tuple[int, str]]:

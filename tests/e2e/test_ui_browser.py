@@ -206,9 +206,9 @@ def test_clear_a_failed_task_and_the_rerun_succeeds(browser_page, local_stack, s
     # The task header's clear button (an icon; its tooltip names the hotkey).
     page.get_by_role("button", name=re.compile(r"shift\+c to clear", re.I)).first.click()
     dialog = page.get_by_role("dialog")
-    # "Downstream" is on by default: plan and the 7 tasks after it are cleared.
+    # "Downstream" is on by default: plan and the 9 tasks after it (shards; check_run last) are cleared.
     expect(dialog.get_by_text(re.compile(r"^Clear Task Instance: plan"))).to_be_visible()
-    expect(dialog.get_by_text("Affected Tasks: 8")).to_be_visible()
+    expect(dialog.get_by_text("Affected Tasks: 10")).to_be_visible()
     shot(page, shots, "07-clear-dialog")
     dialog.get_by_role("button", name="Confirm").click()
 

@@ -89,3 +89,49 @@ def test_an_unknown_map_count_is_reported_not_guessed():
     docs["plan"] = doc(state="failed")
     report = check_run("d", "r1", STRUCTURE, docs)
     assert "promote: map count unknown: upstream 'plan' has no successful output" in report["missing"]
+
+
+def test_a_self_skipped_task_and_an_empty_map_skip_what_follows():
+    chain = [
+        {"task_id": "gate", "upstream": [], "downstream": ["publish"], "category": "A"},
+        {"task_id": "publish", "upstream": ["gate"], "downstream": ["notify"], "category": "B"},
+        {"task_id": "notify", "upstream": ["publish"], "downstream": [], "category": "A"},
+        {"task_id": "items", "upstream": [], "downstream": ["work"], "category": "A"},
+        {
+            "task_id": "work",
+            "upstream": ["items"],
+            "downstream": ["after"],
+            "mapped": True,
+            "map_source": "items",
+            "category": "A",
+        },
+        {"task_id": "after", "upstream": ["work"], "downstream": [], "category": "A"},
+        {"task_id": "always", "upstream": ["work"], "downstream": [], "trigger_rule": "none_failed"},
+    ]
+    # a dry run: gate ran, publish skipped itself; items returned [] (Airflow skips the mapped task)
+    docs = {
+        "gate": doc(),
+        "publish": doc(state="skipped"),
+        "items": doc(outputs=[]),
+        "always": doc(),
+    }
+    report = check_run("d", "r1", chain, docs)
+    assert report["complete"], report["missing"]
+    assert report["skipped_after_skip"] == ["after", "notify"]  # "always" runs anyway (none_failed)
+    assert "an upstream task skipped (expected)" in format_table(report)
+    # the same run without the "always" manifest is incomplete: it is not skipped by its trigger rule
+    del docs["always"]
+    assert check_run("d", "r1", chain, docs)["missing"] == ["always has no task manifest"]
+
+
+def test_a_rollback_moved_the_pointer_when_it_names_the_rollback_run():
+    structure = [{"task_id": "restore", "upstream": [], "downstream": [], "category": "B"}]
+    docs = {"restore": doc(outputs={"pointer": "s3://m/current/models/x.json"}, run_id="rb1")}
+    restored = {"run_id": "p1", "version": "1", "restored_from": {"version": "2", "by_run": "rb1"}}
+    report = check_run("d", "rb1", structure, docs, read_pointer=lambda _uri: restored)
+    assert report["complete"] and report["pointers"][0]["ok"]
+    other = {**restored, "restored_from": {"version": "2", "by_run": "rb0"}}
+    report = check_run("d", "rb1", structure, docs, read_pointer=lambda _uri: other)
+    assert report["missing"] == [
+        "restore: current pointer s3://m/current/models/x.json did not move to run rb1 (it names 'p1')"
+    ]

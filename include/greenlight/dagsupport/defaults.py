@@ -1,5 +1,6 @@
-"""What every greenlight DAG shares at parse time: default task arguments, the schedule-from-env rule
-and the Asset alias names (cheap to import: stdlib only)."""
+"""What every greenlight DAG shares at parse time: default task arguments, the schedule-from-env rule,
+the Asset alias names and the header of the manual DAGs (cheap to import: stdlib only at module
+level; Airflow and pendulum, which every DAG file has loaded already, inside the functions)."""
 
 from __future__ import annotations
 
@@ -47,3 +48,58 @@ def documented(decorated):
     Airflow 3.3 copies a TaskFlow function's docstring into ``doc_md`` only for unmapped tasks;
     a mapped task shows no doc in the UI unless it is passed explicitly, which this does."""
     return decorated.override(doc_md=decorated.function.__doc__)
+
+
+def manual_dag(dag_id: str, doc: str, *, tags: list[str], params: dict, **args: Any):
+    """The ``@dag`` decorator of a manually triggered greenlight DAG (no schedule, one run at a
+    time, no catchup, the tag ``greenlight`` first, ``doc_md`` from the file's docstring).
+
+    ``args`` go to :func:`default_args` (``retries``, ``retry_delay_s``, ``owner``)::
+
+        @manual_dag("staging_refresh", __doc__, tags=["refresh"], params={...}, retries=2)
+        def staging_refresh(): ...
+    """
+    import pendulum
+    from airflow.sdk import dag
+
+    return dag(
+        dag_id=dag_id,
+        schedule=None,
+        start_date=pendulum.datetime(2026, 1, 1, tz="UTC"),
+        catchup=False,
+        max_active_runs=1,
+        doc_md=doc,
+        default_args=default_args(**args),
+        tags=["greenlight", *tags],
+        params=params,
+    )
+
+
+CHECK_DOC = """The operations runbook's 2-minute daily check, for this run: every expected task (mapped ones
+by map index) has a `success` (or expected `skipped`) task manifest, every `current` pointer a
+publishing step reported moved to this run, and every manifest names this run id. Trigger rule
+`none_failed`: it runs after the last tasks succeeded or were skipped (a branch not taken, a dry
+run); when a task failed it is `upstream_failed` and the run stays failed on that task alone.
+`greenlight check-run --dag-id <dag> --run-id <run>` prints the same table for any run.
+
+Retry category: A — read-only; clear in place once what it lists is fixed (rerun the tasks it names).
+"""
+
+
+def add_run_check(target: Any) -> Any:
+    """Add the final ``check_run`` task to the DAG ``target``, downstream of every task without
+    one (its leaves); returns ``target``. Call it on the built DAG: ``add_run_check(my_dag())``.
+
+    Parse cost: one TaskFlow task; the check's code is imported only when the task runs."""
+    from airflow.sdk import task
+
+    leaves = [t for t in target.tasks if not t.downstream_task_ids]
+
+    @task(task_id="check_run", trigger_rule="none_failed", dag=target, doc_md=CHECK_DOC)
+    def check_run(dag=None, run_id=None) -> dict:
+        from greenlight.dagsupport.runcheck import check_own_run  # the check's code: at run time only
+
+        return check_own_run(dag, run_id)
+
+    check_run().operator.set_upstream(leaves)
+    return target

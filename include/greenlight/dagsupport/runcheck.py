@@ -8,6 +8,7 @@ never touches the metadata database. The check itself is :func:`greenlight.runch
 from __future__ import annotations
 
 import logging
+import time
 from typing import Any
 
 from greenlight.dagsupport.runtime import s3_client
@@ -89,11 +90,24 @@ def manifest_root_reader():
     return ManifestRoot(root, client)
 
 
-def check_own_run(dag: Any, run_id: str, *, task_id: str = CHECK_TASK_ID) -> dict[str, Any]:
-    """Body of the final ``check_run`` task: check this run's manifests (except its own)."""
+#: How long the final task waits for task manifests still being written (the listener writes a
+#: manifest in the task's process just after Airflow records its state).
+SETTLE_S = 20.0
+
+
+def check_own_run(dag: Any, run_id: str, *, task_id: str = CHECK_TASK_ID, settle_s: float = SETTLE_S) -> dict[str, Any]:
+    """Body of the final ``check_run`` task: check this run's manifests (except its own).
+
+    With task manifests turned off there is nothing to check: the task skips itself (the run's
+    state is then its other tasks' alone). A manifest that is missing or still says ``running``
+    is re-read for up to ``settle_s`` seconds before the run is called incomplete."""
+    if manifest_root() is None:
+        from airflow.sdk.exceptions import AirflowSkipException
+
+        raise AirflowSkipException(
+            "task manifests are turned off (GREENLIGHT_TASK_MANIFEST_ROOT=none): nothing to check"
+        )
     reader = manifest_root_reader()
-    _, manifests = reader.find_run(dag.dag_id, run_id=run_id)
-    manifests.pop(task_id, None)
     clients = {"s3": reader.client}
 
     def read_pointer(uri: str):
@@ -101,7 +115,17 @@ def check_own_run(dag: Any, run_id: str, *, task_id: str = CHECK_TASK_ID) -> dic
             clients["s3"] = s3_client(max_pool=4)
         return read_json_uri(uri, clients["s3"] if uri.startswith("s3://") else None)
 
-    report = check_run(dag.dag_id, run_id, dag_structure(dag, exclude=(task_id,)), manifests, read_pointer=read_pointer)
+    structure = dag_structure(dag, exclude=(task_id,))
+    deadline = time.monotonic() + settle_s
+    while True:
+        _, manifests = reader.find_run(dag.dag_id, run_id=run_id)
+        manifests.pop(task_id, None)
+        report = check_run(dag.dag_id, run_id, structure, manifests, read_pointer=read_pointer)
+        settling = [r["task"] for r in report["tasks"] if r["state"] in ("no manifest", "running")]
+        if report["complete"] or not settling or time.monotonic() >= deadline:
+            break
+        log.info("waiting for the task manifests of %s", ", ".join(settling))
+        time.sleep(1.0)
     for line in format_table(report).splitlines():
         log.info("%s", line)
     if not report["complete"]:

@@ -11,10 +11,18 @@ All on 127.0.0.1, from pip packages, with its state under one work folder:
 * a git + DVC repo with two S3 remotes whose main remote lost two objects, and the reconcile config
   that checks it — ``artefact_reconciliation`` (``repair`` on: one object comes back from the local
   cache, one from the backup remote);
+* two more PostgreSQL servers, prod and staging of the refresh demo (``make demo`` step 8's
+  databases, image bucket pair and alembic scripts) — ``staging_refresh``;
+* a registered model ``yield-forecaster`` (version 1, artifacts on S3) and a smoke partition on the
+  QA bucket — ``model_promotion`` (param ``smoke_partition``: see ``describe()``);
+* a copy of the datasets config under the work folder (promotion and cleanup rewrite it) and the
+  pool of every dataset version — the generated dataset DAGs, ``dataset_version_promotion`` and
+  ``dataset_version_cleanup``;
 * ``airflow standalone`` (LocalExecutor, SQLite metadata DB) with the connections the DAGs use,
   handed over as ``AIRFLOW_CONN_*`` environment variables of that process: ``aws_default``,
-  ``greenlight_postgres``, ``greenlight_redis`` and ``airflow_api`` (this same API server: the
-  contract-halt path pauses consumer DAGs through it), plus ``MLFLOW_TRACKING_URI``.
+  ``greenlight_postgres``, ``greenlight_redis``, ``bluemoxon_db``, ``bluemoxon_staging_db`` and
+  ``airflow_api`` (this same API server: the contract-halt path pauses consumer DAGs through it),
+  plus ``MLFLOW_TRACKING_URI``.
 
 No secret is written to a project file: the S3 keys live in the git-ignored credentials file
 (mode 600), the admin password in Airflow's own SimpleAuthManager password file. The
@@ -46,6 +54,8 @@ log = logging.getLogger("greenlight.airflowstack")
 PROMOTION_CONFIG = devstack.ROOT / "include" / "config" / "promotion.yaml"
 GREENLIGHT_DAGS = ("artefact_promotion", "artefact_rollback", "feature_materialization", "artefact_reconciliation")
 ALL_DAGS = (*GREENLIGHT_DAGS, "commodity_hindcast_prod")
+#: The manual DAGs the stack also configures (the dataset DAG: the demo dataset's primary update).
+MANUAL_DAGS = ("staging_refresh", "model_promotion", "dataset_version_promotion", "corn-stress-index__update")
 SCHEDULE_ENVS = ("GREENLIGHT_PROMOTION_SCHEDULE", "GREENLIGHT_RECONCILE_SCHEDULE", "GREENLIGHT_FEATURES_SCHEDULE")
 
 
@@ -100,6 +110,10 @@ class LocalStack:
     tracking_uri: str = ""
     dvc_repo: Path | None = None
     dvc_remote: str = ""
+    refresh_servers: list = field(default_factory=list)
+    refresh_config: Path | None = None
+    datasets_config: Path | None = None
+    model: dict[str, Any] = field(default_factory=dict)
     timings: dict[str, float] = field(default_factory=dict)
 
     @property
@@ -153,7 +167,13 @@ class LocalStack:
             f"Redis: {rd.host}:{rd.port} (Feast online store)",
             f"MLflow store: {self.tracking_uri}",
             f"DVC repo: {self.dvc_repo} (remote lost 2 objects; reconcile config {self.reconcile_config})",
-            "Connections (env): aws_default, greenlight_postgres, greenlight_redis, airflow_api",
+            f"staging_refresh: prod PostgreSQL :{self.refresh_servers[0].port}, staging "
+            f":{self.refresh_servers[1].port}, config {self.refresh_config}",
+            f"model_promotion: model_name {self.model.get('model')}, candidate {self.model.get('version')}, "
+            f"smoke_partition {self.model.get('partition')}",
+            f"datasets config (a copy: promotion rewrites it): {self.datasets_config}",
+            "Connections (env): aws_default, greenlight_postgres, greenlight_redis, bluemoxon_db, "
+            "bluemoxon_staging_db, airflow_api",
         ]
 
     def stop(self) -> None:
@@ -161,6 +181,7 @@ class LocalStack:
             lambda: self.standalone and self.standalone.stop(),
             lambda: self.feed and self.feed.stop(),
             lambda: self.features and self.features.stop(),
+            *(server.stop for server in self.refresh_servers),
             lambda: self.s3.stop(),
         ):
             try:
@@ -251,6 +272,8 @@ def start(
             f"Redis {stack.features.redis.host}:{stack.features.redis.port} started"
         )
         stack.reconcile_config = workdir / "reconcile.yaml"
+        refresh = refresh_setup(workdir, stack)
+        stack.datasets_config = datasets_setup(workdir, schedules=schedules)
         env = devstack.airflow_env(
             home,
             s3,
@@ -258,6 +281,9 @@ def start(
                 "GREENLIGHT_PROMOTION_CONFIG": str(PROMOTION_CONFIG),
                 "GREENLIGHT_RECONCILE_CONFIG": str(stack.reconcile_config),
                 "MLFLOW_TRACKING_URI": stack.tracking_uri,
+                "GREENLIGHT_REFRESH_CONFIG": str(stack.refresh_config),
+                "GREENLIGHT_DATASETS_CONFIG": str(stack.datasets_config),
+                **refresh["connections"],
                 "AIRFLOW__CORE__DAGS_ARE_PAUSED_AT_CREATION": "False",
                 # One API server answers the UI and every task's Execution API calls: on a busy
                 # laptop the default 5 s timeout fails tasks before they start.
@@ -284,6 +310,8 @@ def start(
                 f"seeded s3://{demo.QA_BUCKET}/ ({counts['uploaded']} uploaded, {counts['unchanged']} unchanged); "
                 f"QA signed off; QA run finished in MLflow"
             )
+            stack.model = _models_demo().register(stack.tracking_uri, s3.env(), client, demo.QA_BUCKET)
+            progress(f"model {stack.model['model']} version {stack.model['version']} registered in MLflow")
             timings["seed_promotion"] = time.monotonic() - started
             started = time.monotonic()
             with contextlib.redirect_stdout(io.StringIO()):  # Feast prints progress bars to stdout
@@ -309,6 +337,10 @@ def start(
         started = time.monotonic()
         standalone.start(timeout=start_timeout)
         timings["standalone"] = time.monotonic() - started
+        from greenlight.datasets.config import load_config as load_datasets
+
+        pools = dataset_pools(load_datasets(stack.datasets_config), stack.api())
+        progress(f"dataset pools (REST API): {', '.join(pools)}")
         timings["total"] = time.monotonic() - t0
         stack.timings = timings
         return stack
@@ -322,3 +354,45 @@ def _features_demo(workdir: Path, features) -> dict[str, Any]:
 
     logging.getLogger("feast").setLevel(logging.WARNING)
     return run_demo(workdir, stack=features)
+
+
+def _models_demo():
+    from greenlight.dev import models_demo
+
+    return models_demo
+
+
+def refresh_setup(workdir: Path, stack: LocalStack) -> dict[str, Any]:
+    """The refresh demo's prod and staging PostgreSQL (kept running: ``stack.stop`` ends them),
+    image buckets and config, for ``staging_refresh``."""
+    from greenlight.dev import refresh_demo
+
+    prepared = refresh_demo.prepare(workdir / "refresh", stack.client())
+    stack.refresh_servers = prepared["servers"]
+    stack.refresh_config = prepared["config"]
+    return prepared
+
+
+def datasets_setup(workdir: Path, *, schedules: bool) -> Path:
+    """A copy of the packaged datasets config (``dataset_version_promotion`` / ``cleanup`` rewrite
+    the config they are given); without ``schedules`` the generated DAGs are manual."""
+    import yaml
+
+    from greenlight.dev.datasets_demo import SOURCE_CONFIG
+
+    path = workdir / "datasets.yaml"
+    if schedules:
+        path.write_text(SOURCE_CONFIG.read_text())  # comments kept
+        return path
+    doc = yaml.safe_load(SOURCE_CONFIG.read_text())
+    for dataset in doc.get("datasets") or ():
+        dataset["schedule"] = None
+    path.write_text(yaml.safe_dump(doc, sort_keys=False))
+    return path
+
+
+def dataset_pools(config, api) -> list[str]:
+    """Every dataset version's pool (a DAG whose pool is missing never starts its task)."""
+    from greenlight.datasets.ops import ensure_pools
+
+    return [f"{name} {outcome}" for name, outcome in ensure_pools(config, api).items()]

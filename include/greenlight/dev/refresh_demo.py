@@ -121,18 +121,12 @@ def _images(client) -> int:
     return 40
 
 
-def run_refresh_demo(
-    workdir: str | os.PathLike, s3_env: dict[str, str], client, *, say: Callable[[str], None] = print
-) -> tuple[int, dict[str, Any]]:
-    """Prod + staging PostgreSQL, an image bucket pair, then ``python -m greenlight refresh``.
-
-    ``s3_env``: the AWS env vars of the demo S3 server; ``client``: an S3 client for it. Returns
-    the CLI's exit code and its JSON summary. Every server started here is stopped here (by PID).
-    """
+def prepare(root: Path, client) -> dict[str, Any]:
+    """Prod + staging PostgreSQL (started here: the caller stops ``servers`` by PID), the image
+    bucket pair, the alembic scripts and the refresh config under ``root``; returns them with the
+    two Airflow connections (``AIRFLOW_CONN_BLUEMOXON_DB`` / ``..._STAGING_DB``) the config names."""
     from greenlight.dev.featurestack import start_postgres
-    from greenlight.refresh.run import table_lines
 
-    root = Path(workdir) / "refresh"
     root.mkdir(parents=True, exist_ok=True)
     servers = []
     try:
@@ -142,11 +136,6 @@ def run_refresh_demo(
         staging_uri = _recreate(servers[1].uri, STAGING_SQL)
         images = _images(client)
         ini, scripts = _alembic(root)
-        say(
-            f"   prod: PostgreSQL on :{servers[0].port} (alembic a1_base, admin_config.value numeric); "
-            f"staging: :{servers[1].port} (b2_jsonb_config, one migration ahead, c3 pending); "
-            f"s3://{PROD_IMAGES}/images/ ({images} objects) -> s3://{STAGING_IMAGES}/images/"
-        )
         config = root / "staging_refresh.yaml"
         config.write_text(
             json.dumps(
@@ -173,12 +162,41 @@ def run_refresh_demo(
                 indent=2,
             )
         )
-        env = {
-            **os.environ,
-            **s3_env,
+    except BaseException:
+        for server in servers:
+            server.stop()
+        raise
+    return {
+        "servers": servers,
+        "config": config,
+        "images": images,
+        "connections": {
             "AIRFLOW_CONN_BLUEMOXON_DB": prod_uri.replace("postgresql://", "postgres://", 1),
             "AIRFLOW_CONN_BLUEMOXON_STAGING_DB": staging_uri.replace("postgresql://", "postgres://", 1),
-        }
+        },
+    }
+
+
+def run_refresh_demo(
+    workdir: str | os.PathLike, s3_env: dict[str, str], client, *, say: Callable[[str], None] = print
+) -> tuple[int, dict[str, Any]]:
+    """Prod + staging PostgreSQL, an image bucket pair, then ``python -m greenlight refresh``.
+
+    ``s3_env``: the AWS env vars of the demo S3 server; ``client``: an S3 client for it. Returns
+    the CLI's exit code and its JSON summary. Every server started here is stopped here (by PID).
+    """
+    from greenlight.refresh.run import table_lines
+
+    root = Path(workdir) / "refresh"
+    prepared = prepare(root, client)
+    servers, config = prepared["servers"], prepared["config"]
+    try:
+        say(
+            f"   prod: PostgreSQL on :{servers[0].port} (alembic a1_base, admin_config.value numeric); "
+            f"staging: :{servers[1].port} (b2_jsonb_config, one migration ahead, c3 pending); "
+            f"s3://{PROD_IMAGES}/images/ ({prepared['images']} objects) -> s3://{STAGING_IMAGES}/images/"
+        )
+        env = {**os.environ, **s3_env, **prepared["connections"]}
         proc = subprocess.run(
             [sys.executable, "-m", "greenlight", "refresh", "--config", str(config)],
             capture_output=True,

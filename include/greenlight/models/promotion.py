@@ -249,17 +249,17 @@ def publish(
 def runs_using(root, consumers: tuple[str, ...] | list[str], name: str, version: str) -> list[dict[str, Any]]:
     """Consumer runs whose task manifests record ``{"model": name, "model_version": version}`` in
     their outputs (the convention a consumer task follows when it loads a model)."""
+    from greenlight.models.consumers import models_used
+
     if root is None:
         return []
     found = []
     for dag_id in consumers:
         for folder in root.run_folders(dag_id):
             for task, doc in root.read_run(dag_id, folder).items():
-                out = doc.get("outputs")
-                items = out if isinstance(out, list) else [out]
                 if any(
-                    isinstance(i, dict) and i.get("model") == name and str(i.get("model_version")) == str(version)
-                    for i in items
+                    i.get("model") == name and str(i.get("model_version")) == str(version)
+                    for i in models_used(doc.get("outputs"))
                 ):
                     found.append({"dag_id": dag_id, "run_id": doc.get("run_id"), "task": task})
     return sorted(found, key=lambda r: (r["dag_id"], str(r["run_id"]), r["task"]))
