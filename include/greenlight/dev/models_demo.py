@@ -35,11 +35,19 @@ def _model_class():
 
 @contextlib.contextmanager
 def _env(values: dict[str, str]):
+    """``values`` in the environment, and a fresh boto3 default session that reads them: MLflow's
+    S3 artifact client comes from boto3's default session, which keeps the credentials it read
+    first (in a test session, another S3 server's keys)."""
+    import boto3
+
     saved = {k: os.environ.get(k) for k in values}
+    session = boto3.DEFAULT_SESSION
     os.environ.update(values)
+    boto3.DEFAULT_SESSION = None
     try:
         yield
     finally:
+        boto3.DEFAULT_SESSION = session
         for k, v in saved.items():
             os.environ.pop(k, None) if v is None else os.environ.__setitem__(k, v)
 
