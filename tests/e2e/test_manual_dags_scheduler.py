@@ -32,6 +32,9 @@ def test_manual_dags_run_green_under_the_scheduler(local_stack, stack_api):
 
     api, model = stack_api, local_stack.model
     local_stack.wait_for_dags(MANUAL_DAGS, timeout=600)
+    # The model head's Asset event must be able to start the consumer: a halt tested earlier in the
+    # session (test_ui_browser) may have paused it.
+    api.client.set_paused("commodity_hindcast_prod", False)
     runs = {
         "staging_refresh": api.trigger("staging_refresh"),
         "model_promotion": api.trigger(
