@@ -5,6 +5,7 @@ served over HTTP on 127.0.0.1 (fixture ``git_http``; a test module takes it with
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import os
 import subprocess
@@ -24,9 +25,22 @@ DEAD_TOKEN = "glpat-" + uuid.uuid4().hex + "PLANTEDDEAD"
 PLANTED = (TOKEN, PASSWORD, DEAD_TOKEN)
 
 
-def assert_clean(where: str, text: str) -> None:
-    for secret in PLANTED:
+def assert_clean(where: str, text: str, planted: tuple[str, ...] = PLANTED) -> None:
+    for secret in planted:
         assert secret not in text, f"planted secret found in {where}"
+
+
+@contextlib.contextmanager
+def http_server(handler):
+    """``handler`` served on 127.0.0.1 in a thread; yields ``host:port``."""
+    server = ThreadingHTTPServer(("127.0.0.1", 0), handler)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    try:
+        yield f"127.0.0.1:{server.server_address[1]}"
+    finally:
+        server.shutdown()
+        server.server_close()
 
 
 def files_text(root: Path) -> str:
@@ -55,14 +69,8 @@ def git_http(tmp_path_factory):
     subprocess.run(["git", "-C", str(served / "repo.git"), "update-server-info"], check=True, env=env)
     handler = functools.partial(SimpleHTTPRequestHandler, directory=str(served))
     handler.log_message = lambda *a, **k: None
-    server = ThreadingHTTPServer(("127.0.0.1", 0), handler)
-    thread = threading.Thread(target=server.serve_forever, daemon=True)
-    thread.start()
-    try:
-        yield f"127.0.0.1:{server.server_address[1]}"
-    finally:
-        server.shutdown()
-        server.server_close()
+    with http_server(handler) as address:
+        yield address
 
 
 def planted_reconcile_config(tmp_path: Path, git_http: str) -> Path:

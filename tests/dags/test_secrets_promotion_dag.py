@@ -9,14 +9,14 @@ from __future__ import annotations
 
 import json
 import os
-import threading
 import uuid
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from http.server import BaseHTTPRequestHandler
 from pathlib import Path
 
 import pytest
 from dagrun import run_dag
 from helpers import put
+from secretfixtures import http_server
 
 PASSWORD = "pw-" + uuid.uuid4().hex + "PLANTEDPW"
 
@@ -38,14 +38,8 @@ class NoSuchExperiment(BaseHTTPRequestHandler):
 
 @pytest.fixture
 def mlflow_stub():
-    server = ThreadingHTTPServer(("127.0.0.1", 0), NoSuchExperiment)
-    thread = threading.Thread(target=server.serve_forever, daemon=True)
-    thread.start()
-    try:
-        yield f"127.0.0.1:{server.server_address[1]}"
-    finally:
-        server.shutdown()
-        server.server_close()
+    with http_server(NoSuchExperiment) as address:
+        yield address
 
 
 def text_of(s3, bucket: str, prefix: str) -> str:

@@ -12,6 +12,7 @@ import sys
 import uuid
 from pathlib import Path
 
+import secretfixtures
 from helpers import listing, put, write_config
 
 from greenlight.dev.localstack import free_port
@@ -24,8 +25,7 @@ PLANTED = (PASSWORD, SIGNATURE, WRONG_SECRET)
 
 
 def assert_clean(where: str, text: str) -> None:
-    for secret in PLANTED:
-        assert secret not in text, f"planted secret found in {where}"
+    secretfixtures.assert_clean(where, text, PLANTED)
 
 
 def cli(*args: str, env: dict[str, str]) -> subprocess.CompletedProcess:
