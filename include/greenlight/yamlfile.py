@@ -144,6 +144,8 @@ def describe(
     if kind == "value_error" and "error" in error.get("ctx", {}):
         return f"{_where(loc, file, label)}: {error['ctx']['error']}"
     template = _template(messages, loc)
+    if template is None and kind == "model_type":  # a section that should be a mapping
+        return f"{_where(loc, file, label)}: expected a mapping, got {value!r}"
     if template is None:
         return f"{_where(loc, file, label)}: {error['msg'][:1].lower()}{error['msg'][1:]}, got {value!r}"
     return template.format(where=_where(loc, file, label), file=file, value=value)
@@ -201,6 +203,11 @@ def _walk(model: type[BaseModel], loc: Loc) -> tuple[Loc, Any]:
             tp = _unwrap(args[0]) if args else Any
             clean.append(part)
             continue
+        if typing.get_origin(tp) is dict and isinstance(part, str):  # a key of a free-form mapping
+            args = typing.get_args(tp)
+            tp = args[1] if len(args) == 2 else Any
+            clean.append(part)
+            continue
         if typing.get_origin(tp) in (typing.Union, types.UnionType):
             tagged = [m for m in typing.get_args(_unwrap(tp)) if _tag_of(m) == part]
             if tagged:  # a discriminator tag: not a key of the document
@@ -221,16 +228,3 @@ def _tag_of(tp: Any) -> str | None:
 
 
 __all__ = ["StrictModel", "describe", "read_yaml", "validate"]
-
-
-def check_keys(doc: Any, allowed: set[str], where: str) -> None:
-    """For the small hand-checked configs: ``doc`` is a mapping whose keys are all in ``allowed``;
-    otherwise a :class:`ConfigError` naming ``where`` and the key (with the closest allowed name)."""
-    import difflib
-
-    if not isinstance(doc, dict):
-        raise ConfigError(f"{where}: expected a mapping, got {type(doc).__name__}")
-    for key in sorted(set(doc) - set(allowed), key=str):
-        close = difflib.get_close_matches(str(key), sorted(allowed), n=1)
-        hint = f" (did you mean {close[0]!r}?)" if close else ""
-        raise ConfigError(f"{where}: unknown key {key!r}{hint}; allowed: {', '.join(sorted(allowed))}")

@@ -17,10 +17,12 @@ from __future__ import annotations
 import os
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
+
+from pydantic import Field
 
 from greenlight.errors import ConfigError
-from greenlight.yamlfile import check_keys, read_yaml
+from greenlight.yamlfile import StrictModel, read_yaml, validate
 
 CONFIG_ENV = "GREENLIGHT_MODELS_CONFIG"
 DEFAULT_ALIAS = "champion"
@@ -46,35 +48,53 @@ class ModelsConfig:
         return self.models[name]
 
 
+# ------------------------------------------------------------------------------ the file's shape
+class _ModelEntry(StrictModel):
+    alias: str = Field(default=DEFAULT_ALIAS, min_length=1)
+    output: dict[str, Literal["string", "int", "float", "bool"]] = {}
+    consumers: list[str] = []
+
+
+class _ModelsFile(StrictModel):
+    pointer_uri: str = Field(min_length=1)
+    models: dict[str, _ModelEntry | None] = {}
+
+
+MESSAGES = {
+    "": "{file}: expected a mapping with pointer_uri and models, got {value!r}",
+    "pointer_uri": "{where}: expected s3://bucket/prefix/ or a local folder, got {value!r}",
+    "missing:pointer_uri": " (s3://bucket/prefix/ or a local folder where current/models/<name>.json goes)",
+    "models": "{where}: expected a mapping of model name -> settings, got {value!r}",
+    "output": "{where}: expected a mapping of column -> type (one of " + ", ".join(TYPES) + "), got {value!r}",
+    "consumers": "{where}: expected a list of DAG ids, got {value!r}",
+    "consumers[]": "{where}: expected a DAG id (a string), got {value!r}",
+    "alias": "{where}: expected a non-empty alias name, got {value!r}",
+}
+
+
 def default_path() -> Path:
     return Path(__file__).resolve().parents[2] / "config" / "models.yaml"
 
 
 def parse(raw: Any, *, path: str = "<models.yaml>") -> ModelsConfig:
-    if not isinstance(raw, dict):
-        raise ConfigError(f"{path}: expected a mapping with pointer_uri and models")
-    check_keys(raw, {"pointer_uri", "models"}, path)
-    pointer_uri = raw.get("pointer_uri")
-    if not isinstance(pointer_uri, str) or not pointer_uri:
-        raise ConfigError(f"{path}: pointer_uri is required (s3://bucket/prefix/ or a local folder)")
-    models = {}
-    for name, spec in (raw.get("models") or {}).items():
-        where = f"{path}: models.{name}"
-        spec = spec or {}
-        if not isinstance(spec, dict):
-            raise ConfigError(f"{where}: expected a mapping")
-        check_keys(spec, {"alias", "output", "consumers"}, where)
-        output = spec.get("output") or {}
-        bad = {c: t for c, t in output.items() if t not in TYPES}
-        if bad:
-            raise ConfigError(f"{where}.output: unknown type(s) {bad}; use {list(TYPES)}")
-        models[str(name)] = ModelConfig(
+    """Validate a parsed models.yaml; any problem is one :class:`ConfigError` naming the key path
+    (``models.yield-forecaster.output.prediction``) and the file (exit 2 on the CLI)."""
+    doc = validate(_ModelsFile, raw, file=path, messages=MESSAGES, label=lambda loc: _label(path, loc))
+    models = {
+        str(name): ModelConfig(
             name=str(name),
-            alias=str(spec.get("alias") or DEFAULT_ALIAS),
-            output={str(c): str(t) for c, t in output.items()},
-            consumers=tuple(spec.get("consumers") or ()),
+            alias=(entry.alias if entry else DEFAULT_ALIAS),
+            output=dict(entry.output) if entry else {},
+            consumers=tuple(entry.consumers) if entry else (),
         )
-    return ModelsConfig(pointer_uri=pointer_uri, models=models)
+        for name, entry in doc.models.items()
+    }
+    return ModelsConfig(pointer_uri=doc.pointer_uri, models=models)
+
+
+def _label(path: str, loc: tuple) -> str | None:
+    """Paths start with the file name: ``models.yaml: models.x.output``."""
+    return f"{path}: {loc[0]}" if len(loc) == 1 else None
 
 
 def load(path: str | os.PathLike | None = None) -> ModelsConfig:
