@@ -1,6 +1,6 @@
 """Config files: read YAML strictly, validate it with a pydantic model, report errors by key path.
 
-Both config files (``promotion.yaml``, ``reconcile.yaml``) go through here:
+The config files (``promotion.yaml``, ``reconcile.yaml``, ``staging_refresh.yaml``) go through here:
 
 - :func:`read_yaml` reads a file as UTF-8 YAML and refuses a missing, unreadable or non-UTF-8
   file, bad YAML and duplicate keys (PyYAML would silently keep the last one);

@@ -67,10 +67,10 @@ def base(**postgres):
 @pytest.mark.parametrize(
     ("raw", "message"),
     [
-        (base(colour="red"), "postgres.colour: unknown key"),
-        (base(mask={"users.email": "sha1"}), "postgres.mask.users.email: Input should be"),
+        (base(colour="red"), "postgres: unknown key 'colour'"),
+        (base(mask={"users.email": "sha1"}), "postgres.mask.users.email: input should be 'hash'"),
         (base(mask={"email": "hash"}), "postgres.mask: 'email': expected table.column"),
-        (base(tables=["books; drop"]), "postgres.tables: 'books; drop' is not a table name"),
+        (base(tables=["books; drop"]), "postgres.tables[0]: 'books; drop' is not a table name"),
         ({"postgres": {"source_conn": "db", "target_conn": "db"}}, "same connection as source_conn"),
         ({"postgres": {"source_conn": "db", "target_conn": "prod_db"}}, "target_conn 'prod_db' is named like prod"),
         (
@@ -83,7 +83,7 @@ def base(**postgres):
         ),
         ({"buckets": [{"source": "images", "target": "s3://images-staging/"}]}, "buckets[0].source: "),
         ({}, "nothing to refresh"),
-        (base(workers=0), "postgres.workers: Input should be greater than or equal to 1"),
+        (base(workers=0), "postgres.workers: input should be greater than or equal to 1"),
         ({**base(), "migrations": {"command": "x", "http": {"conn_id": "api"}}}, "exactly one of"),
         ({**base(), "migrations": {"http": {"url": "http://h/"}}}, "migrations.http: 'url' is not supported"),
         (base(checksum={"users": ["id; drop"]}), "postgres.checksum: users: 'id; drop' is not a column name"),
