@@ -114,6 +114,11 @@ def one(env, s3, objects: int, k: int, workers: int) -> dict[str, float]:
     t0 = time.perf_counter()
     (planned,) = run.plan(engine, run_id=run_id, dry_run=False)
     ranges = shards.ranges_for(planned)
+    if len(ranges) != k:  # K objects at shard_objects = ceil(K / k): k ranges whenever k divides K
+        raise SystemExit(
+            f"asked for {k} shards of {objects} objects (shard_objects={per_shard}), the plan made {len(ranges)}: "
+            f"QA lists {planned.source_count} objects, prod {planned.dest_count}"
+        )
     t1 = time.perf_counter()
     with ProcessPoolExecutor(max_workers=len(ranges), mp_context=get_context("spawn")) as pool:
         futures = [pool.submit(copy_shard, env, per_shard, workers, r.as_dict(), run_id) for r in ranges]
