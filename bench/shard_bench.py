@@ -5,12 +5,13 @@ This is a benchmark, not a test: it asserts nothing, it measures and reports.
 
     .venv/bin/python bench/shard_bench.py [--objects 200000] [--shards 1 2 4] [--workers 64]
 
-QA gets ``--objects`` small objects once (uploading runs at a few hundred objects/s here: 200,000
-take ~8 min). Then, for each shard count K, prod is emptied and the DAG's sequence is run with the
-same library calls its tasks make:
+QA gets ``--objects`` small objects once, uploaded by s5cmd from a temp tree (bench/s5seed.py;
+boto3 managed a few hundred objects/s here, 200,000 took ~8 min). Then, for each shard count K,
+prod is emptied and the DAG's sequence is run with the same library calls its tasks make:
 
-* ``plan``: one listing of both sides, the QA snapshot, the key ranges (``shard_objects`` set so
-  the prefix splits into K shards);
+* ``plan``: one listing of both sides, the QA snapshot, the key ranges (``shard_objects`` set to
+  ``ceil(objects / K)``, so the prefix splits into K shards whenever K divides ``--objects``; any
+  other count stops the benchmark naming both listings' sizes);
 * ``copy``: K **processes** at once, one per shard (as K mapped ``promote`` tasks on K Celery
   workers), each listing only its range (StartAfter) and copying it (``shards.promote_range``);
 * ``deletes+verify``: the deletes after every shard copied, then the whole prefix verified.
@@ -26,6 +27,7 @@ from __future__ import annotations
 
 import argparse
 import os
+import shutil
 import sys
 import tempfile
 import time
@@ -36,6 +38,9 @@ from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO / "include"))
+sys.path.insert(0, str(REPO / "bench"))
+
+import s5seed  # noqa: E402
 
 QA, PROD = "qa-shard-bench", "prod-shard-bench"
 PREFIX = "huge/"
@@ -73,17 +78,14 @@ def copy_shard(env: dict[str, str], per_shard: int, workers: int, shard: dict, r
     return row
 
 
-def seed(s3, objects: int) -> float:
+def seed(s3, env: dict[str, str], objects: int, workdir: Path) -> float:
+    """``objects`` small objects into QA, by s5cmd (bench/s5seed.py)."""
     started = time.perf_counter()
-    existing = sum(p.get("KeyCount", 0) for p in s3.get_paginator("list_objects_v2").paginate(Bucket=QA, Prefix=PREFIX))
-    if existing < objects:
-        with ThreadPoolExecutor(32) as pool:
-            list(
-                pool.map(
-                    lambda i: s3.put_object(Bucket=QA, Key=f"{PREFIX}obj-{i:07d}.bin", Body=f"{i}\n".encode()),
-                    range(objects),
-                )
-            )
+    items = ((f"{PREFIX}obj-{i:07d}.bin", f"{i}\n".encode()) for i in range(objects))
+    creds = {k: v for k, v in os.environ.items() if not k.startswith("AWS_")}  # no user profile leaks in
+    creds.update(AWS_ACCESS_KEY_ID=env["access"], AWS_SECRET_ACCESS_KEY=env["secret"])
+    took = s5seed.upload(s3, s5seed.s5cmd_binary(), QA, items, endpoint=env["endpoint"], env=creds, workdir=workdir)
+    print(f"  s5cmd seeding: {took['write_s']:.1f} s writing the tree, {took['upload_s']:.1f} s uploading", flush=True)
     return time.perf_counter() - started
 
 
@@ -114,6 +116,11 @@ def one(env, s3, objects: int, k: int, workers: int) -> dict[str, float]:
     t0 = time.perf_counter()
     (planned,) = run.plan(engine, run_id=run_id, dry_run=False)
     ranges = shards.ranges_for(planned)
+    if len(ranges) != k:  # K objects at shard_objects = ceil(K / k): k ranges whenever k divides K
+        raise SystemExit(
+            f"asked for {k} shards of {objects} objects (shard_objects={per_shard}), the plan made {len(ranges)}: "
+            f"QA lists {planned.source_count} objects, prod {planned.dest_count}"
+        )
     t1 = time.perf_counter()
     with ProcessPoolExecutor(max_workers=len(ranges), mp_context=get_context("spawn")) as pool:
         futures = [pool.submit(copy_shard, env, per_shard, workers, r.as_dict(), run_id) for r in ranges]
@@ -153,7 +160,7 @@ def main() -> int:
         for bucket in (QA, PROD):
             s3.create_bucket(Bucket=bucket)
             s3.put_bucket_versioning(Bucket=bucket, VersioningConfiguration={"Status": "Enabled"})
-        took = seed(s3, args.objects)
+        took = seed(s3, env, args.objects, tmp)
         print(f"seeded {args.objects} objects in {took:.0f} s ({args.objects / took:.0f}/s)", flush=True)
         results = []
         for k in args.shards:
@@ -178,6 +185,7 @@ def main() -> int:
             )
     finally:
         server.stop()
+        shutil.rmtree(tmp, ignore_errors=True)  # SeaweedFS's data: ~1 GB at 200,000 objects
     return 0
 
 

@@ -5,8 +5,9 @@ This is a benchmark, not a test: it asserts nothing, it measures and reports.
 
     .venv/bin/python bench/sync_bench.py            # full run (5,000 small + 20 x 8 MiB, 3 repeats)
     .venv/bin/python bench/sync_bench.py --quick    # smoke run (500 small + 2 big, 1 repeat)
-    .venv/bin/python bench/sync_bench.py --large 100000 --large-tools greenlight s5cmd
-                                                    # also full + no-op at 100,000 small objects
+    .venv/bin/python bench/sync_bench.py --small 5000 --big 0 --large 100000
+                                                    # also full + no-op at 100,000 small objects,
+                                                    # growth from 5,000 small objects (~20-30 min)
 
 What it does
 ------------
@@ -25,10 +26,12 @@ What it does
        then sync. Afterwards the destination ETags of those 50 keys are compared with the source's.
   Within a repetition the tools run one after the other, the order rotating each repetition, so
   background load on the machine is spread over all of them.
-* ``--large N`` (opt-in: seeding runs at ~400 objects/s per source bucket) adds a second dataset of
-  N small objects in buckets of its own (``qa-bench-<tool>-large``), runs ``full`` and ``noop`` on
-  it ``--large-repeats`` times for ``--large-tools``, and reports how each tool's time grows from
-  the standard dataset to N objects.
+* ``--large N`` (opt-in) adds a second dataset of N small objects (same key layout) in a source
+  bucket of its own (``qa-bench-large``, seeded by s5cmd from a temp tree: bench/s5seed.py; boto3
+  managed ~400 objects/s) and one destination per tool, runs ``full`` and ``noop`` on it
+  ``--large-repeats`` times for ``--large-tools``, and reports how each tool's time grows from the
+  standard dataset to N objects. The standard full sync includes the big objects: for the growth
+  of small-object time alone run the standard dataset with ``--big 0``.
 * ``copied`` is measured the same way for every tool: the number of object versions added to the
   destination by the run (``_greenlight/`` manifests excluded). greenlight's own ``copied`` (the JSON
   summary on the last stdout line of its CLI) is recorded next to it.
@@ -93,6 +96,9 @@ import boto3  # noqa: E402
 from botocore.config import Config  # noqa: E402
 
 from greenlight.dev.localstack import start_seaweedfs  # noqa: E402
+
+sys.path.insert(0, str(REPO / "bench"))
+import s5seed  # noqa: E402
 
 _T0 = time.monotonic()
 
@@ -313,7 +319,19 @@ class Bench:
             if src in seeded:
                 continue
             self.client.create_bucket(Bucket=src)
-            upload(self.client, src, self.data, self.pool)
+            if self.suffix:  # the --large dataset: s5cmd seeds it far faster than boto3 (bench/s5seed.py)
+                seeded_by = s5seed.upload(
+                    self.client,
+                    self.bins["s5cmd"],
+                    src,
+                    self.data.small.items(),
+                    endpoint=self.server.endpoint_url,
+                    env=self.env,
+                    workdir=self.tmp,
+                )
+                log(f"s5cmd seeding of {src}: {seeded_by}")
+            else:
+                upload(self.client, src, self.data, self.pool)
             seeded.add(src)
             log(f"uploaded {self.data.count} objects to {src} in {time.monotonic() - started:.1f}s; {dst} versioned")
         reference = list_etags(self.client, self.buckets(self.tools[0])[0])

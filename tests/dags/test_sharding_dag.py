@@ -21,7 +21,8 @@ from greenlight.cli import main as cli
 from greenlight.dagsupport import promotion as tasks
 from greenlight.promotion import run
 from greenlight.promotion.config import parse_config
-from greenlight.storage.manifests import read_manifest_uri
+from greenlight.promotion.gates import pointer_manifests, stored_pointer
+from greenlight.storage.manifests import ManifestStore, read_manifest_uri
 
 pytestmark = pytest.mark.usefixtures("airflow_db")
 
@@ -112,6 +113,11 @@ def test_sharded_prefix_promotes_in_parallel_shards_refuses_a_second_writer_and_
         lo, hi = p["shard"]["start_after"], p["shard"]["end"]
         rels = [a["key"].removeprefix(big) for a in p["actions"]]
         assert all((lo is None or r > lo) and (hi is None or r <= hi) for r in rels), (lo, hi, rels)
+
+    # The current pointer names every shard's manifest part, in shard order.
+    pointer = stored_pointer(ManifestStore(config.manifest_uri, s3), config.prefixes[0])
+    assert pointer["run_id"] == run_id
+    assert pointer_manifests(pointer) == [r["manifest"] for r in index["prefixes"]] and len(index["prefixes"]) == 4
 
     # The run released its hold: the same CLI promote now goes through (nothing left to do).
     code, out = _cli("promote", "--config", str(path), "--run-id", "cli__third", "--no-progress")

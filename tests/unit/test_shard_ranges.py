@@ -56,3 +56,64 @@ def test_round_trip_through_xcom_and_bad_threshold():
     assert KeyRange.from_dict(r.as_dict()) == r and r.label == "shard 2/4" and r.suffix == "shard-0002-of-0004"
     with pytest.raises(ValueError, match="shard_objects"):
         split_ranges(["a"], 0)
+
+
+@pytest.mark.parametrize("objects", [1, 2, 7, 60, 99, 100, 101, 1000, 4001, 20_000])
+@pytest.mark.parametrize("asked", [1, 2, 3, 4, 5, 8])
+def test_asking_for_n_shards_gives_the_expected_count_covering_every_key_once(objects, asked):
+    """``shard_objects = ceil(K / N)`` (how the shard benchmark asks for N shards) gives
+    ``ceil(K / shard_objects)`` ranges: N whenever N divides K (never more than N), and every key of
+    the listing lies in exactly one range, with no gap and no overlap at the boundaries."""
+    keys = [f"obj-{i:07d}.bin" for i in range(objects)]
+    per_shard = -(-objects // asked)
+    ranges = split_ranges(keys, per_shard)
+    expected = 1 if objects <= per_shard else -(-objects // per_shard)
+    assert len(ranges) == expected <= asked
+    if objects % asked == 0:
+        assert len(ranges) == asked
+    assert [r.index for r in ranges] == list(range(len(ranges))) and {r.count for r in ranges} == {len(ranges)}
+    assert ranges[0].start_after is None and ranges[-1].end is None
+    assert all(a.end == b.start_after for a, b in zip(ranges, ranges[1:], strict=False))
+    owners = [_owner(ranges, k) for k in keys]
+    assert all(len(o) == 1 for o in owners)
+    sizes = [sum(1 for o in owners if o == [r.index]) for r in ranges]
+    assert sum(sizes) == objects and max(sizes) <= per_shard
+    # The boundary keys themselves: the end of a range is in it, not in the next one.
+    for a, b in zip(ranges, ranges[1:], strict=False):
+        assert a.contains(a.end) and not b.contains(a.end)
+
+
+class _EchoingStartAfter:
+    """A stand-in for an S3 server whose StartAfter is inclusive (older SeaweedFS versions on
+    versioned buckets, rustfs): the real SeaweedFS 4.48 here is exclusive, so this one case is
+    simulated. It serves ``list_objects_v2`` from a sorted list, two keys per page."""
+
+    def __init__(self, keys: list[str]):
+        self.keys = sorted(keys)
+
+    def list_objects_v2(self, *, Bucket, Prefix, MaxKeys, StartAfter=None, ContinuationToken=None):  # noqa: N803, ARG002
+        start = ContinuationToken or StartAfter
+        keys = [k for k in self.keys if k.startswith(Prefix)]
+        if start is not None:
+            first = next((i for i, k in enumerate(keys) if k >= start), len(keys))
+            if ContinuationToken is not None and first < len(keys) and keys[first] == start:
+                first += 1  # the token continues after the last key served
+            keys = keys[first:]
+        page, rest = keys[:2], keys[2:]
+        out = {"Contents": [{"Key": k, "Size": 1, "ETag": '"e"'} for k in page], "IsTruncated": bool(rest)}
+        if rest:
+            out["NextContinuationToken"] = page[-1]
+        return out
+
+
+def test_a_range_never_lists_its_start_after_key_even_if_the_server_echoes_it():
+    from greenlight.promotion.shards import list_range
+    from greenlight.storage.s3 import S3Uri
+
+    keys = [f"p/k{i:02d}" for i in range(10)]
+    client = _EchoingStartAfter(keys)
+    ranges = split_ranges([k.removeprefix("p/") for k in keys], 4)
+    listed = [sorted(list_range(client, S3Uri("qa-x", "p/"), r)) for r in ranges]
+    assert [len(x) for x in listed] == [4, 4, 2]  # 10 keys at 4 per shard: 3 ranges
+    flat = [k for part in listed for k in part]
+    assert sorted(flat) == sorted(k.removeprefix("p/") for k in keys) and len(flat) == len(set(flat))

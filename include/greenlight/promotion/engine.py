@@ -570,11 +570,18 @@ class Engine:
         return not (manifest is None and current and all(current.get(k) == v for k, v in record.items()))
 
     def publish_verified(
-        self, prefix: PrefixConfig, run_id: str, manifest: str | None, objects: int, *, moves: bool | None = None
+        self,
+        prefix: PrefixConfig,
+        run_id: str,
+        manifest: str | None,
+        objects: int,
+        *,
+        moves: bool | None = None,
+        parts: list[str] | None = None,
     ) -> str | None:
         """Move the prefix's current pointer to this verified promotion (see :mod:`greenlight.promotion.gates`),
         when :meth:`pointer_moves` says so (``moves``: its answer, when the caller already asked);
-        returns the pointer's location."""
+        ``parts``: every shard's manifest part of a sharded prefix. Returns the pointer's location."""
         if not self.manifests:
             return None
         from greenlight.promotion.gates import pointer_path, publish_pointer
@@ -583,7 +590,10 @@ class Engine:
             return self.manifests.uri(pointer_path(prefix))
         self._guard(self.config.manifest_uri.bucket)
         record = contract_record(prefix)
-        return publish_pointer(self.manifests, prefix, run_id=run_id, manifest=manifest, objects=objects, **record)
+        shards = {"manifests": list(parts)} if parts else {}
+        return publish_pointer(
+            self.manifests, prefix, run_id=run_id, manifest=manifest, objects=objects, **record, **shards
+        )
 
     def verify(self, prefix: PrefixConfig, snapshot: dict[str, tuple[int, str]] | None = None) -> dict[str, Any]:
         """Prove the destination equals the source for this prefix (:class:`VerificationError` if not).

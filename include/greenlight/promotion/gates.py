@@ -7,7 +7,9 @@ the task log and the run's manifests (``promotions/<run>/gates/<prefix>.json``).
 
 Drift needs to know which contract version prod was promoted under: every verified promotion
 publishes a **current pointer** per prod prefix (``current/<prefix>.json``: run id, manifest,
-contract and version, plus the pointer it replaced), written only after verification passed.
+contract and version, plus the pointer it replaced), written only after verification passed. A
+sharded prefix's pointer also names every shard's manifest part (``manifests``; ``manifest`` is the
+first, as before): read it with :func:`pointer_manifests`, which also reads the older pointers.
 
 No Airflow imports here: the DAG and the CLI share it.
 """
@@ -75,6 +77,18 @@ def stored_pointer(store: ManifestStore, prefix: PrefixConfig | str) -> dict[str
     if legacy is not None and legacy.get("destination") == dest:
         return legacy
     return None
+
+
+def pointer_manifests(pointer: dict[str, Any] | None) -> list[str]:
+    """Every promotion manifest a pointer names: one per shard of a sharded prefix (``manifests``),
+    else its ``manifest`` (unsharded prefixes, and pointers written before shards named every part:
+    :func:`greenlight.promotion.rollback.shard_parts` finds a part's siblings from its name)."""
+    if not pointer:
+        return []
+    parts = pointer.get("manifests")
+    if isinstance(parts, list) and parts:
+        return [p for p in parts if isinstance(p, str) and p]
+    return [pointer["manifest"]] if isinstance(pointer.get("manifest"), str) and pointer["manifest"] else []
 
 
 def read_pointer(store: ManifestStore | None, prefix: PrefixConfig) -> dict[str, Any] | None:

@@ -23,6 +23,7 @@ rollback with the same run id merges into that manifest and keeps the first reco
 from __future__ import annotations
 
 import logging
+import re
 import time
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any
@@ -31,11 +32,12 @@ from greenlight.errors import (
     GreenlightError,
     ManifestError,
     ManifestInvalidError,
+    ManifestNotFoundError,
     RefusedError,
     VerificationError,
 )
 from greenlight.promotion.config import PromotionConfig, load_config
-from greenlight.promotion.gates import stored_pointer
+from greenlight.promotion.gates import pointer_manifests, stored_pointer
 from greenlight.storage.lease import holding
 from greenlight.storage.manifests import ManifestStore, read_manifest_uri, safe_name, utcnow
 from greenlight.storage.s3 import S3Uri, error_code, normalize_etag, object_state, parse_s3_uri
@@ -46,6 +48,8 @@ RUN_KIND = "greenlight.promotion-run/v1"
 #: Above this size a restore is a multipart UploadPartCopy (CopyObject's limit is 5 GiB).
 MAX_SINGLE_COPY = 5 * 1024**3
 PART_SIZE = 512 * 1024**2
+#: The name of a sharded prefix's manifest part (``shards.part_path``): ``….shard-0002-of-0004.json``.
+SHARD_PART = re.compile(r"\.shard-(\d{4,})-of-(\d{4,})\.json$")
 
 
 def _check_prefix_manifest(loc: str, doc: dict[str, Any]) -> None:
@@ -62,8 +66,44 @@ def _check_prefix_manifest(loc: str, doc: dict[str, Any]) -> None:
         raise ManifestInvalidError(f"{loc}: 'actions' must be a list of objects with a 'key'")
 
 
+def shard_label(manifest: dict[str, Any]) -> str:
+    """``shard 3/4 of s3://prod-…/x/`` for a sharded prefix's manifest part, else ''."""
+    shard = manifest.get("shard")
+    if not isinstance(shard, dict) or int(shard.get("count") or 1) <= 1:
+        return ""
+    return f"shard {int(shard['index']) + 1}/{int(shard['count'])} of {manifest.get('destination')}"
+
+
+def shard_parts(loc: str, manifest: dict[str, Any], client) -> list[tuple[str, dict[str, Any]]]:
+    """A manifest part of a sharded prefix -> every part of that prefix in the same run, found by
+    name (a shard that changed nothing has none); any other manifest -> itself.
+
+    So a rollback given one part (or an older current pointer, which named shard 1's part only)
+    still covers, and attributes, every shard."""
+    match = SHARD_PART.search(loc)
+    shard = manifest.get("shard")
+    if match is None or not isinstance(shard, dict) or int(shard.get("count") or 1) <= 1:
+        return [(loc, manifest)]
+    count = int(shard["count"])
+    out = []
+    for number in range(1, count + 1):
+        part = f"{loc[: match.start()]}.shard-{number:04d}-of-{count:04d}.json"
+        if part == loc:
+            out.append((loc, manifest))
+            continue
+        try:
+            doc = read_manifest_uri(part, client)
+        except ManifestNotFoundError:
+            continue
+        _check_prefix_manifest(part, doc)
+        if doc["destination"] == manifest["destination"] and doc.get("run_id") == manifest.get("run_id"):
+            out.append((part, doc))
+    return out
+
+
 def load_prefix_manifests(uri: str, client) -> list[tuple[str, dict[str, Any]]]:
-    """A run index or a single prefix manifest -> [(location, manifest)]."""
+    """A run index or a single prefix manifest -> [(location, manifest)] (one manifest part of a
+    sharded prefix -> every part of it: see :func:`shard_parts`)."""
     doc = read_manifest_uri(uri, client)
     if doc.get("kind") == RUN_KIND:
         rows = doc.get("prefixes", ())
@@ -77,7 +117,10 @@ def load_prefix_manifests(uri: str, client) -> list[tuple[str, dict[str, Any]]]:
                 out.append((row["manifest"], manifest))
         return out
     _check_prefix_manifest(uri, doc)
-    return [(uri, doc)]
+    parts = shard_parts(uri, doc, client)
+    if len(parts) > 1:
+        log.info("%s is one part of a sharded prefix: rolling back all %d parts of it", uri, len(parts))
+    return parts
 
 
 def check_domain(uri: str, manifests: list[tuple[str, dict[str, Any]]], config: PromotionConfig) -> None:
@@ -165,25 +208,38 @@ def _decide(entry: dict[str, Any], current: dict[str, Any] | None) -> str:
     return "skip"
 
 
+def _pointer_actions(store: ManifestStore, destination: str) -> tuple[str | None, dict[str, tuple[dict, str]]]:
+    """The current pointer's run and every key its manifests record (key -> (action, shard label)),
+    over all shards of a sharded prefix."""
+    pointer = stored_pointer(store, destination) or {}
+    named = pointer_manifests(pointer)
+    actions: dict[str, tuple[dict, str]] = {}
+    for loc in named:
+        try:
+            doc = read_manifest_uri(loc, store.client)
+            # A pointer naming one part only was written before pointers named every part.
+            parts = shard_parts(loc, doc, store.client) if len(named) == 1 else [(loc, doc)]
+        except GreenlightError:
+            continue
+        for _, part in parts:
+            label = shard_label(part)
+            for action in part.get("actions", ()):
+                if isinstance(action, dict) and action.get("key"):
+                    actions[action["key"]] = (action, label)
+    return pointer.get("run_id"), actions
+
+
 def _who_changed(store: ManifestStore | None, destination: str, key: str, current: dict[str, Any] | None, cache):
-    """The run that made ``key`` what it is now, when greenlight's current pointer knows it."""
+    """The run that made ``key`` what it is now (and its shard), when greenlight's current pointer knows it."""
     if current is None:
         return "deleted since (not by greenlight's current promotion)"
     if store is not None:
         if destination not in cache:
-            pointer = stored_pointer(store, destination) or {}
-            actions = {}
-            if pointer.get("manifest"):
-                try:
-                    doc = read_manifest_uri(pointer["manifest"], store.client)
-                    actions = {a.get("key"): a for a in doc.get("actions", ()) if isinstance(a, dict)}
-                except GreenlightError:
-                    actions = {}
-            cache[destination] = (pointer.get("run_id"), actions)
+            cache[destination] = _pointer_actions(store, destination)
         run_id, actions = cache[destination]
-        entry = actions.get(key)
+        entry, label = actions.get(key, (None, ""))
         if run_id and entry and _same(current, entry.get("after")):
-            return f"by promotion run {run_id!r}"
+            return f"by promotion run {run_id!r}" + (f" ({label})" if label else "")
     return f"by something else (version {current.get('version_id')}: a hand edit or a run greenlight has no pointer to)"
 
 
@@ -297,7 +353,8 @@ def _run(uri, client, manifests, store, *, dry_run, allow_partial, force, run_id
                 action = _decide(entry, current)
                 if action == "conflict":
                     who = _who_changed(store, manifest["destination"], key, current, who_cache)
-                    conflicts.append(f"s3://{bucket}/{key} changed since run {manifest.get('run_id')!r}: {who}")
+                    part = f" ({shard_label(manifest)})" if shard_label(manifest) else ""
+                    conflicts.append(f"s3://{bucket}/{key}{part} changed since run {manifest.get('run_id')!r}: {who}")
                     if not force:
                         continue
                     action = "delete" if before is None else "restore"

@@ -138,7 +138,11 @@ def verify_prefix(
         manifest = engine.manifests.uri(rel) if engine.manifests.read(rel) is not None else None
     # ``changed``: whether this run must leave the pointer naming it (what ``check-run`` verifies).
     check["changed"] = engine.pointer_moves(prefix, manifest)
-    check["pointer"] = engine.publish_verified(prefix, run_id, manifest, check["objects"], moves=check["changed"])
+    # A sharded prefix (``row`` merged from its shard rows): the pointer names every shard's part.
+    parts = row.get("manifests") if row.get("shards") else None
+    check["pointer"] = engine.publish_verified(
+        prefix, run_id, manifest, check["objects"], moves=check["changed"], parts=parts
+    )
     return check
 
 

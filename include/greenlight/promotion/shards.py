@@ -27,7 +27,7 @@ from greenlight.errors import QAChangedError, SyncFailedError
 from greenlight.promotion.config import PrefixConfig
 from greenlight.promotion.engine import Engine
 from greenlight.promotion.plan import PrefixPlan, contract_record, diff
-from greenlight.storage.s3 import S3Uri, _info, list_pages
+from greenlight.storage.s3 import ObjectInfo, S3Uri, list_pages, normalize_etag
 
 log = logging.getLogger("greenlight.promotion.shards")
 
@@ -108,10 +108,16 @@ def list_range(client, uri: S3Uri, rng: KeyRange) -> dict[str, Any]:
     start = uri.join(rng.start_after) if rng.start_after is not None else None
     for page in list_pages(client, uri.bucket, uri.prefix, start_after=start):
         for obj in page.get("Contents", ()):
-            info = _info(obj, uri.prefix)
+            info = ObjectInfo(
+                rel=obj["Key"][len(uri.prefix) :],
+                size=int(obj["Size"]),
+                etag=normalize_etag(obj.get("ETag")),
+                last_modified=obj.get("LastModified"),
+            )
             if rng.end is not None and info.rel > rng.end:
                 return out
-            out[info.rel] = info
+            if rng.contains(info.rel):  # StartAfter is exclusive, but some servers echo the key itself
+                out[info.rel] = info
     return out
 
 

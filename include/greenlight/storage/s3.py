@@ -287,6 +287,8 @@ def list_prefix(client, uri: S3Uri, *, pool: ThreadPoolExecutor | None = None) -
     subprefixes: list[str] = []
     for page in list_pages(client, uri.bucket, uri.prefix, delimiter="/"):
         for obj in page.get("Contents", ()):
+            if obj["Key"] == uri.prefix and not normalize_etag(obj.get("ETag")):
+                continue  # SeaweedFS lists the prefix's own empty directory (no ETag): not an object
             info = _info(obj, uri.prefix)
             result[info.rel] = info
         subprefixes.extend(cp["Prefix"] for cp in page.get("CommonPrefixes", ()))
