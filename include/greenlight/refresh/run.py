@@ -209,6 +209,7 @@ def _plan(section, table: str, prod: pgcat.TableInfo | None, staging: pgcat.Tabl
     )
     plan.size = prod.size if prod else 0
     plan.kind = staging.kind if staging else "r"
+    plan.source_kind = prod.kind if prod else "r"
     return plan
 
 

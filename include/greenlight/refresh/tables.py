@@ -26,6 +26,7 @@ from dataclasses import asdict, dataclass, field
 from typing import Any
 
 from greenlight.errors import GreenlightError
+from greenlight.refresh import indexes
 from greenlight.refresh.casts import NoSafeCastError, cast_expression, mask_expression, quote_ident
 from greenlight.refresh.catalog import Column, connect, count_rows, qualified
 
@@ -61,6 +62,7 @@ class TablePlan:
     error: str | None = None
     expressions: list[str] = field(default_factory=list)  # ``select`` without the aliases
     kind: str = "r"  # staging relkind: r (table) or p (partitioned)
+    source_kind: str = "r"  # prod relkind (a partitioned table can only be read by COPY over a query)
     size: int = 0  # estimated prod bytes (scheduling: largest groups first)
     checksum_columns: list[str] = field(default_factory=list)  # verified by checksum after the copy
     checksum_skipped: list[str] = field(default_factory=list)  # asked for but masked: not comparable
@@ -82,15 +84,17 @@ class TablePlan:
 
     def copy_out_sql(self) -> str:
         fmt = " (FORMAT BINARY)" if self.binary else ""
-        if not self.casts and not self.masked:
+        if not self.casts and not self.masked and self.source_kind != "p":
             # Nothing to convert: COPY the columns directly (cheaper than COPY over a query).
             cols = ", ".join(quote_ident(c) for c in self.columns)
             return f"COPY {qualified(self.table)} ({cols}) TO STDOUT{fmt}"
         return f"COPY ({self.select_sql()}) TO STDOUT{fmt}"
 
-    def copy_in_sql(self) -> str:
+    def copy_in_sql(self, *, freeze: bool = False) -> str:
+        """``freeze``: the table was emptied by ``TRUNCATE`` in this transaction (see :func:`copy_group`)."""
         cols = ", ".join(quote_ident(c) for c in self.columns)
-        return f"COPY {qualified(self.table)} ({cols}) FROM STDIN" + (" (FORMAT BINARY)" if self.binary else "")
+        options = [o for o, on in (("FORMAT BINARY", self.binary), ("FREEZE", freeze)) if on]
+        return f"COPY {qualified(self.table)} ({cols}) FROM STDIN" + (f" ({', '.join(options)})" if options else "")
 
     def as_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -231,6 +235,7 @@ class TableResult:
     bytes: int = 0
     checksum_columns: list[str] = field(default_factory=list)
     checksum_source: str | None = None  # prod, same snapshot as the copy (see TablePlan.checksum_source_sql)
+    indexes_rebuilt: list[str] = field(default_factory=list)  # set aside during the COPY (refresh.indexes)
 
     def as_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -290,7 +295,7 @@ def _finish(conn) -> int:
     return int(results[-1].command_tuples or 0)
 
 
-def _stream(src, dst, plan: TablePlan) -> tuple[int, int, int]:
+def _stream(src, dst, plan: TablePlan, *, freeze: bool = False) -> tuple[int, int, int]:
     """COPY out of prod into staging; returns (rows read, rows written, bytes).
 
     The relay talks libpq directly (psycopg's ``pgconn``): PostgreSQL sends one COPY message per
@@ -304,7 +309,7 @@ def _stream(src, dst, plan: TablePlan) -> tuple[int, int, int]:
 
     sp, dp = src.pgconn, dst.pgconn
     _start_copy(src, plan.copy_out_sql(), pq.ExecStatus.COPY_OUT)
-    _start_copy(dst, plan.copy_in_sql(), pq.ExecStatus.COPY_IN)
+    _start_copy(dst, plan.copy_in_sql(freeze=freeze), pq.ExecStatus.COPY_IN)
     get, put = sp.get_copy_data, dp.put_copy_data
     nbytes = 0
     batch = bytearray()
@@ -429,7 +434,10 @@ def copy_group(
                 if not _SNAPSHOT.match(snapshot):
                     raise ValueError(f"not a snapshot id: {snapshot!r}")
                 scur.execute(f"SET TRANSACTION SNAPSHOT '{snapshot}'")
-            dcur.execute("SET CONSTRAINTS ALL DEFERRED")
+            # synchronous_commit off for this transaction only: staging is a copy that a rerun rebuilds.
+            # A crash right after the commit can lose the transaction, but only as a whole (WAL replay
+            # never applies part of one): staging then holds the old rows, as after a failed refresh.
+            dcur.execute("SET CONSTRAINTS ALL DEFERRED; SET LOCAL synchronous_commit = off")
             # The 0-row trap is checked before anything in staging is touched: one query on prod,
             # and a count of staging only for tables prod has no rows of (not a scan of every table).
             present = scur.execute(
@@ -454,18 +462,26 @@ def copy_group(
                         "(list the table in allow_empty if prod really is empty)",
                     )
             names = ", ".join(qualified(p.table) for p in plans)
-            if any(outside_children.get(p.table) for p in plans):
+            truncated = not any(outside_children.get(p.table) for p in plans)
+            if truncated:
+                dcur.execute(f"TRUNCATE {names}")
+            else:
                 # A table not copied references this group: TRUNCATE would refuse, DELETE checks rows.
                 for p in reversed(plans):
                     dcur.execute(f"DELETE FROM {qualified(p.table)}")  # noqa: S608
-            else:
-                dcur.execute(f"TRUNCATE {names}")
             for p in plans:
                 failing = p.table
                 started = time.monotonic()
-                rows_out, rows_in, nbytes = _stream(src, dst, p)
+                # Emptied by TRUNCATE in this transaction (and locked until the commit): the rows can be
+                # written frozen (no hint-bit rewrite or freeze vacuum later) and the indexes built
+                # once after the COPY instead of row by row. Neither changes what a reader sees.
+                plain = truncated and p.kind == "r"
+                aside = indexes.set_aside(dst, p.table) if plain and p.size >= indexes.MIN_BYTES else []
+                rows_out, rows_in, nbytes = _stream(src, dst, p, freeze=plain)
+                indexes.rebuild(dst, aside)  # a duplicate key fails here: rolled back with the rows
                 r = results[p.table]
                 r.rows_source, r.rows_target, r.bytes = rows_out, rows_in, nbytes
+                r.indexes_rebuilt = [i.index for i in aside]
                 r.duration_s = round(time.monotonic() - started, 3)
                 if rows_out != rows_in:
                     raise TableCopyError(p.table, f"read {rows_out} rows from prod but staging took {rows_in}")
@@ -473,13 +489,14 @@ def copy_group(
                     # Same snapshot as the rows just copied, through the same casts.
                     r.checksum_source = scur.execute(p.checksum_source_sql()).fetchone()[1]
                 log.info(
-                    "copied %s: %d rows, %d bytes (%s) in %.2fs%s",
+                    "copied %s: %d rows, %d bytes (%s) in %.2fs%s%s",
                     p.table,
                     rows_in,
                     nbytes,
                     r.format,
                     r.duration_s,
                     f"; casts: {p.casts}" if p.casts else "",
+                    f"; indexes rebuilt: {', '.join(r.indexes_rebuilt)}" if r.indexes_rebuilt else "",
                 )
             failing = None
             dcur.execute("SET CONSTRAINTS ALL IMMEDIATE")  # deferred FKs are checked here, still inside
