@@ -90,7 +90,14 @@ def set_aside(conn, table: str) -> list[SetAside]:
     return out
 
 
-def rebuild(conn, items: list[SetAside]) -> None:
-    """Build every index :func:`set_aside` dropped (unique ones check their rows here)."""
+def rebuild(conn, items: list[SetAside], *, serial: bool = False) -> None:
+    """Build every index :func:`set_aside` dropped (unique ones check their rows here).
+
+    ``serial``: other tables are being copied side by side, which keeps the server's cores busy;
+    a parallel build's workers then only add their start-up and merge cost (measured on the
+    refresh bench, two workers on two cores: 0.14 s less staging CPU without them).
+    """
+    if items and serial:
+        conn.execute("SET LOCAL max_parallel_maintenance_workers = 0")
     for item in items:
         conn.execute(item.create_sql())

@@ -234,6 +234,7 @@ class TableResult:
     checksum_columns: list[str] = field(default_factory=list)
     checksum_source: str | None = None  # prod, same snapshot as the copy (see TablePlan.checksum_source_sql)
     indexes_rebuilt: list[str] = field(default_factory=list)  # set aside during the COPY (refresh.indexes)
+    truncated: bool = False  # emptied by TRUNCATE: locked until the commit, so it then held rows_target rows
 
     def as_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -312,12 +313,14 @@ def copy_group(
     outside_children: dict[str, list[str]] | None = None,
     snapshot: str | None = None,
     pair: ConnPair | None = None,
+    serial_index_builds: bool = False,
 ) -> list[TableResult]:
     """Copy one FK group (``plans`` ordered parents first) in one staging transaction.
 
     Prod is read in one ``REPEATABLE READ, READ ONLY`` transaction: its own snapshot, or the
     exported ``snapshot`` shared by every group of the run. ``pair``: open connections to reuse
-    (a worker of the CLI); otherwise two are opened and closed here. Returns one result per table;
+    (a worker of the CLI); otherwise two are opened and closed here. ``serial_index_builds``: other
+    groups are being copied at the same time, so indexes rebuilt here use no parallel workers. Returns one result per table;
     when any table fails, every table of the group is reported failed and staging keeps all its
     old rows (the transaction is rolled back).
     """
@@ -395,10 +398,13 @@ def copy_group(
                 plain = truncated and p.kind == "r"
                 aside = indexes.set_aside(dst, p.table) if plain and p.size >= indexes.MIN_BYTES else []
                 rows_out, rows_in, nbytes = relay.stream(src, dst, p.copy_out_sql(), p.copy_in_sql(freeze=plain))
-                indexes.rebuild(dst, aside)  # a duplicate key fails here: rolled back with the rows
+                indexes.rebuild(
+                    dst, aside, serial=serial_index_builds
+                )  # a duplicate key fails here: rolled back with the rows
                 r = results[p.table]
                 r.rows_source, r.rows_target, r.bytes = rows_out, rows_in, nbytes
                 r.indexes_rebuilt = [i.index for i in aside]
+                r.truncated = truncated
                 r.duration_s = round(time.monotonic() - started, 3)
                 if rows_out != rows_in:
                     raise TableCopyError(p.table, f"read {rows_out} rows from prod but staging took {rows_in}")
