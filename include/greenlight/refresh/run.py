@@ -17,10 +17,10 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import Any
 
-from greenlight.errors import ConfigError, RefusedError
+from greenlight.errors import ConfigError, RefreshError, RefusedError
 from greenlight.refresh import catalog as pgcat
 from greenlight.refresh import tables as pg
-from greenlight.refresh.checks import RefreshFailedError, health, migrate
+from greenlight.refresh.checks import health, migrate
 from greenlight.refresh.config import ALWAYS_SKIPPED, RefreshConfig, looks_like_prod
 from greenlight.refresh.connections import PgConn
 
@@ -564,7 +564,7 @@ def refresh(r: Refresh) -> dict[str, Any]:
         try:
             migration = migrate(r)
             health_result = health(r)
-        except RefreshFailedError as exc:
+        except RefreshError as exc:  # a step failed: reported with the tables and verification
             errors.append(str(exc))
         staging = [p.dst for p in pairs if p.dst is not None and not p.dst.closed]
         # Nothing but a migration changes staging's tables between the commits and here.

@@ -25,7 +25,7 @@ from collections import defaultdict
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
-from greenlight.errors import GreenlightError
+from greenlight.errors import RefreshError
 from greenlight.refresh import indexes, relay
 from greenlight.refresh.casts import NoSafeCastError, cast_expression, mask_expression, quote_ident
 from greenlight.refresh.catalog import Column, connect, count_rows, qualified
@@ -33,15 +33,14 @@ from greenlight.refresh.catalog import Column, connect, count_rows, qualified
 log = logging.getLogger("greenlight.refresh.tables")
 
 
-class TableCopyError(GreenlightError):
+class TableCopyError(RefreshError):
     """One table (and its FK group) could not be copied; staging kept its old rows (exit 1)."""
 
     kind = "table"
 
-    def __init__(self, table: str, reason: str):
-        self.table = table
-        self.reason = reason
-        super().__init__(f"{table}: {reason}")
+    @property
+    def table(self) -> str:
+        return self.where
 
 
 # ---------------------------------------------------------------------------------------- planning
