@@ -103,10 +103,15 @@ def test_indexes_are_rebuilt_as_they_were(tmp_path, capsys, refresh_dbs, small_t
         assert conn.execute("SELECT count(*) FROM items WHERE sku = 'sku-500'").fetchone() == (1,)
     detail = json.loads((tmp_path / "manifests").joinpath(*_latest(tmp_path)).read_text())["detail"]["tables"]
     rebuilt = {t["table"]: sorted(t["indexes_rebuilt"]) for t in detail}
-    # items' own indexes were set aside; parents' key is referenced by items' FK and plain's has a
-    # comment: both stayed in place.
+    # items' FK to parents (same FK group) was dropped for the COPY and added back after it, so
+    # parents' key was free to be rebuilt too; plain's key has a comment: it stayed in place.
     assert rebuilt == {
         "public.items": ["items_lower_note", "items_pkey", "items_qty_partial", "items_sku_key"],
+        "public.parents": ["parents_pkey"],
+        "public.plain": [],
+    }
+    assert {t["table"]: t["foreign_keys_added_back"] for t in detail} == {
+        "public.items": ["items_parent_id_fkey"],
         "public.parents": [],
         "public.plain": [],
     }
@@ -135,6 +140,32 @@ def test_duplicate_key_fails_the_rebuild_and_keeps_old_rows_and_indexes(
     assert dbs.query("staging", "SELECT * FROM items ORDER BY id") == rows_before
     assert dbs.query("staging", SCHEMA_SQL) == schema_before
     assert next(t for t in summary["tables"] if t["table"] == "public.plain")["status"] == "synced"
+
+
+def test_a_row_without_its_parent_fails_the_group_when_the_key_is_added_back(
+    tmp_path, capsys, refresh_dbs, small_tables_too
+):
+    dbs = refresh_dbs
+    seed(dbs)
+    # Prod lost its foreign key; one item points at a parent that does not exist.
+    dbs.run(
+        "prod",
+        "ALTER TABLE items DROP CONSTRAINT items_parent_id_fkey",
+        "UPDATE items SET parent_id = 999 WHERE id = 7",
+    )
+    schema_before = dbs.query("staging", SCHEMA_SQL)
+    rows_before = {t: dbs.query("staging", f"SELECT * FROM {t} ORDER BY 1") for t in ("parents", "items")}
+
+    code, summary = run_refresh(tmp_path, capsys, dbs)
+
+    assert code == 1
+    tables = {t["table"]: t for t in summary["tables"]}
+    assert tables["public.items"]["status"] == "failed"
+    assert "items_parent_id_fkey" in tables["public.items"]["reason"], tables["public.items"]["reason"]
+    assert "999" in tables["public.items"]["reason"]
+    assert tables["public.parents"]["reason"] == "not copied: public.items in the same FK group failed"
+    assert {t: dbs.query("staging", f"SELECT * FROM {t} ORDER BY 1") for t in ("parents", "items")} == rows_before
+    assert dbs.query("staging", SCHEMA_SQL) == schema_before
 
 
 def _latest(tmp_path) -> tuple[str, ...]:

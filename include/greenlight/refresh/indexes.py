@@ -16,6 +16,13 @@ clustered index, one with a comment, a non-default tablespace, per-column statis
 (for a constraint's index) storage options that the definitions above do not carry, nor an index
 of a partitioned table or a partition. Those keep being maintained row by row, as before.
 Small tables keep their indexes too (:data:`MIN_BYTES`): there a rebuild costs more than it saves.
+
+Foreign keys between tables of the same FK group (:func:`set_aside_foreign_keys`) are handled
+the same way: with the key in place every copied child row queues a deferred check that runs one
+lookup in the parent at the commit; added back after the COPY (:func:`add_back`), PostgreSQL
+validates all rows with one join, and the parent's key, no longer referenced meanwhile, can be
+rebuilt too. A row without its parent fails the ``ADD CONSTRAINT`` and rolls the group back.
+A key that was ``NOT VALID`` is added back ``NOT VALID`` (its definition says so).
 """
 
 from __future__ import annotations
@@ -54,6 +61,22 @@ WHERE i.indrelid = %s::regclass
     SELECT 1 FROM pg_depend d
     WHERE d.classid = 'pg_class'::regclass AND d.objid = i.indexrelid AND d.deptype = 'e')
 ORDER BY c.contype NULLS LAST, ic.relname
+"""
+
+
+_GROUP_FKS = """
+SELECT n.nspname || '.' || t.relname, c.conname, pg_get_constraintdef(c.oid)
+FROM pg_constraint c
+JOIN pg_class t ON t.oid = c.conrelid
+JOIN pg_namespace n ON n.oid = t.relnamespace
+JOIN pg_class p ON p.oid = c.confrelid
+WHERE c.contype = 'f' AND c.conrelid = ANY(%s::regclass[]) AND c.confrelid = ANY(%s::regclass[])
+  AND c.conparentid = 0 AND t.relkind = 'r' AND NOT t.relispartition AND p.relkind = 'r' AND NOT p.relispartition
+  AND obj_description(c.oid, 'pg_constraint') IS NULL
+  AND NOT EXISTS (
+    SELECT 1 FROM pg_depend d
+    WHERE d.refclassid = 'pg_constraint'::regclass AND d.refobjid = c.oid AND d.deptype <> 'i')
+ORDER BY 1, 2
 """
 
 
@@ -101,3 +124,22 @@ def rebuild(conn, items: list[SetAside], *, serial: bool = False) -> None:
         conn.execute("SET LOCAL max_parallel_maintenance_workers = 0")
     for item in items:
         conn.execute(item.create_sql())
+
+
+def set_aside_foreign_keys(conn, tables: list[str]) -> list[SetAside]:
+    """Drop the foreign keys from one of ``tables`` to another (schema.name each); returns them.
+
+    Call it after the ``TRUNCATE`` of all of them and :func:`add_back` after their COPY (and
+    :func:`rebuild`), in the same transaction.
+    """
+    names = [qualified(t) for t in tables]
+    rows = conn.execute(_GROUP_FKS, (names, names)).fetchall()
+    out = [SetAside(table, "", constraint, definition) for table, constraint, definition in rows]
+    for item in out:
+        conn.execute(item.drop_sql())
+    return out
+
+
+def add_back(conn, items: list[SetAside]) -> None:
+    """Add back the foreign keys :func:`set_aside_foreign_keys` dropped (each validates every row)."""
+    rebuild(conn, items)

@@ -234,6 +234,7 @@ class TableResult:
     checksum_source: str | None = None  # prod, same snapshot as the copy (see TablePlan.checksum_source_sql)
     indexes_rebuilt: list[str] = field(default_factory=list)  # set aside during the COPY (refresh.indexes)
     truncated: bool = False  # emptied by TRUNCATE: locked until the commit, so it then held rows_target rows
+    foreign_keys_added_back: list[str] = field(default_factory=list)  # dropped during the group's COPY
 
     def as_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -382,8 +383,11 @@ def copy_group(
                     )
             names = ", ".join(qualified(p.table) for p in plans)
             truncated = not any(outside_children.get(p.table) for p in plans)
+            fks: list[indexes.SetAside] = []
             if truncated:
                 dcur.execute(f"TRUNCATE {names}")
+                if any(p.kind == "r" and p.size >= indexes.MIN_BYTES for p in plans):
+                    fks = indexes.set_aside_foreign_keys(dst, [p.table for p in plans if p.kind == "r"])
             else:
                 # A table not copied references this group: TRUNCATE would refuse, DELETE checks rows.
                 for p in reversed(plans):
@@ -397,9 +401,8 @@ def copy_group(
                 plain = truncated and p.kind == "r"
                 aside = indexes.set_aside(dst, p.table) if plain and p.size >= indexes.MIN_BYTES else []
                 rows_out, rows_in, nbytes = relay.stream(src, dst, p.copy_out_sql(), p.copy_in_sql(freeze=plain))
-                indexes.rebuild(
-                    dst, aside, serial=serial_index_builds
-                )  # a duplicate key fails here: rolled back with the rows
+                # A duplicate key fails the rebuild: rolled back with the rows.
+                indexes.rebuild(dst, aside, serial=serial_index_builds)
                 r = results[p.table]
                 r.rows_source, r.rows_target, r.bytes = rows_out, rows_in, nbytes
                 r.indexes_rebuilt = [i.index for i in aside]
@@ -420,6 +423,10 @@ def copy_group(
                     f"; casts: {p.casts}" if p.casts else "",
                     f"; indexes rebuilt: {', '.join(r.indexes_rebuilt)}" if r.indexes_rebuilt else "",
                 )
+            for fk in fks:  # validated with one join each, still inside the transaction
+                failing = fk.table
+                indexes.add_back(dst, [fk])
+                results[fk.table].foreign_keys_added_back.append(fk.constraint)
             failing = None
             dcur.execute("SET CONSTRAINTS ALL IMMEDIATE")  # deferred FKs are checked here, still inside
             for p in plans:
