@@ -9,8 +9,10 @@ binary when every column type is built in, text otherwise.
 Tables linked by foreign keys form a *group*; a group is copied in **one target transaction**
 (emptied, then copied parents first) from **one source snapshot** (``REPEATABLE READ, READ ONLY``),
 so children never reference parents from another moment and a failure anywhere in the group
-leaves every old staging row in place. Sequences and identities are reset to ``max(col)``
-before the commit. A source table that reads 0 rows while staging (or the previous run) had rows
+leaves every old staging row in place. A table emptied by ``TRUNCATE`` is loaded with ``FREEZE``
+while its indexes and the group's own foreign keys are set aside, then rebuilt and validated in
+the same transaction (:mod:`greenlight.refresh.indexes`). Sequences and identities are reset to
+``max(col)`` before the commit. A source table that reads 0 rows while staging (or the previous run) had rows
 fails instead of emptying staging, unless the table is in ``allow_empty``.
 
 The source is opened with ``default_transaction_read_only=on``: nothing here can write to prod.
