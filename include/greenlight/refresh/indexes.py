@@ -126,15 +126,16 @@ def rebuild(conn, items: list[SetAside], *, serial: bool = False) -> None:
         conn.execute(item.create_sql())
 
 
-def set_aside_foreign_keys(conn, tables: list[str]) -> list[SetAside]:
-    """Drop the foreign keys from one of ``tables`` to another (schema.name each); returns them.
+def set_aside_foreign_keys(conn, tables: list[str], children: set[str]) -> list[SetAside]:
+    """Drop the foreign keys from one of ``children`` to one of ``tables`` (schema.name each): the
+    children worth it are the large ones (a per-row check costs per child row). Returns them.
 
     Call it after the ``TRUNCATE`` of all of them and :func:`add_back` after their COPY (and
     :func:`rebuild`), in the same transaction.
     """
     names = [qualified(t) for t in tables]
     rows = conn.execute(_GROUP_FKS, (names, names)).fetchall()
-    out = [SetAside(table, "", constraint, definition) for table, constraint, definition in rows]
+    out = [SetAside(table, "", constraint, definition) for table, constraint, definition in rows if table in children]
     for item in out:
         conn.execute(item.drop_sql())
     return out

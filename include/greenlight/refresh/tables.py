@@ -388,8 +388,9 @@ def copy_group(
             fks: list[indexes.SetAside] = []
             if truncated:
                 dcur.execute(f"TRUNCATE {names}")
-                if any(p.kind == "r" and p.size >= indexes.MIN_BYTES for p in plans):
-                    fks = indexes.set_aside_foreign_keys(dst, [p.table for p in plans if p.kind == "r"])
+                big = {p.table for p in plans if p.kind == "r" and p.size >= indexes.MIN_BYTES}
+                if big:
+                    fks = indexes.set_aside_foreign_keys(dst, [p.table for p in plans if p.kind == "r"], big)
             else:
                 # A table not copied references this group: TRUNCATE would refuse, DELETE checks rows.
                 for p in reversed(plans):
