@@ -113,6 +113,22 @@ def setup(prod_uri: str, staging_uri: str, rows: dict[str, int]) -> None:
             conn.execute("VACUUM ANALYZE")
 
 
+def server_settings(uri: str) -> dict[str, str]:
+    """Settings that change what a bulk load costs (both servers are started the same way)."""
+    import psycopg
+
+    names = (
+        "server_version",
+        "wal_level",
+        "synchronous_commit",
+        "fsync",
+        "data_checksums",
+        "max_parallel_maintenance_workers",
+    )
+    with psycopg.connect(uri) as conn:
+        return {n: conn.execute(f"SHOW {n}").fetchone()[0] for n in names}
+
+
 def staging_counts(uri: str) -> dict[str, int]:
     import psycopg
 
@@ -249,10 +265,13 @@ def main() -> int:
     loads: list[float] = []
     cpu: dict[str, list[float]] = {tool: [] for tool in results}
     generic: dict[str, dict] = {}
+    settings: dict[str, str] = {}
     try:
         servers.append(start_postgres(root / "prod", database="bench"))
         servers.append(start_postgres(root / "staging", database="bench_staging"))
         prod_uri, staging_uri = servers[0].uri, servers[1].uri
+        settings = server_settings(staging_uri)
+        print(f"staging server: {', '.join(f'{k}={v}' for k, v in settings.items())}", flush=True)
         print(f"filling prod with {sum(rows.values()):,} rows in {len(TABLES)} tables ...", flush=True)
         setup(prod_uri, staging_uri, rows)
         env = {
@@ -350,6 +369,7 @@ def main() -> int:
     report = {
         "when": datetime.now(UTC).isoformat(timespec="seconds"),
         "machine": {"cpus": os.cpu_count(), "python": platform.python_version(), "load_at_start_of_each_run": loads},
+        "servers": settings,
         "rows": sum(rows.values()),
         "repeats": args.repeats,
         "seconds": results,

@@ -154,3 +154,17 @@ class PublishedError(GreenlightError):
 
     exit_code = 2
     kind = "refused"
+
+
+class RefreshError(GreenlightError):
+    """A part of a staging refresh failed: ``where`` names it (a step such as ``migrate`` or
+    ``health``, or a table), ``reason`` says why (exit 1). The refresh's own failures share it:
+    :class:`greenlight.refresh.checks.RefreshFailedError` (a step) and
+    :class:`greenlight.refresh.tables.TableCopyError` (a table; staging kept its old rows)."""
+
+    kind = "failure"
+
+    def __init__(self, where: str, reason: str):
+        self.where = where
+        self.reason = reason
+        super().__init__(f"{where}: {reason}")

@@ -13,7 +13,7 @@ import urllib.error
 import urllib.request
 from typing import TYPE_CHECKING, Any
 
-from greenlight.errors import ConfigError, GreenlightError
+from greenlight.errors import ConfigError, RefreshError
 from greenlight.refresh import catalog as pgcat
 from greenlight.refresh.connections import PgConn
 
@@ -23,15 +23,12 @@ if TYPE_CHECKING:
 log = logging.getLogger("greenlight.refresh.checks")
 
 
-class RefreshFailedError(GreenlightError):
-    """A step of the refresh failed (a table, the migration, a health check, verification): exit 1."""
+class RefreshFailedError(RefreshError):
+    """A step of the refresh failed (the migration, a health check, the summary): exit 1."""
 
-    kind = "failure"
-
-    def __init__(self, step: str, reason: str):
-        self.step = step
-        self.reason = reason
-        super().__init__(f"{step}: {reason}")
+    @property
+    def step(self) -> str:
+        return self.where
 
 
 # ---------------------------------------------------------------------------------------- migrate

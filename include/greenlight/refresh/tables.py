@@ -9,8 +9,10 @@ binary when every column type is built in, text otherwise.
 Tables linked by foreign keys form a *group*; a group is copied in **one target transaction**
 (emptied, then copied parents first) from **one source snapshot** (``REPEATABLE READ, READ ONLY``),
 so children never reference parents from another moment and a failure anywhere in the group
-leaves every old staging row in place. Sequences and identities are reset to ``max(col)``
-before the commit. A source table that reads 0 rows while staging (or the previous run) had rows
+leaves every old staging row in place. A table emptied by ``TRUNCATE`` is loaded with ``FREEZE``
+while its indexes and the group's own foreign keys are set aside, then rebuilt and validated in
+the same transaction (:mod:`greenlight.refresh.indexes`). Sequences and identities are reset to
+``max(col)`` before the commit. A source table that reads 0 rows while staging (or the previous run) had rows
 fails instead of emptying staging, unless the table is in ``allow_empty``.
 
 The source is opened with ``default_transaction_read_only=on``: nothing here can write to prod.
@@ -25,24 +27,22 @@ from collections import defaultdict
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
-from greenlight.errors import GreenlightError
+from greenlight.errors import RefreshError
+from greenlight.refresh import indexes, relay
 from greenlight.refresh.casts import NoSafeCastError, cast_expression, mask_expression, quote_ident
 from greenlight.refresh.catalog import Column, connect, count_rows, qualified
 
 log = logging.getLogger("greenlight.refresh.tables")
 
-BATCH_BYTES = 128 * 1024  # COPY data handed to the staging writer at a time
 
-
-class TableCopyError(GreenlightError):
+class TableCopyError(RefreshError):
     """One table (and its FK group) could not be copied; staging kept its old rows (exit 1)."""
 
     kind = "table"
 
-    def __init__(self, table: str, reason: str):
-        self.table = table
-        self.reason = reason
-        super().__init__(f"{table}: {reason}")
+    @property
+    def table(self) -> str:
+        return self.where
 
 
 # ---------------------------------------------------------------------------------------- planning
@@ -61,6 +61,7 @@ class TablePlan:
     error: str | None = None
     expressions: list[str] = field(default_factory=list)  # ``select`` without the aliases
     kind: str = "r"  # staging relkind: r (table) or p (partitioned)
+    source_kind: str = "r"  # prod relkind (a partitioned table can only be read by COPY over a query)
     size: int = 0  # estimated prod bytes (scheduling: largest groups first)
     checksum_columns: list[str] = field(default_factory=list)  # verified by checksum after the copy
     checksum_skipped: list[str] = field(default_factory=list)  # asked for but masked: not comparable
@@ -82,15 +83,17 @@ class TablePlan:
 
     def copy_out_sql(self) -> str:
         fmt = " (FORMAT BINARY)" if self.binary else ""
-        if not self.casts and not self.masked:
+        if not self.casts and not self.masked and self.source_kind != "p":
             # Nothing to convert: COPY the columns directly (cheaper than COPY over a query).
             cols = ", ".join(quote_ident(c) for c in self.columns)
             return f"COPY {qualified(self.table)} ({cols}) TO STDOUT{fmt}"
         return f"COPY ({self.select_sql()}) TO STDOUT{fmt}"
 
-    def copy_in_sql(self) -> str:
+    def copy_in_sql(self, *, freeze: bool = False) -> str:
+        """``freeze``: the table was emptied by ``TRUNCATE`` in this transaction (see :func:`copy_group`)."""
         cols = ", ".join(quote_ident(c) for c in self.columns)
-        return f"COPY {qualified(self.table)} ({cols}) FROM STDIN" + (" (FORMAT BINARY)" if self.binary else "")
+        options = [o for o, on in (("FORMAT BINARY", self.binary), ("FREEZE", freeze)) if on]
+        return f"COPY {qualified(self.table)} ({cols}) FROM STDIN" + (f" ({', '.join(options)})" if options else "")
 
     def as_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -231,6 +234,9 @@ class TableResult:
     bytes: int = 0
     checksum_columns: list[str] = field(default_factory=list)
     checksum_source: str | None = None  # prod, same snapshot as the copy (see TablePlan.checksum_source_sql)
+    indexes_rebuilt: list[str] = field(default_factory=list)  # set aside during the COPY (refresh.indexes)
+    truncated: bool = False  # emptied by TRUNCATE: locked until the commit, so it then held rows_target rows
+    foreign_keys_added_back: list[str] = field(default_factory=list)  # dropped during the group's COPY
 
     def as_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -259,87 +265,6 @@ def reset_sequences(conn, table: str) -> dict[str, int | None]:
             conn.execute("SELECT setval(%s, %s, true)", (seq, int(top)))
         out[column] = None if top is None else int(top)
     return out
-
-
-def _start_copy(conn, sql: str, expect) -> None:
-    from psycopg import errors
-
-    pgconn = conn.pgconn
-    pgconn.send_query(sql.encode())
-    result = pgconn.get_result()
-    if result.status != expect:
-        while pgconn.get_result() is not None:
-            pass
-        raise errors.error_from_result(result, encoding=conn.info.encoding)
-
-
-def _finish(conn) -> int:
-    """The result of the COPY that just ended on ``conn``: rows, or the server's error raised."""
-    import psycopg
-    from psycopg import errors, pq
-
-    pgconn = conn.pgconn
-    results = []
-    while (result := pgconn.get_result()) is not None:
-        results.append(result)
-    failed = next((r for r in results if r.status == pq.ExecStatus.FATAL_ERROR), None)
-    if failed is not None:
-        raise errors.error_from_result(failed, encoding=conn.info.encoding)
-    if not results or results[-1].status != pq.ExecStatus.COMMAND_OK:
-        raise psycopg.OperationalError(f"COPY ended without a result: {pgconn.get_error_message()}")
-    return int(results[-1].command_tuples or 0)
-
-
-def _stream(src, dst, plan: TablePlan) -> tuple[int, int, int]:
-    """COPY out of prod into staging; returns (rows read, rows written, bytes).
-
-    The relay talks libpq directly (psycopg's ``pgconn``): PostgreSQL sends one COPY message per
-    row, and a Python-level generator step per row was the relay's main cost (measured: 0.36 s vs
-    0.14 s of CPU for 300,000 rows). Messages are batched into ~128 KiB writes; staging's socket
-    is switched to blocking mode for the copy, so a slow staging server holds the reader back
-    (memory stays bounded) instead of growing libpq's output buffer.
-    """
-    import psycopg
-    from psycopg import pq
-
-    sp, dp = src.pgconn, dst.pgconn
-    _start_copy(src, plan.copy_out_sql(), pq.ExecStatus.COPY_OUT)
-    _start_copy(dst, plan.copy_in_sql(), pq.ExecStatus.COPY_IN)
-    get, put = sp.get_copy_data, dp.put_copy_data
-    nbytes = 0
-    batch = bytearray()
-    nonblocking = dp.nonblocking
-    dp.nonblocking = 0
-    copying_in = True
-    try:
-        while True:
-            size, data = get(0)
-            if size <= 0:
-                break
-            batch += data
-            if len(batch) >= BATCH_BYTES:
-                nbytes += len(batch)
-                if put(batch) != 1:
-                    raise psycopg.OperationalError(f"sending to staging failed: {dp.get_error_message()}")
-                batch.clear()
-        rows_out = _finish(src)  # raises prod's error, if the read failed
-        if batch:
-            nbytes += len(batch)
-            if put(batch) != 1:
-                raise psycopg.OperationalError(f"sending to staging failed: {dp.get_error_message()}")
-        copying_in = False
-        dp.put_copy_end(None)
-        rows_in = _finish(dst)  # raises staging's error (a constraint, a bad value)
-    except BaseException:
-        if copying_in and dp.status == pq.ConnStatus.OK:
-            # End staging's COPY with an error so its transaction can be rolled back normally.
-            dp.put_copy_end(b"greenlight: copy aborted")
-            while dp.get_result() is not None:
-                pass
-        raise
-    finally:
-        dp.nonblocking = nonblocking
-    return rows_out, rows_in, nbytes
 
 
 class ConnPair:
@@ -390,12 +315,14 @@ def copy_group(
     outside_children: dict[str, list[str]] | None = None,
     snapshot: str | None = None,
     pair: ConnPair | None = None,
+    serial_index_builds: bool = False,
 ) -> list[TableResult]:
     """Copy one FK group (``plans`` ordered parents first) in one staging transaction.
 
     Prod is read in one ``REPEATABLE READ, READ ONLY`` transaction: its own snapshot, or the
     exported ``snapshot`` shared by every group of the run. ``pair``: open connections to reuse
-    (a worker of the CLI); otherwise two are opened and closed here. Returns one result per table;
+    (a worker of the CLI); otherwise two are opened and closed here. ``serial_index_builds``: other
+    groups are being copied at the same time, so indexes rebuilt here use no parallel workers. Returns one result per table;
     when any table fails, every table of the group is reported failed and staging keeps all its
     old rows (the transaction is rolled back).
     """
@@ -429,7 +356,10 @@ def copy_group(
                 if not _SNAPSHOT.match(snapshot):
                     raise ValueError(f"not a snapshot id: {snapshot!r}")
                 scur.execute(f"SET TRANSACTION SNAPSHOT '{snapshot}'")
-            dcur.execute("SET CONSTRAINTS ALL DEFERRED")
+            # synchronous_commit off for this transaction only: staging is a copy that a rerun rebuilds.
+            # A crash right after the commit can lose the transaction, but only as a whole (WAL replay
+            # never applies part of one): staging then holds the old rows, as after a failed refresh.
+            dcur.execute("SET CONSTRAINTS ALL DEFERRED; SET LOCAL synchronous_commit = off")
             # The 0-row trap is checked before anything in staging is touched: one query on prod,
             # and a count of staging only for tables prod has no rows of (not a scan of every table).
             present = scur.execute(
@@ -454,18 +384,32 @@ def copy_group(
                         "(list the table in allow_empty if prod really is empty)",
                     )
             names = ", ".join(qualified(p.table) for p in plans)
-            if any(outside_children.get(p.table) for p in plans):
+            truncated = not any(outside_children.get(p.table) for p in plans)
+            fks: list[indexes.SetAside] = []
+            if truncated:
+                dcur.execute(f"TRUNCATE {names}")
+                big = {p.table for p in plans if p.kind == "r" and p.size >= indexes.MIN_BYTES}
+                if big:
+                    fks = indexes.set_aside_foreign_keys(dst, [p.table for p in plans if p.kind == "r"], big)
+            else:
                 # A table not copied references this group: TRUNCATE would refuse, DELETE checks rows.
                 for p in reversed(plans):
                     dcur.execute(f"DELETE FROM {qualified(p.table)}")  # noqa: S608
-            else:
-                dcur.execute(f"TRUNCATE {names}")
             for p in plans:
                 failing = p.table
                 started = time.monotonic()
-                rows_out, rows_in, nbytes = _stream(src, dst, p)
+                # Emptied by TRUNCATE in this transaction (and locked until the commit): the rows can be
+                # written frozen (no hint-bit rewrite or freeze vacuum later) and the indexes built
+                # once after the COPY instead of row by row. Neither changes what a reader sees.
+                plain = truncated and p.kind == "r"
+                aside = indexes.set_aside(dst, p.table) if plain and p.size >= indexes.MIN_BYTES else []
+                rows_out, rows_in, nbytes = relay.stream(src, dst, p.copy_out_sql(), p.copy_in_sql(freeze=plain))
+                # A duplicate key fails the rebuild: rolled back with the rows.
+                indexes.rebuild(dst, aside, serial=serial_index_builds)
                 r = results[p.table]
                 r.rows_source, r.rows_target, r.bytes = rows_out, rows_in, nbytes
+                r.indexes_rebuilt = [i.index for i in aside]
+                r.truncated = truncated
                 r.duration_s = round(time.monotonic() - started, 3)
                 if rows_out != rows_in:
                     raise TableCopyError(p.table, f"read {rows_out} rows from prod but staging took {rows_in}")
@@ -473,14 +417,19 @@ def copy_group(
                     # Same snapshot as the rows just copied, through the same casts.
                     r.checksum_source = scur.execute(p.checksum_source_sql()).fetchone()[1]
                 log.info(
-                    "copied %s: %d rows, %d bytes (%s) in %.2fs%s",
+                    "copied %s: %d rows, %d bytes (%s) in %.2fs%s%s",
                     p.table,
                     rows_in,
                     nbytes,
                     r.format,
                     r.duration_s,
                     f"; casts: {p.casts}" if p.casts else "",
+                    f"; indexes rebuilt: {', '.join(r.indexes_rebuilt)}" if r.indexes_rebuilt else "",
                 )
+            for fk in fks:  # validated with one join each, still inside the transaction
+                failing = fk.table
+                indexes.add_back(dst, [fk])
+                results[fk.table].foreign_keys_added_back.append(fk.constraint)
             failing = None
             dcur.execute("SET CONSTRAINTS ALL IMMEDIATE")  # deferred FKs are checked here, still inside
             for p in plans:
