@@ -226,8 +226,6 @@ __all__ = ["StrictModel", "describe", "read_yaml", "validate"]
 def check_keys(doc: Any, allowed: set[str], where: str) -> None:
     """For the small hand-checked configs: ``doc`` is a mapping whose keys are all in ``allowed``;
     otherwise a :class:`ConfigError` naming ``where`` and the key (with the closest allowed name)."""
-    import difflib
-
     if not isinstance(doc, dict):
         raise ConfigError(f"{where}: expected a mapping, got {type(doc).__name__}")
     for key in sorted(set(doc) - set(allowed), key=str):
