@@ -27,11 +27,11 @@ import time
 from greenlight.cli.output import default_run_id, emit
 from greenlight.dagsupport.taskmanifest import default_root
 from greenlight.errors import ConfigError
-from greenlight.models import config as models_config
-from greenlight.models import promotion
-from greenlight.models.consumers import check_consumer as check
 from greenlight.runcheck import ManifestRoot
 from greenlight.storage.s3 import make_client
+
+# greenlight.models is imported inside the commands: its config and promotion modules import pydantic,
+# yaml and the promotion gates (~0.3 s), which `greenlight model --help` does not need.
 
 
 def add_parser(subparsers) -> argparse.ArgumentParser:
@@ -63,6 +63,10 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
 
 
 def run(args: argparse.Namespace) -> int:
+    # local: ~0.3 s, see the note at the top
+    from greenlight.models import config as models_config
+    from greenlight.models import promotion
+
     config = models_config.load(args.config)
     model = config.model(args.name)
     s3 = make_client(max_pool=8)
@@ -89,6 +93,10 @@ def run(args: argparse.Namespace) -> int:
 
 def check_consumer(config, model, s3, args: argparse.Namespace) -> int:
     """``greenlight model check-consumer``: the promotion's follow-up check (no MLflow needed)."""
+    # local: ~0.3 s, see the note at the top
+    from greenlight.models import promotion
+    from greenlight.models.consumers import check_consumer as check
+
     if args.wait < 0:
         raise ConfigError(f"--wait {args.wait}: expected seconds >= 0")
     root = args.manifest_root or os.environ.get("GREENLIGHT_TASK_MANIFEST_ROOT") or default_root()

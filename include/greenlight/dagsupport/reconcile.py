@@ -16,7 +16,6 @@ from typing import Any
 
 from greenlight.dagsupport.runtime import mlflow_tracking_uri, s3_client, triaged
 from greenlight.redact import mask_for_airflow, redact
-from greenlight.storage.fast import FastS3
 
 log = logging.getLogger("greenlight.tasks.reconcile")
 
@@ -52,6 +51,7 @@ def reconcile_target(target: dict[str, Any], *, run_id: str, repair: bool, dry_r
     # local: greenlight.reconcile adds ~0.5 s to parsing the DAG file (see the module docstring)
     from greenlight.reconcile.common import INLINE_ENTRIES
     from greenlight.reconcile.run import check_target
+    from greenlight.storage.fast import FastS3
 
     config = _config([target["name"]])
     (chosen,) = config.targets

@@ -10,15 +10,15 @@ from datetime import timedelta
 from typing import Any, TypeVar
 
 from greenlight.dagsupport.api import AirflowApi, base_url_from
-from greenlight.dagsupport.taskmanifest import contextual_triage
 from greenlight.errors import ConfigError, GreenlightError
 from greenlight.redact import clean_message, scrub_exception
-from greenlight.storage.s3 import client_config, tune_client
 from greenlight.triage import classify, is_control_flow
 
 # Airflow imports below are function-local on purpose: this module must stay importable without
 # Airflow (~2 s to import airflow.sdk) because the CLI (check-run, backfill) reaches it
 # through greenlight.dagsupport.runcheck; DAG files have Airflow loaded anyway.
+# Every DAG file imports this module at parse time: greenlight.storage.s3 and the task manifests
+# (~25 ms together, measured after airflow.sdk) are imported where a task needs them.
 
 log = logging.getLogger("greenlight.tasks")
 
@@ -40,6 +40,8 @@ def s3_client(conn_id: str | None = None, *, max_pool: int = 64):
     """
     # local: the Amazon provider's hook imports boto3 (~0.26 s on top of Airflow), needed only when a task runs
     from airflow.providers.amazon.aws.hooks.base_aws import AwsBaseHook
+
+    from greenlight.storage.s3 import client_config, tune_client  # local: parse cost, see the note at the top
 
     hook = AwsBaseHook(aws_conn_id=conn_id or aws_conn_id(), client_type="s3")
     return tune_client(hook.get_client_type(config=client_config(max_pool=max_pool)))
@@ -132,7 +134,11 @@ def triaged(func: F) -> F:
         try:
             return func(*args, **kwargs)
         except Exception as exc:
-            from airflow.sdk.exceptions import AirflowFailException  # local: airflow.sdk ~2 s, see the top
+            # local: airflow.sdk ~2 s (CLI), the task manifests ~25 ms per DAG file parse; see the top.
+            # taskmanifest also imports this module (s3_client).
+            from airflow.sdk.exceptions import AirflowFailException
+
+            from greenlight.dagsupport.taskmanifest import contextual_triage
 
             if is_control_flow(exc) or isinstance(exc, AirflowFailException):
                 raise

@@ -36,6 +36,8 @@ from enum import Enum
 from pathlib import Path, PurePath
 from typing import Any
 
+from greenlight.dagsupport.runtime import s3_client
+
 # Redaction lives in greenlight.redact (no Airflow imports); these names stay importable from here.
 from greenlight.redact import REDACTED, airflow_redact, clean_message, redact_text, sensitive_key
 from greenlight.storage.manifests import ManifestStore, safe_name, utcnow
@@ -141,9 +143,6 @@ def store_for(root: str):
         if store is None:
             client = None
             if root.startswith("s3://"):
-                # local: import cycle, greenlight.dagsupport.runtime imports this module (contextual_triage)
-                from greenlight.dagsupport.runtime import s3_client
-
                 client = s3_client(max_pool=4)
             store = _stores[root] = ManifestStore(root, client)
         return store
