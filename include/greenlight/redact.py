@@ -19,6 +19,7 @@ import json
 import os
 import re
 from typing import Any
+from urllib.parse import urlsplit
 
 REDACTED = "***"
 MAX_MESSAGE = 4000
@@ -186,9 +187,8 @@ def scrub_exception(exc: BaseException) -> bool:
 def mask_for_airflow(*values: str | None) -> None:
     """Register the secrets inside these URLs/values with Airflow's masker, so task logs hide them
     too (a no-op outside Airflow)."""
-    from urllib.parse import urlsplit
-
     try:
+        # local: airflow.sdk costs ~2 s to import and this module is used without Airflow (CLI, library)
         from airflow.sdk.log import mask_secret
     except Exception:  # noqa: BLE001 - not under Airflow
         return

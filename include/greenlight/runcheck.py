@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import json
 from collections.abc import Callable
+from datetime import datetime
 from pathlib import Path
 from typing import Any
 
@@ -221,8 +222,6 @@ def _propagate(structure: list[dict[str, Any]], start: set[str]) -> set[str]:
 
 def _later(a: Any, b: Any) -> bool:
     """True when timestamp ``a`` is after ``b`` (ISO strings, ``Z`` or offsets)."""
-    from datetime import datetime
-
     try:
         return datetime.fromisoformat(str(a)) > datetime.fromisoformat(str(b))
     except (TypeError, ValueError):

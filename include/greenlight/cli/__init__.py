@@ -14,6 +14,7 @@ import sys
 
 from greenlight.cli.output import emit
 from greenlight.errors import GreenlightError
+from greenlight.redact import RedactingFilter
 
 #: Subcommand name -> its module, in the order ``--help`` lists them. A module is imported only
 #: when needed: ``greenlight refresh`` does not pay for the imports of ``promote`` or ``features``.
@@ -54,8 +55,6 @@ def main(argv: list[str] | None = None) -> int:
         format="%(asctime)s %(levelname)s %(name)s: %(message)s",
         stream=sys.stderr,
     )
-    from greenlight.redact import RedactingFilter
-
     for handler in logging.getLogger().handlers:  # secrets never reach the terminal
         handler.addFilter(RedactingFilter())
     for noisy in ("botocore", "boto3", "urllib3", "s3transfer"):

@@ -22,6 +22,7 @@ import argparse
 import json
 
 from greenlight.backfill.runner import Airflow, Backfill, checked_range
+from greenlight.cli.datasets import api_from_env
 from greenlight.errors import ConfigError
 
 
@@ -64,8 +65,6 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
 
 # ---------------------------------------------------------------------------------- the command
 def run(args: argparse.Namespace) -> int:
-    from greenlight.cli.datasets import api_from_env
-
     if args.max_parallel < 1:
         raise ConfigError(f"--max-parallel {args.max_parallel}: must be at least 1")
     if args.follow is None:

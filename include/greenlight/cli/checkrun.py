@@ -19,7 +19,11 @@ import sys
 from pathlib import Path
 
 from greenlight.cli.output import emit
+from greenlight.dagsupport.runcheck import dag_structure
+from greenlight.dagsupport.taskmanifest import default_root
 from greenlight.errors import ConfigError
+from greenlight.runcheck import ManifestRoot, check_run, format_table, read_json_uri
+from greenlight.storage.s3 import make_client
 
 
 def add_parser(subparsers) -> argparse.ArgumentParser:
@@ -64,10 +68,6 @@ def load_dag(dag_id: str, folder: Path):
 
 
 def run(args: argparse.Namespace) -> int:
-    from greenlight.dagsupport.runcheck import dag_structure
-    from greenlight.dagsupport.taskmanifest import default_root
-    from greenlight.runcheck import ManifestRoot, check_run, format_table, read_json_uri
-
     if args.date and not re.fullmatch(r"\d{4}-\d{2}-\d{2}", args.date):
         raise ConfigError(f"--date {args.date!r}: expected YYYY-MM-DD")
     root = args.root or os.environ.get("GREENLIGHT_TASK_MANIFEST_ROOT") or default_root()
@@ -75,8 +75,6 @@ def run(args: argparse.Namespace) -> int:
         raise ConfigError("task manifests are turned off (GREENLIGHT_TASK_MANIFEST_ROOT=none): pass --root")
     client = None
     if root.startswith("s3://"):
-        from greenlight.storage.s3 import make_client
-
         client = make_client(max_pool=8)
     dag = load_dag(args.dag_id, dags_folder(args.dags_folder))
     reader = ManifestRoot(root, client)
@@ -85,8 +83,6 @@ def run(args: argparse.Namespace) -> int:
     def pointer(uri: str):
         nonlocal client
         if uri.startswith("s3://") and client is None:
-            from greenlight.storage.s3 import make_client
-
             client = make_client(max_pool=8)
         return read_json_uri(uri, client)
 

@@ -7,10 +7,10 @@ import sys
 from datetime import UTC, datetime
 from typing import Any
 
+from greenlight.redact import redact
+
 
 def emit(summary: dict[str, Any]) -> None:
-    from greenlight.redact import redact
-
     sys.stdout.write(json.dumps(redact(summary), default=str, sort_keys=True) + "\n")
     sys.stdout.flush()
 

@@ -12,6 +12,10 @@ from __future__ import annotations
 import argparse
 
 from greenlight.cli.output import default_run_id, emit
+from greenlight.refresh.config import load_config
+from greenlight.refresh.connections import aws_client_from_env, from_env, require_env_conn
+from greenlight.refresh.run import Refresh, exit_code, refresh
+from greenlight.storage.s3 import make_client
 
 
 def add_parser(subparsers) -> argparse.ArgumentParser:
@@ -31,11 +35,6 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
 
 
 def run(args: argparse.Namespace) -> int:
-    from greenlight.refresh.config import load_config
-    from greenlight.refresh.connections import aws_client_from_env, from_env, require_env_conn
-    from greenlight.refresh.run import Refresh, exit_code, refresh
-    from greenlight.storage.s3 import make_client  # boto3 itself is imported only when a client is made
-
     config = load_config(args.config)
     r = Refresh(
         config=config,

@@ -155,6 +155,7 @@ def gx_suite(contract: Contract, *, now: dt.datetime | None = None, sample: bool
     if len(suite.expectations) != len(expectations):  # the constructor only logs invalid ones
         raise RuntimeError(f"GX dropped expectations of contract {contract.name}: see the GX log")
     if context is not None:
+        # local: great_expectations takes seconds to import (see the module docstring)
         from great_expectations.data_context.types.base import ProgressBarsConfig
 
         context.variables.progress_bars = ProgressBarsConfig(globally=False)  # no tqdm bars in task logs

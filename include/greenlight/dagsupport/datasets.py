@@ -4,9 +4,10 @@
 No task touches the metadata DB: S3 through ``aws_default``, DAGs and pools through the REST API
 (connection ``airflow_api``), results through XCom.
 
-``greenlight.datasets.jobs`` / ``ops`` are imported inside the task bodies: ``dags/dataset_versions.py``
-imports this module at parse time for every generated DAG, and they add ~0.16 s to it (measured
-after the DAG file's own imports, 2 shared cores); the config is already loaded by then.
+``greenlight.datasets.config`` / ``jobs`` / ``ops`` are imported inside the task bodies:
+``dags/dataset_versions.py`` imports this module at parse time for every generated DAG, and jobs /
+ops add ~0.16 s to it (measured after the DAG file's own imports, 2 shared cores); the config, which
+that file has loaded by then, costs ``dataset_version_promotion`` / ``_cleanup`` ~0.14 s.
 """
 
 from __future__ import annotations
@@ -15,6 +16,8 @@ import logging
 from typing import Any
 
 from greenlight.dagsupport.runtime import airflow_api, s3_client, triaged
+from greenlight.datasets import naming
+from greenlight.errors import RefusedError
 
 log = logging.getLogger("greenlight.tasks.datasets")
 
@@ -23,6 +26,7 @@ log = logging.getLogger("greenlight.tasks.datasets")
 def run_job(
     dataset_id: str, role: str, job: str, dag_version: str, *, requested: str | None, run_id: str | None
 ) -> dict[str, Any]:
+    # local: adds ~0.16 s to parsing the DAG files that import this module (see the module docstring)
     from greenlight.datasets.config import load_config
     from greenlight.datasets.jobs import run_job as run
 
@@ -41,8 +45,8 @@ def run_job(
 @triaged
 def check_promotion(dataset_id: str, version: str) -> dict[str, Any]:
     """Config valid, dataset known, ``version`` a staged version of it (bad input: no retry)."""
+    # local: adds ~0.16 s to parsing the DAG files that import this module (see the module docstring)
     from greenlight.datasets.config import load_config
-    from greenlight.errors import RefusedError
 
     spec = load_config().dataset(dataset_id).version(version)
     if not spec.staged:
@@ -53,7 +57,7 @@ def check_promotion(dataset_id: str, version: str) -> dict[str, Any]:
 @triaged
 def validate_staged(dataset_id: str, version: str) -> dict[str, Any]:
     """The staged version's validate job; a failed validation fails without retry."""
-    from greenlight.datasets import naming
+    # local: adds ~0.16 s to parsing the DAG files that import this module (see the module docstring)
     from greenlight.datasets.config import load_config
     from greenlight.datasets.jobs import run_job as run
 
@@ -66,6 +70,7 @@ def validate_staged(dataset_id: str, version: str) -> dict[str, Any]:
 
 @triaged
 def promote(dataset_id: str, version: str, *, run_id: str, keep_previous: bool) -> dict[str, Any]:
+    # local: adds ~0.16 s to parsing the DAG files that import this module (see the module docstring)
     from greenlight.datasets.ops import promote as run
 
     return run(
@@ -82,6 +87,7 @@ def promote(dataset_id: str, version: str, *, run_id: str, keep_previous: bool) 
 
 @triaged
 def cleanup(dataset_id: str, version: str, *, dry_run: bool) -> dict[str, Any]:
+    # local: adds ~0.16 s to parsing the DAG files that import this module (see the module docstring)
     from greenlight.datasets.ops import cleanup as run
 
     return run(dataset_id, version, api=airflow_api(), dry_run=dry_run, say=log.info)

@@ -10,6 +10,7 @@ from greenlight.dagsupport.runtime import mlflow_tracking_uri, s3_client, triage
 from greenlight.errors import ConfigError
 from greenlight.models import config as models_config
 from greenlight.models import promotion
+from greenlight.models.consumers import models_of_consumer, resolve_heads
 
 log = logging.getLogger("greenlight.tasks.models")
 
@@ -93,14 +94,10 @@ def consumer_heads(dag_id: str) -> list[dict[str, Any]]:
     """The model heads consumer ``dag_id`` loads (models.yaml lists it under ``consumers``): read
     from each model's ``current/models/<name>.json``; the task returns them so its manifest
     records the versions (``greenlight model check-consumer`` reads them)."""
-    from greenlight.models import config as models_config
-    from greenlight.models.consumers import models_of_consumer, resolve_heads
-    from greenlight.models.promotion import pointer_store
-
     config = models_config.load()
     if not models_of_consumer(config, dag_id):
         return []
-    heads = resolve_heads(config, pointer_store(config, s3_client(max_pool=4)), dag_id)
+    heads = resolve_heads(config, promotion.pointer_store(config, s3_client(max_pool=4)), dag_id)
     for head in heads:
         log.info("loading %s (%s@%s)", head["model_uri"], head["model"], head["model_alias"])
     return heads

@@ -4,16 +4,20 @@ from __future__ import annotations
 
 import json
 import logging
+from contextlib import nullcontext
 from typing import Any
+
+from airflow.sdk import Variable
 
 from greenlight import contracts
 from greenlight.dagsupport.runtime import airflow_api, mlflow_tracking_uri, s3_client, triaged
 from greenlight.errors import GreenlightError
-from greenlight.promotion import halt, run
+from greenlight.promotion import halt, run, shards
 from greenlight.promotion.config import load_config
 from greenlight.promotion.engine import Engine
 from greenlight.promotion.gates import GateFailedError
 from greenlight.promotion.progress import Progress
+from greenlight.storage.lease import holding, release_run
 from greenlight.storage.manifests import safe_name
 
 log = logging.getLogger("greenlight.tasks.promotion")
@@ -30,8 +34,6 @@ def _leases(engine: Engine, run_id: str, wait: float, operation: str = "promote"
     The DAG run holds it from ``plan`` to ``summary``: each task takes it back (tasks of one run
     share its run id; mapped shards at once), renews it while it works and parks it at the end
     (not released), so no other writer gets in between two tasks; ``summary`` releases it."""
-    from greenlight.storage.lease import holding
-
     destinations = [str(p.destination) for p in engine.config.prefixes]
     return holding(
         engine.client,
@@ -46,8 +48,6 @@ def _leases(engine: Engine, run_id: str, wait: float, operation: str = "promote"
 
 def _release_run(engine: Engine, run_id: str) -> list[str]:
     """The end of the run's hold on its prod prefixes (summary; a halted run)."""
-    from greenlight.storage.lease import release_run
-
     destinations = [str(p.destination) for p in engine.config.prefixes]
     return release_run(engine.client, engine.config.manifest_uri, destinations, run_id=run_id)
 
@@ -57,10 +57,6 @@ HALT_LEASE = "halt-variable"
 
 def _halt_lease(engine: Engine, run_id: str, dry_run: bool, wait: float = 120.0):
     """The lease serialising read-modify-writes of the halt Variable (halts and resumes wait for it)."""
-    from contextlib import nullcontext
-
-    from greenlight.storage.lease import holding
-
     if dry_run:
         return nullcontext()
     return holding(
@@ -84,8 +80,6 @@ def plan(
     dry run, the QA listing is kept as the snapshot the gates validate and ``promote`` copies, and
     a prod prefix another run is writing refuses the run here (or waits ``lease_wait`` seconds).
     """
-    from greenlight.promotion import shards
-
     engine = _engine(only)
     if dry_run or not run_id:
         plans = run.plan(engine)
@@ -148,6 +142,7 @@ def gx_operator_validate(contract, qa_schema: dict, sample: list[dict] | None, n
     ``describe_dict()`` result is turned into greenlight's gate format (which expectation, which
     check, observed vs expected).
     """
+    # local: the GX provider imports great_expectations (~5 s); only this check needs it, never DAG parsing
     from great_expectations_provider.common.errors import GXValidationFailed
     from great_expectations_provider.operators.validate_dataframe import GXValidateDataFrameOperator
 
@@ -230,8 +225,6 @@ def halt_prod_consumers(gates: list[dict[str, Any]], *, run_id: str, dag_id: str
     is about to pause are recorded in the Variable first. The Variable's read-modify-write is done
     holding the ``halt-variable`` lease, so a concurrent resume (or halt) cannot lose the update.
     """
-    from airflow.sdk import Variable
-
     gates = list(gates)
     engine = _engine([g["prefix"] for g in gates])
     consumers = halt.consumers_for(engine.config, gates)
@@ -282,8 +275,6 @@ def halt_prod_consumers(gates: list[dict[str, Any]], *, run_id: str, dag_id: str
 @triaged
 def resume_consumers(*, run_id: str, enabled: bool, dry_run: bool) -> dict[str, Any]:
     """After a verified promotion: with ``resume_consumers`` on, unpause what a halt paused."""
-    from airflow.sdk import Variable
-
     record = Variable.get(halt.HALT_VARIABLE, default=None, deserialize_json=True)
     if not record or not record.get("halted"):
         log.info("no halt in force: nothing to resume")
@@ -322,8 +313,6 @@ def promote(planned: dict[str, Any], *, run_id: str, dry_run: bool, wait: float 
     engine = _engine([planned["prefix"]], progress=progress)
     (prefix,) = engine.config.prefixes
     if planned.get("shard") and not dry_run:
-        from greenlight.promotion import shards
-
         rng = shards.KeyRange.from_dict(planned["shard"])
         with _leases(engine, run_id, wait) as leases:
             leases.check()
@@ -353,8 +342,6 @@ def verify(results: list[dict[str, Any]], *, run_id: str, dry_run: bool, wait: f
     if dry_run:
         log.info("dry run: nothing was changed, nothing to verify")
         return []
-    from greenlight.promotion import shards
-
     engine = _engine([r["prefix"] for r in results])
     by_prefix: dict[str, list[dict[str, Any]]] = {}
     for r in results:

@@ -11,17 +11,17 @@ import logging
 from typing import Any
 
 from greenlight.dagsupport.runtime import s3_client, triaged
+from greenlight.refresh import checks
+from greenlight.refresh import run as steps
+from greenlight.refresh.config import load_config
+from greenlight.refresh.connections import from_airflow
 
 log = logging.getLogger("greenlight.tasks.refresh")
 
 
 def _refresh(params: dict[str, Any], run_id: str):
-    from greenlight.refresh.config import load_config
-    from greenlight.refresh.connections import from_airflow
-    from greenlight.refresh.run import Refresh
-
     config = load_config()
-    return Refresh(
+    return steps.Refresh(
         config=config,
         run_id=run_id,
         resolve=from_airflow,
@@ -38,9 +38,7 @@ def preflight(params: dict[str, Any], run_id: str) -> dict[str, Any]:
     """Runbook §1-2 ("fix profiles", dry run): connections resolve, target is not prod and not the
     source database, prod opens read-only, tables and FK groups listed, schema versions recorded,
     bucket pairs reachable and within the delete guard. Any refusal fails here, without retry."""
-    from greenlight.refresh.run import preflight as step
-
-    return step(_refresh(params, run_id))
+    return steps.preflight(_refresh(params, run_id))
 
 
 @triaged
@@ -48,41 +46,31 @@ def copy_tables(group: list[str], pre: dict[str, Any], params: dict[str, Any], r
     """Runbook "sync database via Lambda", for one FK group: type-correct streaming COPY in one
     staging transaction. A failed table is reported (the run fails in ``summary``), staging keeps
     its old rows; connection errors are retried."""
-    from greenlight.refresh.run import copy_tables as step
-
-    return step(_refresh(params, run_id), group, pre)
+    return steps.copy_tables(_refresh(params, run_id), group, pre)
 
 
 @triaged
 def sync_buckets(params: dict[str, Any], run_id: str) -> list[dict[str, Any]]:
     """Runbook "sync S3 images via script": the promotion engine's plan/copy per bucket mapping."""
-    from greenlight.refresh.run import sync_buckets as step
-
-    return step(_refresh(params, run_id))
+    return steps.sync_buckets(_refresh(params, run_id))
 
 
 @triaged
 def migrate(params: dict[str, Any], run_id: str) -> dict[str, Any]:
     """Runbook "run migrations on staging via API" (a command or the HTTP endpoint)."""
-    from greenlight.refresh.checks import migrate as step
-
-    return step(_refresh(params, run_id))
+    return checks.migrate(_refresh(params, run_id))
 
 
 @triaged
 def health(params: dict[str, Any], run_id: str) -> dict[str, Any]:
     """Runbook "verify staging health": deep health URL and SQL checks on staging."""
-    from greenlight.refresh.checks import health as step
-
-    return step(_refresh(params, run_id))
+    return checks.health(_refresh(params, run_id))
 
 
 @triaged
 def verify(tables: list[list[dict[str, Any]]], params: dict[str, Any], run_id: str) -> dict[str, Any]:
     """Runbook "verify data": row counts per table (and checksums where configured), buckets object by object."""
-    from greenlight.refresh.run import verify as step
-
-    return step(_refresh(params, run_id), _flat(tables))
+    return steps.verify(_refresh(params, run_id), _flat(tables))
 
 
 @triaged
@@ -98,10 +86,7 @@ def summary(
 ) -> dict[str, Any]:
     """The sync-results table of the runbook: per-table status in the log, the run manifest; fails
     the run (no retry) when any table failed or verification found a difference."""
-    from greenlight.refresh.checks import RefreshFailedError
-    from greenlight.refresh.run import exit_code, summarize
-
-    result = summarize(
+    result = steps.summarize(
         _refresh(params, run_id), pre, _flat(tables), buckets or [], migration, health_result, verification
     )
     log.info(
@@ -116,9 +101,9 @@ def summary(
         result["bytes_copied"],
         result["manifest"],
     )
-    if exit_code(result):
+    if steps.exit_code(result):
         failed = [f"{t['table']}: {t['reason']}" for t in result["tables"] if t["status"] == "failed"]
-        raise RefreshFailedError("summary", "; ".join(failed + result["problems"]))
+        raise checks.RefreshFailedError("summary", "; ".join(failed + result["problems"]))
     return result
 
 

@@ -102,6 +102,7 @@ def check_own_run(dag: Any, run_id: str, *, task_id: str = CHECK_TASK_ID, settle
     state is then its other tasks' alone). A manifest that is missing or still says ``running``
     is re-read for up to ``settle_s`` seconds before the run is called incomplete."""
     if manifest_root() is None:
+        # local: airflow.sdk costs ~2 s to import; the CLI's check-run imports this module without Airflow
         from airflow.sdk.exceptions import AirflowSkipException
 
         raise AirflowSkipException(

@@ -9,7 +9,16 @@ from collections.abc import Callable
 from datetime import timedelta
 from typing import Any, TypeVar
 
-from greenlight.errors import GreenlightError
+from greenlight.dagsupport.api import AirflowApi, base_url_from
+from greenlight.errors import ConfigError, GreenlightError
+from greenlight.redact import clean_message, scrub_exception
+from greenlight.triage import classify, is_control_flow
+
+# Airflow imports below are function-local on purpose: this module must stay importable without
+# Airflow (~2 s to import airflow.sdk) because the CLI (check-run, backfill) reaches it
+# through greenlight.dagsupport.runcheck; DAG files have Airflow loaded anyway.
+# Every DAG file imports this module at parse time: greenlight.storage.s3 and the task manifests
+# (~25 ms together, measured after airflow.sdk) are imported where a task needs them.
 
 log = logging.getLogger("greenlight.tasks")
 
@@ -29,9 +38,10 @@ def s3_client(conn_id: str | None = None, *, max_pool: int = 64):
     Credentials, role assumption and ``endpoint_url`` come from the connection through the
     Amazon provider's hook, so secrets never pass through greenlight's code or logs.
     """
+    # local: the Amazon provider's hook imports boto3 (~0.26 s on top of Airflow), needed only when a task runs
     from airflow.providers.amazon.aws.hooks.base_aws import AwsBaseHook
 
-    from greenlight.storage.s3 import client_config, tune_client
+    from greenlight.storage.s3 import client_config, tune_client  # local: parse cost, see the note at the top
 
     hook = AwsBaseHook(aws_conn_id=conn_id or aws_conn_id(), client_type="s3")
     return tune_client(hook.get_client_type(config=client_config(max_pool=max_pool)))
@@ -43,7 +53,7 @@ MLFLOW_CONN_ID = "mlflow_default"
 def mlflow_tracking_uri(conn_id: str = MLFLOW_CONN_ID) -> str | None:
     """The MLflow tracking URI: the Airflow connection ``mlflow_default`` when it exists (extra
     ``tracking_uri``, else ``schema://host:port``), otherwise ``$MLFLOW_TRACKING_URI``."""
-    from airflow.sdk import BaseHook
+    from airflow.sdk import BaseHook  # local: airflow.sdk ~2 s, see the note at the top
 
     try:
         conn = BaseHook.get_connection(conn_id)
@@ -66,10 +76,7 @@ AIRFLOW_API_CONN_ENV = "GREENLIGHT_AIRFLOW_API_CONN_ID"
 def airflow_api(conn_id: str | None = None):
     """A REST client for this Airflow (pausing consumer DAGs) from the connection ``airflow_api``:
     host = API base URL (e.g. ``http://airflow-apiserver:8080``), login + password of an API user."""
-    from airflow.sdk import BaseHook
-
-    from greenlight.dagsupport.api import AirflowApi, base_url_from
-    from greenlight.errors import ConfigError
+    from airflow.sdk import BaseHook  # local: airflow.sdk ~2 s, see the note at the top
 
     conn_id = conn_id or os.environ.get(AIRFLOW_API_CONN_ENV, AIRFLOW_API_CONN_ID)
     try:
@@ -87,7 +94,7 @@ def airflow_api(conn_id: str | None = None):
 def _current_ti():
     """The running task instance (None outside a task): for hints that name this run's manifests."""
     try:
-        from airflow.sdk import get_current_context
+        from airflow.sdk import get_current_context  # local: airflow.sdk ~2 s, see the note at the top
 
         return get_current_context().get("ti")
     except Exception:  # noqa: BLE001 - no task context (CLI, unit test): hints stay generic
@@ -127,15 +134,14 @@ def triaged(func: F) -> F:
         try:
             return func(*args, **kwargs)
         except Exception as exc:
+            # local: airflow.sdk ~2 s (CLI), the task manifests ~25 ms per DAG file parse; see the top.
+            # taskmanifest also imports this module (s3_client).
             from airflow.sdk.exceptions import AirflowFailException
 
             from greenlight.dagsupport.taskmanifest import contextual_triage
-            from greenlight.triage import is_control_flow
 
             if is_control_flow(exc) or isinstance(exc, AirflowFailException):
                 raise
-            from greenlight.redact import clean_message, scrub_exception
-
             triage = contextual_triage(exc, _current_ti())
             message = clean_message(exc.args[0] if len(exc.args) == 1 else exc)  # no credentials in URLs
             # Airflow logs the traceback of what the task raises, causes included: their messages
@@ -177,7 +183,7 @@ def retry_policy():
     """The :class:`GreenlightRetryPolicy` every greenlight task gets through ``default_args``.
 
     Built lazily so that importing this module does not import the Task SDK."""
-    from airflow.sdk.definitions.retry_policy import RetryDecision, RetryPolicy
+    from airflow.sdk.definitions.retry_policy import RetryDecision, RetryPolicy  # local: ~2 s, see the top
 
     class GreenlightRetryPolicy(RetryPolicy):
         """Airflow 3 retry policy from the triage class of the exception the task raised.
@@ -188,8 +194,6 @@ def retry_policy():
         """
 
         def evaluate(self, exception, try_number, max_tries, context=None):
-            from greenlight.triage import classify
-
             triage = classify(exception)
             if not triage.retryable:
                 return RetryDecision.fail(f"[{triage.kind}] do not retry: {triage.hint}")

@@ -30,13 +30,18 @@ import os
 import sys
 import threading
 from collections.abc import Mapping, Sequence
+from dataclasses import fields
 from datetime import date, datetime, timedelta
 from enum import Enum
 from pathlib import Path, PurePath
 from typing import Any
 
+from greenlight.dagsupport.runtime import s3_client
+
 # Redaction lives in greenlight.redact (no Airflow imports); these names stay importable from here.
 from greenlight.redact import REDACTED, airflow_redact, clean_message, redact_text, sensitive_key
+from greenlight.storage.manifests import ManifestStore, safe_name, utcnow
+from greenlight.triage import classify, with_upstream
 
 log = logging.getLogger("greenlight.dagsupport.taskmanifest")
 
@@ -70,8 +75,6 @@ def manifest_root() -> str | None:
 
 def relpath(dag_id: str, run_id: str, task_id: str, map_index: int | None) -> str:
     """``<dag_id>/<run_id>/<task_id>[.<map_index>].json`` with every segment made path-safe."""
-    from greenlight.storage.manifests import safe_name
-
     name = safe_name(task_id) + (f".{map_index}" if map_index is not None and map_index >= 0 else "")
     return f"{safe_name(dag_id)}/{safe_name(run_id)}/{name}.json"
 
@@ -108,8 +111,6 @@ def upstream_manifests(ti: Any, task_ids: list[str] | None = None) -> list[str]:
 def contextual_triage(error: Any, ti: Any = None):
     """:func:`greenlight.triage.classify`, with the upstream manifests of this run in the hint of a
     ``missing_input`` failure (the upstream the error names, else the task's direct upstream)."""
-    from greenlight.triage import classify, with_upstream
-
     triage = classify(error)
     if triage.kind != "missing_input" or ti is None:
         return triage
@@ -137,15 +138,11 @@ _stores_lock = threading.Lock()
 
 def store_for(root: str):
     """A :class:`~greenlight.storage.manifests.ManifestStore` for ``root`` (S3 client from ``aws_default``)."""
-    from greenlight.storage.manifests import ManifestStore
-
     with _stores_lock:
         store = _stores.get(root)
         if store is None:
             client = None
             if root.startswith("s3://"):
-                from greenlight.dagsupport.runtime import s3_client
-
                 client = s3_client(max_pool=4)
             store = _stores[root] = ManifestStore(root, client)
         return store
@@ -207,8 +204,6 @@ def json_safe(value: Any, *, depth: int = 0) -> Any:
             items.append(f"…(+{total - MAX_ITEMS} more items)")
         return items
     if hasattr(value, "__dataclass_fields__"):
-        from dataclasses import fields
-
         return json_safe({f.name: getattr(value, f.name, None) for f in fields(value)}, depth=depth)
     return f"<{type(value).__name__}>"
 
@@ -378,8 +373,6 @@ def _logical_date(ti: Any) -> str | None:
 
 def build(ti: Any, event: str, previous: dict[str, Any] | None, error: Any = None) -> dict[str, Any]:
     """The manifest document after ``event`` (running/success/failed/skipped) of this try."""
-    from greenlight.storage.manifests import utcnow
-
     map_index = getattr(ti, "map_index", -1)
     try_number = getattr(ti, "try_number", None)
     state = _state_name(getattr(ti, "state", None)) if event != "running" else "running"

@@ -21,6 +21,8 @@ import pendulum
 from airflow.providers.standard.operators.python import PythonOperator
 from airflow.sdk import DAG, Param
 
+from greenlight.dagsupport.datasets import run_job
+from greenlight.dagsupport.defaults import default_args
 from greenlight.datasets import naming
 from greenlight.datasets.model import Dataset, DatasetsConfig, VersionSpec
 
@@ -38,8 +40,6 @@ def dataset_job(dataset_id: str, role: str, job: str, dag_version: str, params=N
 
     Retry category: A — writes only this version's own store path; a rerun rewrites it.
     """
-    from greenlight.dagsupport.datasets import run_job
-
     return run_job(dataset_id, role, job, dag_version, requested=(params or {}).get("version"), run_id=run_id)
 
 
@@ -117,8 +117,6 @@ def build_dag(dataset: Dataset, spec: VersionSpec, job: str, default_args: dict[
 
 def build_dags(config: DatasetsConfig) -> dict[str, DAG]:
     """Every generated DAG by dag id, in config order."""
-    from greenlight.dagsupport.defaults import default_args
-
     args_by_owner: dict[str, dict[str, Any]] = {}
     dags: dict[str, DAG] = {}
     for dataset in config.datasets:

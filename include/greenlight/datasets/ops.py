@@ -24,6 +24,9 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
+import yaml as pyyaml
+from ruamel.yaml import YAML
+
 from greenlight.datasets import naming
 from greenlight.datasets.config import config_path, load_config, parse_config
 from greenlight.datasets.jobs import run_job
@@ -65,8 +68,6 @@ def read_current(config, dataset_id: str, client_factory: Callable[[], Any]) -> 
 
 
 def _yaml():
-    from ruamel.yaml import YAML
-
     yaml = YAML()  # round-trip: comments, order and quoting kept
     yaml.preserve_quotes = True
     yaml.width = 4096
@@ -87,8 +88,6 @@ def write_document(path: Path, doc, *, require_valid: bool = True) -> list[str]:
 
     With ``require_valid=False`` a config that still has problems is written anyway (cleanup
     removing one bad entry must not be blocked by another); the problems are returned."""
-    import yaml as pyyaml
-
     buf = io.StringIO()
     _yaml().dump(doc, buf)
     text = buf.getvalue()

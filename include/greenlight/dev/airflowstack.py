@@ -46,8 +46,18 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from greenlight.dev import devstack
+import yaml
+
+from greenlight.dagsupport.api import AirflowApi, AirflowApiUnavailable
+from greenlight.datasets.config import load_config as load_datasets
+from greenlight.datasets.ops import ensure_pools
+from greenlight.dev import devstack, models_demo, refresh_demo
+from greenlight.dev.datasets_demo import SOURCE_CONFIG
+from greenlight.dev.features_demo import run_demo
+from greenlight.dev.featurestack import start_stack
 from greenlight.dev.localstack import S3Server, start_seaweedfs
+from greenlight.features import FeatureSettings, generate_bars, insert_bars, symbols
+from greenlight.storage.s3 import make_client
 
 log = logging.getLogger("greenlight.airflowstack")
 
@@ -78,8 +88,6 @@ class BarFeed:
         return self
 
     def feed_once(self) -> int:
-        from greenlight.features import FeatureSettings, generate_bars, insert_bars, symbols
-
         settings = FeatureSettings.from_env(self.pg_uri, self.redis_url)
         now = dt.datetime.now(dt.UTC)
         rows = generate_bars(symbols(self.n_symbols), now - dt.timedelta(minutes=15), now)
@@ -129,21 +137,15 @@ class LocalStack:
         return self.standalone.admin_password()
 
     def client(self):
-        from greenlight.storage.s3 import make_client
-
         return make_client(
             endpoint_url=self.s3.endpoint_url, access_key=self.s3.access_key, secret_key=self.s3.secret_key
         )
 
     def api(self):
-        from greenlight.dagsupport.api import AirflowApi
-
         return AirflowApi(self.url, "admin", self.admin_password())
 
     def wait_for_dags(self, dag_ids=ALL_DAGS, timeout: float = 180.0) -> None:
         """Until the DAG processor has parsed every DAG in ``dag_ids`` (visible in the API)."""
-        from greenlight.dagsupport.api import AirflowApiUnavailable
-
         api = self.api()
         missing = list(dag_ids)
         deadline = time.monotonic() + timeout
@@ -191,7 +193,7 @@ class LocalStack:
 
 
 def _demo():
-    from greenlight.dev import demo
+    from greenlight.dev import demo  # local: import cycle, greenlight.dev.demo imports this module (cmd_airflow)
 
     return demo
 
@@ -247,8 +249,6 @@ def start(
     themselves); ``make airflow`` keeps them, so the scheduler runs each scheduled DAG's latest
     interval at once. A failure stops whatever was already started.
     """
-    from greenlight.dev.featurestack import start_stack
-
     demo = _demo()
     workdir = Path(workdir).resolve()
     workdir.mkdir(parents=True, exist_ok=True)
@@ -337,8 +337,6 @@ def start(
         started = time.monotonic()
         standalone.start(timeout=start_timeout)
         timings["standalone"] = time.monotonic() - started
-        from greenlight.datasets.config import load_config as load_datasets
-
         pools = dataset_pools(load_datasets(stack.datasets_config), stack.api())
         progress(f"dataset pools (REST API): {', '.join(pools)}")
         timings["total"] = time.monotonic() - t0
@@ -350,23 +348,17 @@ def start(
 
 
 def _features_demo(workdir: Path, features) -> dict[str, Any]:
-    from greenlight.dev.features_demo import run_demo
-
     logging.getLogger("feast").setLevel(logging.WARNING)
     return run_demo(workdir, stack=features)
 
 
 def _models_demo():
-    from greenlight.dev import models_demo
-
     return models_demo
 
 
 def refresh_setup(workdir: Path, stack: LocalStack) -> dict[str, Any]:
     """The refresh demo's prod and staging PostgreSQL (kept running: ``stack.stop`` ends them),
     image buckets and config, for ``staging_refresh``."""
-    from greenlight.dev import refresh_demo
-
     prepared = refresh_demo.prepare(workdir / "refresh", stack.client())
     stack.refresh_servers = prepared["servers"]
     stack.refresh_config = prepared["config"]
@@ -376,10 +368,6 @@ def refresh_setup(workdir: Path, stack: LocalStack) -> dict[str, Any]:
 def datasets_setup(workdir: Path, *, schedules: bool) -> Path:
     """A copy of the packaged datasets config (``dataset_version_promotion`` / ``cleanup`` rewrite
     the config they are given); without ``schedules`` the generated DAGs are manual."""
-    import yaml
-
-    from greenlight.dev.datasets_demo import SOURCE_CONFIG
-
     path = workdir / "datasets.yaml"
     if schedules:
         path.write_text(SOURCE_CONFIG.read_text())  # comments kept
@@ -393,6 +381,4 @@ def datasets_setup(workdir: Path, *, schedules: bool) -> Path:
 
 def dataset_pools(config, api) -> list[str]:
     """Every dataset version's pool (a DAG whose pool is missing never starts its task)."""
-    from greenlight.datasets.ops import ensure_pools
-
     return [f"{name} {outcome}" for name, outcome in ensure_pools(config, api).items()]

@@ -27,7 +27,12 @@ from pathlib import Path
 
 import yaml
 
+from greenlight.dagsupport.api import AirflowApi
+from greenlight.datasets import naming
+from greenlight.datasets.config import CONFIG_ENV, load_config
+from greenlight.datasets.ops import ensure_pools, read_current
 from greenlight.dev import devstack
+from greenlight.storage.s3 import make_client, parse_s3_uri
 
 DATASET = "corn-stress-index"
 PRIMARY = "0.2.0"
@@ -46,8 +51,6 @@ def _cli(env: dict[str, str], *args: str) -> subprocess.CompletedProcess:
 
 
 def _declared(client, store_path: str) -> str:
-    from greenlight.storage.s3 import parse_s3_uri
-
     uri = parse_s3_uri(store_path.rstrip("/") + "/", what="store path")
     keys = sum(
         1
@@ -63,10 +66,7 @@ def _declared(client, store_path: str) -> str:
 def datasets_step(env: dict[str, str], client, api, *, step: int = 8, folder: Path | None = None) -> int:
     """The demo step; ``env`` is the demo's Airflow env (with ``AIRFLOW_CONN_AIRFLOW_API``), ``client``
     an S3 client, ``api`` a :class:`~greenlight.dagsupport.api.AirflowApi`. Returns 0 or 1."""
-    from greenlight.datasets import naming
-    from greenlight.datasets.config import CONFIG_ENV, load_config
-    from greenlight.datasets.ops import ensure_pools, read_current
-    from greenlight.dev.demo import run_dag
+    from greenlight.dev.demo import run_dag  # local: import cycle, greenlight.dev.demo imports this module
 
     folder = folder or devstack.LOCAL / "demo"
     folder.mkdir(parents=True, exist_ok=True)
@@ -138,9 +138,6 @@ def datasets_step(env: dict[str, str], client, api, *, step: int = 8, folder: Pa
 
 def main() -> int:
     """Run the step alone: SeaweedFS + a migrated SQLite Airflow + an API server, all stopped after."""
-    from greenlight.dagsupport.api import AirflowApi
-    from greenlight.storage.s3 import make_client
-
     s3 = devstack.start_s3("demo")
     api_server = None
     try:

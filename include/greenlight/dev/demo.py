@@ -10,16 +10,33 @@ Running either twice is safe: state lives under ``.local/`` and the promotion co
 from __future__ import annotations
 
 import argparse
+import contextlib
 import datetime as dt
+import hashlib
+import io
 import json
 import logging
+import os
+import shutil
 import signal
+import subprocess
 import sys
 import time
 from pathlib import Path
 from typing import Any
 
-from greenlight.dev import devstack
+import yaml
+
+from greenlight.dagsupport.api import AirflowApi
+from greenlight.dev import airflowstack, devstack
+from greenlight.dev.datasets_demo import datasets_step
+from greenlight.dev.features_demo import run_demo
+from greenlight.dev.refresh_demo import run_refresh_demo
+from greenlight.promotion.config import load_config
+from greenlight.promotion.rollback import rollback
+from greenlight.redact import redact_argv, redact_text
+from greenlight.storage.manifests import ManifestStore, read_manifest_uri
+from greenlight.storage.s3 import make_client
 
 QA_BUCKET = "qa-greenlight-demo"
 PROD_BUCKET = "prod-greenlight-demo"
@@ -43,6 +60,7 @@ def mlflow_uri(workdir: Path | None = None) -> str:
 
 def seed(client, as_of: dt.date, variant: str = "clean", *, tracking_uri: str | None = None) -> dict[str, int]:
     """QA bucket content for ``as_of``, the QA sign-off marker, and a FINISHED QA run in MLflow."""
+    # local: demo_data imports pandas and pyarrow (~1.2 s); `demo airflow` and the other steps do not need it
     from greenlight.dev.demo_data import DEMO_PREFIXES, build_qa_artefacts, seed_bucket
 
     devstack.ensure_buckets(client, [QA_BUCKET, PROD_BUCKET], versioned=True)
@@ -58,7 +76,7 @@ def seed(client, as_of: dt.date, variant: str = "clean", *, tracking_uri: str | 
 
 def record_qa_run(as_of: dt.date, tracking_uri: str | None = None) -> None:
     """One finished QA hindcast run per as_of date in a local MLflow store (SQLite by default)."""
-    from mlflow.tracking import MlflowClient
+    from mlflow.tracking import MlflowClient  # local: mlflow costs ~3 s to import; only this step needs it
 
     logging.getLogger("mlflow").setLevel(logging.ERROR)
     logging.getLogger("alembic").setLevel(logging.ERROR)
@@ -75,9 +93,6 @@ def record_qa_run(as_of: dt.date, tracking_uri: str | None = None) -> None:
 
 def latest_run_index(client) -> dict | None:
     """The newest promotion run index under the configured manifest location."""
-    from greenlight.promotion.config import load_config
-    from greenlight.storage.manifests import ManifestStore
-
     config = load_config(CONFIG)
     root = config.manifest_uri
     newest = None
@@ -148,16 +163,11 @@ def prod_versions(client) -> list[tuple[str, str]]:
 
 
 def read_json(client, uri: str) -> dict:
-    from greenlight.storage.manifests import read_manifest_uri
-
     return read_manifest_uri(uri, client)
 
 
 def show_rollback(client, index: dict) -> bool:
     """Roll back step 2's promotion (dry run first, then for real) and show prod restored."""
-    from greenlight.promotion.config import load_config
-    from greenlight.promotion.rollback import rollback
-
     config = load_config(CONFIG)
     plan = rollback(index["location"], client, config=config, dry_run=True)
     if not plan["plan_lines"]:
@@ -180,12 +190,7 @@ def show_rollback(client, index: dict) -> bool:
 
 def features_step() -> int:
     """PostgreSQL -> Feast (Redis) on embedded servers: materialize the last hour, check parity."""
-    from greenlight.dev.features_demo import run_demo
-
     say("6. feature materialization: PostgreSQL (embedded) -> Feast -> Redis, then the parity check")
-    import contextlib
-    import io
-
     with contextlib.redirect_stdout(io.StringIO()):  # Feast prints coloured progress lines to stdout
         summary = run_demo(devstack.LOCAL / "demo")
     for row in summary["materialized"]:
@@ -201,9 +206,6 @@ DVC_BACKUP_BUCKET = "dvc-greenlight-demo-backup"
 
 
 def run_command(cmd: list[str], cwd: Path) -> None:
-    import os
-    import subprocess
-
     env = {
         **os.environ,
         "DVC_NO_ANALYTICS": "1",
@@ -212,8 +214,6 @@ def run_command(cmd: list[str], cwd: Path) -> None:
         "GIT_COMMITTER_NAME": "greenlight-demo",
         "GIT_COMMITTER_EMAIL": "demo@example.invalid",
     }
-    from greenlight.redact import redact_argv, redact_text
-
     proc = subprocess.run(cmd, cwd=cwd, capture_output=True, text=True, env=env, timeout=600)
     if proc.returncode != 0:  # the command line may hold the S3 secret (dvc remote modify): redacted
         raise RuntimeError(f"{redact_argv(cmd)} failed: {redact_text(proc.stderr[-1000:])}")
@@ -227,9 +227,6 @@ def build_reconcile_repo(s3, client, work: Path) -> dict[str, Any]:
     against its remote with the backup as fallback; ``pipeline``: git against dvc.lock). Remote
     credentials go to ``.dvc/config.local`` (never committed).
     """
-    import hashlib
-    import shutil
-
     shutil.rmtree(work, ignore_errors=True)
     repo = work / "repo"
     repo.mkdir(parents=True)
@@ -268,8 +265,6 @@ def build_reconcile_repo(s3, client, work: Path) -> dict[str, Any]:
 
 
 def write_reconcile_config(path: Path, targets: list[dict[str, Any]]) -> Path:
-    import yaml
-
     path.write_text(
         yaml.safe_dump(
             {"report_uri": f"s3://{PROD_BUCKET}/_greenlight/reconcile/", "targets": targets}, sort_keys=False
@@ -282,9 +277,6 @@ def reconcile_step(s3, client) -> int:
     """A DVC repo whose remote lost two objects (:func:`build_reconcile_repo`), then
     ``python -m greenlight reconcile --repair``: one comes back from the local cache, one from the
     backup remote."""
-    import os
-    import subprocess
-
     say("7. reconciliation: a DVC repo whose remote lost two objects; greenlight finds and repairs them")
     work = devstack.LOCAL / "demo" / "reconcile"
     built = build_reconcile_repo(s3, client, work)
@@ -311,9 +303,6 @@ def cmd_run(args: argparse.Namespace) -> int:
     s3 = devstack.start_s3("demo")
     api_server = None
     try:
-        from greenlight.dagsupport.api import AirflowApi
-        from greenlight.storage.s3 import make_client
-
         client = make_client(endpoint_url=s3.endpoint_url, access_key=s3.access_key, secret_key=s3.secret_key)
         as_of = dt.date.today()
         counts = seed(client, as_of)
@@ -374,13 +363,9 @@ def cmd_run(args: argparse.Namespace) -> int:
         if reconcile_step(s3, client) != 0:
             return 1
         say("8. prod -> staging refresh: two PostgreSQL servers one migration apart, an image bucket pair")
-        from greenlight.dev.refresh_demo import run_refresh_demo
-
         code, _ = run_refresh_demo(devstack.LOCAL / "demo", s3.env(), client, say=say)
         if code != 0:
             return 1
-        from greenlight.dev.datasets_demo import datasets_step
-
         return datasets_step(env, client, api, step=9)
     finally:
         if api_server is not None:
@@ -390,8 +375,6 @@ def cmd_run(args: argparse.Namespace) -> int:
 
 def cmd_airflow(args: argparse.Namespace) -> int:
     """Start everything each DAG needs (:mod:`greenlight.dev.airflowstack`) and ``airflow standalone``."""
-    from greenlight.dev import airflowstack
-
     say("greenlight local Airflow: S3, PostgreSQL, Redis, MLflow store, a DVC repo and airflow standalone on 127.0.0.1")
     stack = None
     try:

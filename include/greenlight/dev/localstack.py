@@ -184,6 +184,7 @@ def start_seaweedfs(
 
 def wait_for_s3(server: S3Server, proc: subprocess.Popen | None, timeout: float, log_path: Path) -> None:
     """Poll with an authenticated bucket create + PUT until SeaweedFS answers."""
+    # local: boto3 costs ~0.4-0.6 s to import; the other helpers here (ports, PIDs) do not need it
     import boto3
     from botocore.config import Config
 

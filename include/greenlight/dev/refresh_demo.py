@@ -23,6 +23,9 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+from greenlight.dev.featurestack import start_postgres
+from greenlight.refresh.run import table_lines
+
 PROD_IMAGES = "images-greenlight-demo"
 STAGING_IMAGES = "images-greenlight-demo-staging"
 DATABASE = "bluemoxon"
@@ -95,7 +98,7 @@ def _alembic(root: Path) -> tuple[Path, Path]:
 
 
 def _recreate(admin_uri: str, statements: list[str]) -> str:
-    import psycopg
+    import psycopg  # local: psycopg costs ~0.2-0.4 s to import; only the demo's database setup needs it
 
     with psycopg.connect(admin_uri, autocommit=True) as conn:
         conn.execute(f'DROP DATABASE IF EXISTS "{DATABASE}" WITH (FORCE)')
@@ -125,8 +128,6 @@ def prepare(root: Path, client) -> dict[str, Any]:
     """Prod + staging PostgreSQL (started here: the caller stops ``servers`` by PID), the image
     bucket pair, the alembic scripts and the refresh config under ``root``; returns them with the
     two Airflow connections (``AIRFLOW_CONN_BLUEMOXON_DB`` / ``..._STAGING_DB``) the config names."""
-    from greenlight.dev.featurestack import start_postgres
-
     root.mkdir(parents=True, exist_ok=True)
     servers = []
     try:
@@ -185,8 +186,6 @@ def run_refresh_demo(
     ``s3_env``: the AWS env vars of the demo S3 server; ``client``: an S3 client for it. Returns
     the CLI's exit code and its JSON summary. Every server started here is stopped here (by PID).
     """
-    from greenlight.refresh.run import table_lines
-
     root = Path(workdir) / "refresh"
     prepared = prepare(root, client)
     servers, config = prepared["servers"], prepared["config"]

@@ -17,11 +17,11 @@ from datetime import datetime
 from typing import Any
 
 from greenlight.models.config import ModelConfig, ModelsConfig
+from greenlight.storage.manifests import ManifestStore, safe_name
+from greenlight.storage.s3 import parse_s3_uri
 
 
 def pointer_path(name: str) -> str:
-    from greenlight.storage.manifests import safe_name
-
     return f"current/models/{safe_name(name)}.json"
 
 
@@ -33,12 +33,8 @@ def models_of_consumer(config: ModelsConfig, dag_id: str) -> list[ModelConfig]:
 def head_asset(config: ModelsConfig, model: ModelConfig) -> dict[str, str]:
     """URI and name of the Asset ``model_promotion`` emits when it moves ``model``'s head (the
     pointer's URI, as ``ManifestStore.uri`` gives it): consumers schedule on it. No client needed."""
-    from greenlight.storage.manifests import ManifestStore
-
     rel = pointer_path(model.name)
     if config.pointer_uri.startswith("s3://"):
-        from greenlight.storage.s3 import parse_s3_uri
-
         loc = parse_s3_uri(config.pointer_uri, what="models pointer_uri")
         uri = f"s3://{loc.bucket}/{loc.prefix}{rel}"
     else:

@@ -37,6 +37,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+import yaml
+
 from greenlight.errors import ConfigError
 from greenlight.reconcile.common import (
     FAILED,
@@ -114,8 +116,6 @@ def object_rel(md5: str, legacy: bool = False) -> str:
 
 
 def parse_yaml(data: bytes, where: str) -> Any:
-    import yaml
-
     try:
         return yaml.safe_load(data) or {}
     except yaml.YAMLError as exc:

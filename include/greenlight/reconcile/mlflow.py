@@ -33,6 +33,8 @@ from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
+import yaml
+
 from greenlight.errors import ConfigError
 from greenlight.reconcile.common import FAILED, RECOVERABLE, REPAIRED, UNRECOVERABLE, TargetResult, upload_file
 from greenlight.redact import redact_urls
@@ -62,8 +64,6 @@ def _s3(uri: str | None) -> S3Uri | None:
 
 def mlmodel_refs(text: bytes) -> list[str]:
     """Relative paths an ``MLmodel`` file names (environment files, model files, data)."""
-    import yaml
-
     try:
         doc = yaml.safe_load(text) or {}
     except yaml.YAMLError:
@@ -111,7 +111,7 @@ def resolve_source(ml, source: str) -> S3Uri | None:
 
 class MlflowCheck:
     def __init__(self, target, client, *, tracking_uri: str | None, state_store=None, workers: int = 32):
-        from mlflow.tracking import MlflowClient
+        from mlflow.tracking import MlflowClient  # local: mlflow costs ~3 s to import; only MLflow targets need it
 
         uri = target.tracking_uri or tracking_uri or os.environ.get("MLFLOW_TRACKING_URI")
         if not uri:
@@ -159,7 +159,7 @@ class MlflowCheck:
 
     # ------------------------------------------------------------------ check
     def run(self, *, repair: bool, dry_run: bool) -> TargetResult:
-        from mlflow.entities import ViewType
+        from mlflow.entities import ViewType  # local: mlflow costs ~3 s to import; only MLflow targets need it
 
         started = time.monotonic()
         t = self.target

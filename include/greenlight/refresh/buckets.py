@@ -45,6 +45,7 @@ def engine_config(config: RefreshConfig, mappings: list[BucketMapping]) -> Promo
 
 
 def make_engine(config: RefreshConfig, mappings: list[BucketMapping], client, fast=None):
+    # local: the promotion engine (~50 ms) is only needed when a bucket mapping runs
     from greenlight.promotion.engine import Engine
 
     return Engine(engine_config(config, mappings), client, fast=fast, guard=staging_guard)

@@ -7,6 +7,8 @@ and after. Steps of :mod:`greenlight.refresh.run`'s sequence (runbook 001, steps
 from __future__ import annotations
 
 import logging
+import os
+import shlex
 import subprocess
 import time
 import urllib.error
@@ -45,9 +47,6 @@ def migrate(r: Refresh) -> dict[str, Any]:
     before = _staging_version(r, target)
     started = time.monotonic()
     if m.command is not None:
-        import os
-        import shlex
-
         argv = shlex.split(m.command) if isinstance(m.command, str) else list(m.command)
         env = {**os.environ, **(target.env() if target else {})}
         try:
@@ -79,6 +78,7 @@ def migrate(r: Refresh) -> dict[str, Any]:
 def _http_migration(h) -> tuple[str, int, str]:
     """Call the migrate endpoint through the http provider's ``HttpHook`` (connection ``h.conn_id``:
     base URL, auth and headers from the connection, in a task and in the CLI alike)."""
+    # local: the http provider imports Airflow (~2 s); only an HTTP migration needs it
     import requests
     from airflow.providers.http.hooks.http import HttpHook
 

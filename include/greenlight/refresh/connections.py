@@ -14,9 +14,10 @@ import json
 import os
 from dataclasses import dataclass, field
 from typing import Any
-from urllib.parse import parse_qsl, unquote, urlsplit
+from urllib.parse import parse_qsl, quote, unquote, urlsplit
 
 from greenlight.errors import ConfigError
+from greenlight.storage.s3 import make_client
 
 #: libpq keywords taken from a connection's extra (others, e.g. the hook's own options, are ignored).
 LIBPQ_EXTRAS = {
@@ -46,6 +47,7 @@ class PgConn:
 
     @property
     def conninfo(self) -> str:
+        # local: psycopg (~0.1-0.2 s to import) stays off DAG parse and `--help`
         from psycopg.conninfo import make_conninfo
 
         params: dict[str, Any] = {
@@ -64,8 +66,6 @@ class PgConn:
 
     def env(self) -> dict[str, str]:
         """libpq env vars + ``DATABASE_URL`` for a migration command run against this database."""
-        from urllib.parse import quote
-
         out = {
             "PGHOST": self.host or "",
             "PGPORT": str(self.port or 5432),
@@ -149,6 +149,7 @@ def require_env_conn(conn_id: str, environ: dict[str, str] | None = None) -> Non
 
 def from_airflow(conn_id: str) -> PgConn:
     """Resolve through the postgres provider's ``PostgresHook`` (task context; any secrets backend)."""
+    # local: the postgres provider imports Airflow (~2 s); the CLI resolves connections without it
     from airflow.providers.postgres.hooks.postgres import PostgresHook
 
     try:
@@ -161,8 +162,6 @@ def from_airflow(conn_id: str) -> PgConn:
 def aws_client_from_env(conn_id: str, environ: dict[str, str] | None = None, *, max_pool: int = 64):
     """An S3 client for the AWS connection ``AIRFLOW_CONN_<ID>`` (JSON: login = access key, password =
     secret key, extra ``endpoint_url`` / ``region_name``), for the CLI's ``source_aws_conn``."""
-    from greenlight.storage.s3 import make_client
-
     environ = os.environ if environ is None else environ
     var = "AIRFLOW_CONN_" + conn_id.upper()
     value = (environ.get(var) or "").strip()

@@ -22,6 +22,7 @@ _OK = 0  # libpq's CONNECTION_OK
 
 def start_copy(conn, sql: str, expect) -> None:
     """Send ``sql`` (a COPY) on ``conn`` and wait, GIL released, until the server entered ``expect``."""
+    # local: psycopg (~0.1-0.2 s to import) stays off DAG parse and `--help`
     from psycopg import errors
 
     pgconn = conn.pgconn
@@ -31,6 +32,7 @@ def start_copy(conn, sql: str, expect) -> None:
         while _result(pgconn) is not None:
             pass
         if result is None:
+            # local: psycopg (~0.1-0.2 s to import) stays off DAG parse and `--help`
             import psycopg
 
             raise psycopg.OperationalError(f"no answer to COPY: {pgconn.get_error_message()}")
@@ -39,6 +41,7 @@ def start_copy(conn, sql: str, expect) -> None:
 
 def _result(pgconn):
     """``PQgetResult`` once it would not block (the wait releases the GIL)."""
+    # local: psycopg (~0.1-0.2 s to import) stays off DAG parse and `--help`
     import psycopg
 
     if pgconn.flush() != 0:
@@ -53,6 +56,7 @@ def _result(pgconn):
 
 def _flush(pgconn) -> None:
     """Send everything libpq has queued (non-blocking socket), waiting in ``select()``."""
+    # local: psycopg (~0.1-0.2 s to import) stays off DAG parse and `--help`
     import psycopg
 
     while True:
@@ -68,6 +72,7 @@ def _flush(pgconn) -> None:
 
 def finish_copy(conn) -> int:
     """The result of the COPY that just ended on ``conn``: rows, or the server's error raised."""
+    # local: psycopg (~0.1-0.2 s to import) stays off DAG parse and `--help`
     import psycopg
     from psycopg import errors, pq
 
@@ -90,6 +95,7 @@ def stream(src, dst, copy_out_sql: str, copy_in_sql: str) -> tuple[int, int, int
     back normally; prod's error (a failed read) and staging's (a constraint, a bad value) are raised
     as psycopg errors.
     """
+    # local: psycopg (~0.1-0.2 s to import) stays off DAG parse and `--help`
     import psycopg
     from psycopg import pq
 

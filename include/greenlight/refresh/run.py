@@ -17,12 +17,14 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import Any
 
-from greenlight.errors import ConfigError, RefreshError, RefusedError
+from greenlight.errors import ConfigError, RefreshError, RefusedError, VerificationError
 from greenlight.refresh import catalog as pgcat
 from greenlight.refresh import tables as pg
 from greenlight.refresh.checks import health, migrate
 from greenlight.refresh.config import ALWAYS_SKIPPED, RefreshConfig, looks_like_prod
 from greenlight.refresh.connections import PgConn
+from greenlight.refresh.streamcopy import SplitClient
+from greenlight.storage.manifests import ManifestStore, safe_name
 
 log = logging.getLogger("greenlight.refresh")
 
@@ -60,12 +62,11 @@ class Refresh:
         return self.config.select(self.only)[0]
 
     def engine(self):
+        # local: refresh.buckets loads the promotion engine (~50 ms), needed only with bucket mappings
         from greenlight.refresh.buckets import make_engine
 
         client = self.client()
         if self.config.source_aws_conn:
-            from greenlight.refresh.streamcopy import SplitClient
-
             if self.s3_source is None:
                 raise ConfigError(f"source_aws_conn {self.config.source_aws_conn!r} is set but cannot be resolved here")
             if self._source_client is None:
@@ -75,8 +76,6 @@ class Refresh:
         return make_engine(self.config, self.mappings(), client)
 
     def manifests(self):
-        from greenlight.storage.manifests import ManifestStore
-
         uri = self.config.manifest_uri
         if not uri:
             return None
@@ -109,6 +108,7 @@ def preflight(r: Refresh) -> dict[str, Any]:
     elif only_tables:
         raise ConfigError(f"only: {sorted(only_tables)} name tables but no 'postgres' section is configured")
     if mappings:
+        # local: refresh.buckets loads the promotion engine (~50 ms), needed only with bucket mappings
         from greenlight.refresh.buckets import preflight as bucket_preflight
 
         out["buckets"] = bucket_preflight(r.engine())
@@ -221,6 +221,7 @@ def _version_relation(config: RefreshConfig, prod: str | None, staging: str | No
     location = config.migrations.alembic_script_location if config.migrations else None
     if location and prod and staging:
         try:
+            # local: alembic.script costs ~0.3 s to import; only a configured script location needs it
             from alembic.script import ScriptDirectory
 
             script = ScriptDirectory(location)
@@ -311,6 +312,7 @@ def sync_buckets(r: Refresh) -> list[dict[str, Any]]:
     """Runbook: "sync S3 images via script". The promotion engine's plan/copy per bucket mapping."""
     if not r.mappings():
         return []
+    # local: refresh.buckets loads the promotion engine (~50 ms), needed only with bucket mappings
     from greenlight.refresh.buckets import sync
 
     return sync(r.engine(), r.run_id, dry_run=r.dry_run)
@@ -340,7 +342,7 @@ def verify(
         out["tables"], problems = _verify_tables(r, synced, connections, recount)
         out["problems"] += problems
     if r.mappings():
-        from greenlight.errors import VerificationError
+        # local: refresh.buckets loads the promotion engine (~50 ms), needed only with bucket mappings
         from greenlight.refresh.buckets import verify as bucket_verify
 
         try:
@@ -489,8 +491,6 @@ def summarize(
 
 
 def _safe(text: str) -> str:
-    from greenlight.storage.manifests import safe_name
-
     return safe_name(text)
 
 
