@@ -21,7 +21,8 @@ from __future__ import annotations
 import argparse
 import json
 
-from greenlight.backfill.runner import Airflow, Backfill, checked_range
+from greenlight.backfill.airflowapi import Airflow
+from greenlight.backfill.runner import Backfill, checked_range
 from greenlight.errors import ConfigError
 
 
