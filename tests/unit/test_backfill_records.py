@@ -88,8 +88,12 @@ def test_runs_still_in_flight_are_listed_before_they_have_a_record():
         {"dag_run_id": f"backfill__{DAYS[1]}", "logical_date": DAYS[1], "run_type": "backfill", "state": "queued"},
         {"dag_run_id": f"scheduled__{DAYS[2]}", "logical_date": DAYS[2], "run_type": "scheduled", "state": "running"},
     ]
-    rec.observe_in_flight(summary, runs, exclude_run=f"backfill__{DAYS[0]}")  # the run writing is not in flight
     rec.merge_records(summary, [record(DAYS[0], "success", "2026-02-01T10:01:00.000Z")])
+    rec.observe_in_flight(summary, runs, exclude_run=f"backfill__{DAYS[1]}")  # (as if day 2's run were writing)
+    # Day 1's run recorded its verdict and Airflow has not finished it yet: the verdict stays.
+    states = [(e["partition"], e["state"]) for e in rec.finish(summary)["partitions"]]
+    assert states == [(DAYS[0], "success")] and summary["status"] == "succeeded"
+    rec.observe_in_flight(summary, runs, exclude_run=None)
     states = [(e["partition"], e["state"]) for e in rec.finish(summary)["partitions"]]
     assert states == [(DAYS[0], "success"), (DAYS[1], "queued")] and summary["status"] == "running"
 

@@ -41,6 +41,8 @@ RECORD_SCHEMA = "greenlight.backfill-partition/1"
 #: Conditional writes tried before giving up (each conflict means another run just wrote).
 UPDATE_TRIES = 12
 _CONFLICT = ("PreconditionFailed", "412", "ConditionalRequestConflict", "409")
+#: ``seen_by`` of the entries that come from a run's own record.
+RECORD_SOURCES = ("check_run", "task failure")
 #: What a record sets in the partition's summary entry.
 RECORD_FIELDS = ("state", "run_id", "tries", "start", "end", "duration_s", "first_error", "missing", "observed")
 
@@ -115,18 +117,26 @@ def merge_records(summary: dict[str, Any], records: list[dict[str, Any]]) -> int
     return applied
 
 
-def observe_in_flight(summary: dict[str, Any], runs: list[dict[str, Any]], *, exclude_run: str | None) -> None:
-    """Partitions whose ``backfill`` run is queued or running now (from ``GET /dagRuns``), so the
-    summary lists every partition of the backfill before each has a record."""
-    now = utcnow()
+def observe_in_flight(
+    summary: dict[str, Any], runs: list[dict[str, Any]], *, exclude_run: str | None, observed: str | None = None
+) -> None:
+    """Partitions whose ``backfill`` run is queued or running (from ``GET /dagRuns`` at ``observed``),
+    so the summary lists every partition of the backfill before each has a record.
+
+    A partition whose entry comes from a record of that same run is left alone: the run wrote its
+    verdict a moment before Airflow finishes it, so "running" there only means "finishing" (a run
+    cleared and running again shows its last verdict until it records the new one)."""
+    observed = observed or utcnow()
     for run in runs:
         if run.get("run_type") != "backfill" or run.get("state") not in ("queued", "running"):
             continue
         if run.get("dag_run_id") == exclude_run or not run.get("logical_date"):
             continue
         entry = partition_entry(summary, iso(run["logical_date"]))
-        if str(entry.get("observed") or "") <= now:
-            entry.update(state=run["state"], airflow_state=run["state"], run_id=run["dag_run_id"], observed=now)
+        if entry.get("seen_by") in RECORD_SOURCES and entry.get("run_id") == run["dag_run_id"]:
+            continue
+        if str(entry.get("observed") or "") <= observed:
+            entry.update(state=run["state"], airflow_state=run["state"], run_id=run["dag_run_id"], observed=observed)
 
 
 def airflow_summary(backfill: dict[str, Any], current: dict[str, Any] | None) -> dict[str, Any]:

@@ -24,6 +24,7 @@ connection or with task manifests turned off there is no hook summary.
 from __future__ import annotations
 
 import logging
+from datetime import UTC, datetime
 from typing import Any
 
 from greenlight.backfill.airflowapi import Airflow, backfill_of_run
@@ -39,6 +40,7 @@ from greenlight.backfill.records import (
 )
 from greenlight.dagsupport.taskmanifest import manifest_root, store_for
 from greenlight.redact import clean_message
+from greenlight.storage.manifests import utcnow
 
 log = logging.getLogger("greenlight.dagsupport.backfillsummary")
 
@@ -96,12 +98,13 @@ def record_partition(
             tries=tries,
         )
         files.write_record(record)
+        asked = utcnow()
         runs = airflow.runs(dag_id, iso(backfill["from_date"]), iso(backfill["to_date"]))
 
         def mutate(current: dict[str, Any] | None) -> dict[str, Any]:
             summary = airflow_summary(backfill, current)
-            observe_in_flight(summary, runs, exclude_run=run_id)
             merge_records(summary, files.records(backfill["id"]))
+            observe_in_flight(summary, runs, exclude_run=run_id, observed=asked)
             return finish(summary)
 
         rel = summary_relpath(airflow_summary_id(backfill["id"]))
@@ -138,6 +141,15 @@ def on_task_failure(context: Any) -> None:
         "type": type(error).__name__ if isinstance(error, BaseException) else None,
         "message": (clean_message(error) or "")[:500],
     }
+    start, end = getattr(ti, "start_date", None), getattr(ti, "end_date", None) or datetime.now(UTC)
+    view = {"start": iso(start), "end": iso(end)}
+    if isinstance(start, datetime):
+        view["duration_s"] = round((end - start).total_seconds(), 3)  # the failed task's own time
     record_partition(
-        dag_run, "failed", seen_by="task failure", first_error=first_error, tries=getattr(ti, "try_number", None)
+        dag_run,
+        "failed",
+        seen_by="task failure",
+        view=view,
+        first_error=first_error,
+        tries=getattr(ti, "try_number", None),
     )
