@@ -9,26 +9,20 @@ of the same DAG while one runs. Then backfills started the way the UI's Backfill
 ``backfills/airflow-<N>/summary.json`` (its runs write it: the probe's ``check_run`` and the failure
 callback, through the ``airflow_api`` connection), and one followed with ``--follow``.
 
-The stack is small on purpose (only the probe DAGs in the DAGs folder, SQLite): ~2-3 min.
+The stack is small on purpose (only the probe DAGs in the DAGs folder; tests/backfillfixtures.py): ~3-5 min.
 """
 
 from __future__ import annotations
 
 import json
-import os
-import secrets
 import shutil
-import subprocess
-import sys
 import time
 from pathlib import Path
 from urllib.parse import quote
 
 import pytest
-from e2ehelpers import Api, wait_for
-
-from greenlight.dev import devstack
-from greenlight.dev.featurestack import start_postgres
+from backfillfixtures import airflow_summary, backfill_airflow, greenlight_backfill, states_of
+from e2ehelpers import wait_for
 
 # One scenario on one stack: the resume cases continue the first backfill (--reverse keeps the order).
 pytestmark = [pytest.mark.e2e, pytest.mark.story, pytest.mark.timeout(900)]
@@ -44,61 +38,15 @@ FAILING_PARTITIONS = [f"{d}T00:00:00Z" for d in FAILING]
 @pytest.fixture(scope="module")
 def stack(s3env, tmp_path_factory):
     home = tmp_path_factory.mktemp("airflow_backfill")
-    dags = home / "dags"
-    dags.mkdir()
-    for name in ("backfill_probe.py", "run_check_probe.py"):  # run_check_probe: a DAG without a schedule
-        shutil.copy(PROBES / name, dags / name)
-    manifests = home / "task_manifests"
-    # PostgreSQL, not SQLite, for the metadata DB: creating a backfill writes every run in one
-    # request while the scheduler writes too, and SQLite's "database is locked" can cut it short.
-    pg = start_postgres(home / "pg", database="airflow")
-    env = devstack.airflow_env(
-        home,
-        s3env,
-        extra={
-            "AIRFLOW__DATABASE__SQL_ALCHEMY_CONN": f"postgresql+psycopg2://{pg.user}@{pg.host}:{pg.port}/airflow",
-            "AIRFLOW__CORE__DAGS_FOLDER": str(dags),
-            "AIRFLOW__CORE__DAGS_ARE_PAUSED_AT_CREATION": "False",
-            "GREENLIGHT_TASK_MANIFEST_ROOT": str(manifests),
-        },
-    )
-    devstack.airflow(env, "db", "migrate")
-    standalone = devstack.Standalone(env)
-    # Tasks reach the API through the ``airflow_api`` connection (the backfill summary hook asks it
-    # which backfill a run belongs to): the admin password is chosen before the server starts.
-    password = secrets.token_urlsafe(16)
-    (home / "simple_auth_manager_passwords.json.generated").write_text(json.dumps({"admin": password}))
-    standalone.env["AIRFLOW__CORE__SIMPLE_AUTH_MANAGER_USERS"] = "admin:admin"
-    standalone.env["AIRFLOW_CONN_AIRFLOW_API"] = json.dumps(
-        {"conn_type": "http", "host": standalone.url, "login": "admin", "password": password}
-    )
-    try:
-        standalone.start(timeout=600)
-        assert standalone.admin_password() == password
-        api = Api(standalone.url, password)
-        wait_for(lambda: api.get(f"/dags/{DAG}"), 300, "the probe DAG to be parsed")
-        wait_for(lambda: api.get("/dags/run_check_probe"), 300, "the unscheduled probe DAG to be parsed")
-        cli_env = dict(os.environ)
-        cli_env.update(
-            {
-                "AIRFLOW_CONN_AIRFLOW_API": json.dumps(
-                    {"conn_type": "http", "host": standalone.url, "login": "admin", "password": password}
-                ),
-                "GREENLIGHT_TASK_MANIFEST_ROOT": str(manifests),
-                "PYTHONPATH": str(ROOT / "include"),
-            }
-        )
-        yield api, cli_env, manifests
-    finally:
-        standalone.stop()
-        pg.stop()
+    # run_check_probe: a DAG without a schedule (refused)
+    files = [PROBES / "backfill_probe.py", PROBES / "run_check_probe.py"]
+    with backfill_airflow(home, s3env, files, [DAG, "run_check_probe"]) as started:
+        yield started.api, started.cli_env, started.manifests
 
 
 def greenlight(env, *args: str):
     """``python -m greenlight backfill ARGS`` as an operator runs it: (exit code, JSON result, stderr)."""
-    cmd = [sys.executable, "-m", "greenlight", "backfill", "--dags-folder", str(PROBES), "--poll", "1", *args]
-    proc = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=600)
-    return proc.returncode, json.loads(proc.stdout.strip().splitlines()[-1]), proc.stderr
+    return greenlight_backfill(env, PROBES, *args)
 
 
 def summary_of(manifests: Path) -> dict:
@@ -109,16 +57,6 @@ def tries_in_airflow(api, day: str) -> int:
     run = api.get(f"/dags/{DAG}/dagRuns?logical_date_gte={day}&logical_date_lte={day}")["dag_runs"][0]
     (ti,) = [t for t in api.task_instances(DAG, run["dag_run_id"]) if t["task_id"] == "work"]
     return ti["try_number"]
-
-
-def airflow_summary(manifests: Path, airflow_id: int) -> dict | None:
-    """``backfills/airflow-<N>/summary.json``: what the backfill's runs wrote themselves."""
-    path = manifests / "backfills" / f"airflow-{airflow_id}" / "summary.json"
-    return json.loads(path.read_text()) if path.exists() else None
-
-
-def states_of(summary: dict | None) -> list[tuple[str, str]]:
-    return [(p["partition"], p["state"]) for p in (summary or {}).get("partitions", ())]
 
 
 def test_six_partitions_two_fail_then_resume_reruns_only_those(stack):
