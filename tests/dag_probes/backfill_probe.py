@@ -1,7 +1,8 @@
 """
 ### backfill_probe — test DAG for `greenlight backfill` (tests/e2e/test_backfill_scheduler.py)
 
-A daily partitioned DAG with one task. `work` fails (a contract error: no retry) when its run's logical date is listed
+A daily partitioned DAG with one task and the final `check_run` every greenlight DAG has (which,
+in a backfill run, writes the partition into `backfills/airflow-<N>/summary.json`). `work` fails (a contract error: no retry) when its run's logical date is listed
 in the Variable `backfill_probe_fail_dates` (a JSON list of `YYYY-MM-DD`); once the Variable is
 cleared, the same partition succeeds. So a backfill can be made to fail chosen partitions, and a
 `--resume` after the "fix" reruns just those.
@@ -12,7 +13,7 @@ from __future__ import annotations
 import pendulum
 from airflow.sdk import dag, task
 
-from greenlight.dagsupport.defaults import default_args
+from greenlight.dagsupport.defaults import add_run_check, default_args
 from greenlight.dagsupport.runtime import triaged
 
 FAIL_VARIABLE = "backfill_probe_fail_dates"
@@ -51,4 +52,4 @@ def backfill_probe():
     work()
 
 
-backfill_probe()
+add_run_check(backfill_probe())

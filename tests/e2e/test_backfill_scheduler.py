@@ -4,28 +4,25 @@ Runbook 003's backfill procedure, as an operator runs it: a backfill of six dail
 ``backfill_probe`` (tests/dag_probes) where two fail, the summary file checked; the upstream fixed;
 the same command with ``--resume`` reruns only those two. Along the way the refusals (exit 2) an
 operator can hit: an unknown DAG, a DAG without a schedule, end before start, and a second backfill
-of the same DAG while one runs. Last, a backfill started the way the UI's Backfill form starts one
-(the same ``POST /api/v2/backfills`` body) is followed with ``--follow``.
+of the same DAG while one runs. Then backfills started the way the UI's Backfill form starts one
+(the same ``POST /api/v2/backfills`` body): one that nobody follows still gets its
+``backfills/airflow-<N>/summary.json`` (its runs write it: the probe's ``check_run`` and the failure
+callback, through the ``airflow_api`` connection), and one followed with ``--follow``.
 
-The stack is small on purpose (only the probe DAGs in the DAGs folder, SQLite): ~2-3 min.
+The stack is small on purpose (only the probe DAGs in the DAGs folder; tests/backfillfixtures.py): ~3-5 min.
 """
 
 from __future__ import annotations
 
 import json
-import os
 import shutil
-import subprocess
-import sys
 import time
 from pathlib import Path
 from urllib.parse import quote
 
 import pytest
-from e2ehelpers import Api, wait_for
-
-from greenlight.dev import devstack
-from greenlight.dev.featurestack import start_postgres
+from backfillfixtures import airflow_summary, backfill_airflow, greenlight_backfill, states_of
+from e2ehelpers import wait_for
 
 # One scenario on one stack: the resume cases continue the first backfill (--reverse keeps the order).
 pytestmark = [pytest.mark.e2e, pytest.mark.story, pytest.mark.timeout(900)]
@@ -41,53 +38,15 @@ FAILING_PARTITIONS = [f"{d}T00:00:00Z" for d in FAILING]
 @pytest.fixture(scope="module")
 def stack(s3env, tmp_path_factory):
     home = tmp_path_factory.mktemp("airflow_backfill")
-    dags = home / "dags"
-    dags.mkdir()
-    for name in ("backfill_probe.py", "run_check_probe.py"):  # run_check_probe: a DAG without a schedule
-        shutil.copy(PROBES / name, dags / name)
-    manifests = home / "task_manifests"
-    # PostgreSQL, not SQLite, for the metadata DB: creating a backfill writes every run in one
-    # request while the scheduler writes too, and SQLite's "database is locked" can cut it short.
-    pg = start_postgres(home / "pg", database="airflow")
-    env = devstack.airflow_env(
-        home,
-        s3env,
-        extra={
-            "AIRFLOW__DATABASE__SQL_ALCHEMY_CONN": f"postgresql+psycopg2://{pg.user}@{pg.host}:{pg.port}/airflow",
-            "AIRFLOW__CORE__DAGS_FOLDER": str(dags),
-            "AIRFLOW__CORE__DAGS_ARE_PAUSED_AT_CREATION": "False",
-            "GREENLIGHT_TASK_MANIFEST_ROOT": str(manifests),
-        },
-    )
-    devstack.airflow(env, "db", "migrate")
-    standalone = devstack.Standalone(env)
-    try:
-        standalone.start(timeout=600)
-        password = standalone.admin_password()
-        api = Api(standalone.url, password)
-        wait_for(lambda: api.get(f"/dags/{DAG}"), 300, "the probe DAG to be parsed")
-        wait_for(lambda: api.get("/dags/run_check_probe"), 300, "the unscheduled probe DAG to be parsed")
-        cli_env = dict(os.environ)
-        cli_env.update(
-            {
-                "AIRFLOW_CONN_AIRFLOW_API": json.dumps(
-                    {"conn_type": "http", "host": standalone.url, "login": "admin", "password": password}
-                ),
-                "GREENLIGHT_TASK_MANIFEST_ROOT": str(manifests),
-                "PYTHONPATH": str(ROOT / "include"),
-            }
-        )
-        yield api, cli_env, manifests
-    finally:
-        standalone.stop()
-        pg.stop()
+    # run_check_probe: a DAG without a schedule (refused)
+    files = [PROBES / "backfill_probe.py", PROBES / "run_check_probe.py"]
+    with backfill_airflow(home, s3env, files, [DAG, "run_check_probe"]) as started:
+        yield started.api, started.cli_env, started.manifests
 
 
 def greenlight(env, *args: str):
     """``python -m greenlight backfill ARGS`` as an operator runs it: (exit code, JSON result, stderr)."""
-    cmd = [sys.executable, "-m", "greenlight", "backfill", "--dags-folder", str(PROBES), "--poll", "1", *args]
-    proc = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=600)
-    return proc.returncode, json.loads(proc.stdout.strip().splitlines()[-1]), proc.stderr
+    return greenlight_backfill(env, PROBES, *args)
 
 
 def summary_of(manifests: Path) -> dict:
@@ -96,7 +55,7 @@ def summary_of(manifests: Path) -> dict:
 
 def tries_in_airflow(api, day: str) -> int:
     run = api.get(f"/dags/{DAG}/dagRuns?logical_date_gte={day}&logical_date_lte={day}")["dag_runs"][0]
-    (ti,) = api.task_instances(DAG, run["dag_run_id"])
+    (ti,) = [t for t in api.task_instances(DAG, run["dag_run_id"]) if t["task_id"] == "work"]
     return ti["try_number"]
 
 
@@ -140,6 +99,11 @@ def test_six_partitions_two_fail_then_resume_reruns_only_those(stack):
         else:
             assert entry["state"] == "success" and entry["first_error"] is None
     assert "contract check failed for partition 2026-01-02" in err  # the table on stderr
+    # The runs of the Airflow backfill greenlight created wrote their own summary too, and agree.
+    (first_id,) = out["airflow_backfill_ids"]
+    own = airflow_summary(manifests, first_id)
+    assert states_of(own) == [(p["partition"], p["state"]) for p in summary["partitions"]]
+    assert summary["airflow_backfills"][0]["id"] == first_id
 
     # The upstream is fixed; the same command with --resume reruns the two failed partitions only.
     api.client._request("DELETE", "/api/v2/variables/backfill_probe_fail_dates")
@@ -228,10 +192,69 @@ def test_a_backfill_started_like_the_ui_form_is_followed(stack):
     code, out, err = greenlight(env, "--follow", str(created["id"]))
     print(f"follow: {time.monotonic() - started:.0f}s")
     assert code == 0, err[-2000:]
-    assert out["backfill_id"] == f"{DAG}__2026-01-07__2026-01-08" and out["airflow_backfill_ids"] == [created["id"]]
+    # --follow N keeps the summary the runs of backfill N write themselves.
+    assert out["backfill_id"] == f"airflow-{created['id']}" and out["airflow_backfill_ids"] == [created["id"]]
+    assert out["summary"] == str(manifests / "backfills" / f"airflow-{created['id']}" / "summary.json")
     summary = json.loads(Path(out["summary"]).read_text())
     assert [(p["partition"], p["state"]) for p in summary["partitions"]] == [
         ("2026-01-07T00:00:00Z", "success"),
         ("2026-01-08T00:00:00Z", "success"),
     ]
     assert summary["attempts"][0]["mode"] == "follow"
+
+
+def test_a_backfill_from_the_ui_form_writes_its_summary_without_follow(stack):
+    """Nobody runs ``greenlight backfill``: the runs of a backfill created through the REST API (the
+    UI form's request) write ``backfills/airflow-<N>/summary.json`` themselves, one partition
+    failing. A ``--follow`` afterwards finds the same file and the same verdict."""
+    api, env, manifests = stack
+    wait_for(
+        lambda: all(b.get("completed_at") for b in api.get(f"/backfills?dag_id={DAG}")["backfills"]),
+        120,
+        "earlier backfills to be marked complete",
+    )
+    api.post("/variables", {"key": "backfill_probe_fail_dates", "value": json.dumps(["2026-01-10"])})
+    days = ["2026-01-09T00:00:00Z", "2026-01-10T00:00:00Z", "2026-01-11T00:00:00Z"]
+    started = time.monotonic()
+    created = api.post(
+        "/backfills",
+        {
+            "dag_id": DAG,
+            "from_date": "2026-01-09T00:00:00.000Z",
+            "to_date": "2026-01-11T00:00:00.000Z",
+            "dag_run_conf": {},
+            "max_active_runs": 3,
+            "reprocess_behavior": "none",
+            "run_backwards": False,
+            "run_on_latest_version": True,
+        },
+    )
+    finished = wait_for(
+        lambda: (s := airflow_summary(manifests, created["id"])) and s["status"] in ("succeeded", "failed") and s,
+        600,
+        "the backfill's runs to write its summary",
+    )
+    print(f"\nsummary without a follow: {time.monotonic() - started:.0f}s")
+    api.client._request("DELETE", "/api/v2/variables/backfill_probe_fail_dates")
+    assert states_of(finished) == [(days[0], "success"), (days[1], "failed"), (days[2], "success")]
+    assert finished["backfill_id"] == f"airflow-{created['id']}" and finished["status"] == "failed"
+    assert finished["dag_id"] == DAG and finished["airflow_backfills"][0]["id"] == created["id"]
+    assert finished["counts"] == {"failed": 1, "success": 2} and finished["attempts"] == []
+    entries = {p["partition"]: p for p in finished["partitions"]}
+    failed = entries[days[1]]
+    assert failed["seen_by"] == "task failure" and failed["first_error"]["task"] == "work"
+    assert failed["first_error"]["kind"] == "contract" and "missing column 'price'" in failed["first_error"]["message"]
+    for day in (days[0], days[2]):
+        assert entries[day]["seen_by"] == "check_run" and entries[day]["first_error"] is None
+        assert entries[day]["run_id"].startswith(f"backfill__{day[:10]}")
+        assert entries[day]["tries"] == tries_in_airflow(api, day) and entries[day]["duration_s"] is not None
+    records = sorted((manifests / "backfills" / f"airflow-{created['id']}" / "partitions").glob("*.json"))
+    assert len(records) == 3
+
+    # Following it afterwards: the same file, the same verdict, now with the follow's attempt.
+    wait_for(lambda: api.get(f"/backfills/{created['id']}")["completed_at"], 120, "the backfill to complete")
+    code, out, err = greenlight(env, "--follow", str(created["id"]))
+    assert code == 1, err[-2000:]
+    assert out["backfill_id"] == f"airflow-{created['id']}" and out["failed"] == [days[1]]
+    followed = airflow_summary(manifests, created["id"])
+    assert states_of(followed) == states_of(finished) and [a["mode"] for a in followed["attempts"]] == ["follow"]

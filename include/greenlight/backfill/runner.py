@@ -2,37 +2,35 @@
 
 :class:`Backfill` is what ``greenlight backfill`` does: refuse what cannot be backfilled, create the
 Airflow backfill(s) that :func:`greenlight.backfill.plan.plan_resume` chose, follow the runs partition
-by partition through the REST API (:class:`Airflow`) and the task manifests (:class:`Manifests`,
-judged by the run check) and keep ``backfills/<backfill_id>/summary.json`` up to date. The decisions
-themselves are plain functions in :mod:`greenlight.backfill.plan`; the command line is
+by partition through the REST API (:class:`greenlight.backfill.airflowapi.Airflow`) and the task
+manifests (:class:`Manifests`, judged by the run check) and keep ``backfills/<backfill_id>/summary.json``
+up to date, with the records the runs wrote themselves folded in (:mod:`greenlight.backfill.records`;
+``--follow N`` writes the very summary the runs of Airflow backfill ``N`` write, ``airflow-<N>``). The
+decisions themselves are plain functions in :mod:`greenlight.backfill.plan`; the command line is
 :mod:`greenlight.cli.backfill`.
 """
 
 from __future__ import annotations
 
 import argparse
-import json
 import os
-import sys
 import time
-import urllib.parse
 from datetime import UTC, datetime
 from typing import Any
 
+from greenlight.backfill.airflowapi import Airflow, BackfillRefused, say
 from greenlight.backfill.plan import (
     IN_FLIGHT,
     BadRange,
     airflow_would_rerun,
     check_range,
     default_backfill_id,
-    finish_counts,
     format_table,
     iso,
     latest_runs,
     manifest_view,
     may_hold,
     new_summary,
-    overall,
     parse_bound,
     partition_entry,
     plan_resume,
@@ -40,6 +38,7 @@ from greenlight.backfill.plan import (
     summary_relpath,
     update_partition,
 )
+from greenlight.backfill.records import SummaryFiles, airflow_summary, airflow_summary_id, finish, merge_records
 from greenlight.cli.output import emit
 from greenlight.dagsupport.taskmanifest import default_root, store_for
 from greenlight.errors import ConfigError, GreenlightError
@@ -53,121 +52,11 @@ COMPLETION_GRACE_S = 90.0
 SETTLE_S = 20.0
 
 
-class BackfillRefused(GreenlightError):
-    """Refused before anything started: a DAG that cannot be backfilled now, another backfill of it
-    still running, or a request Airflow rejected (exit 2)."""
-
-    exit_code = 2
-    kind = "refused"
-
-
 class BackfillUnfinished(GreenlightError):
     """The wait ended before every partition finished: the Airflow backfill goes on."""
 
     kind = "timeout"
     retryable = True
-
-
-def say(line: str) -> None:
-    sys.stderr.write(line + "\n")
-    sys.stderr.flush()
-
-
-# ------------------------------------------------------------------------------------- Airflow
-class Airflow:
-    """The few backfill calls of the Airflow 3 REST API, with errors turned into greenlight's."""
-
-    def __init__(self, api):
-        self.api = api
-
-    #: A GET that times out (an API server busy with the backfill's own tasks) is asked again.
-    GET_TRIES = 6
-
-    def _get(self, path: str) -> Any:
-        from greenlight.dagsupport.api import AirflowApiUnavailable  # 130 ms: every CLI command imports this module
-
-        for attempt in range(1, self.GET_TRIES + 1):
-            try:
-                return self.api.get(path)
-            except AirflowApiUnavailable as exc:
-                if attempt == self.GET_TRIES:
-                    raise
-                say(f"Airflow API busy or unreachable ({str(exc)[-80:]}): asking again")
-                time.sleep(min(2.0 * attempt, 10.0))
-        return None
-
-    def _call(self, method: str, path: str, body: dict | None = None, *, what: str) -> Any:
-        from greenlight.dagsupport.api import AirflowApiError  # 130 ms: see above
-
-        try:
-            if method == "GET":
-                return self._get(path)
-            return self.api._request(method, path, body)  # never repeated: a create must not be sent twice
-        except AirflowApiError as exc:
-            text = str(exc)
-            if "HTTP 401" in text or "HTTP 403" in text:
-                raise
-            detail = _detail(text)
-            if "HTTP 409" in text:
-                raise BackfillRefused(f"{what}: {detail}") from None
-            raise BackfillRefused(f"{what}: Airflow refused it: {detail}") from None
-
-    def dag(self, dag_id: str) -> dict | None:
-        return self._get(f"/api/v2/dags/{urllib.parse.quote(dag_id, safe='')}")
-
-    def backfill(self, backfill_id: int) -> dict | None:
-        return self._call("GET", f"/api/v2/backfills/{int(backfill_id)}", what=f"backfill {backfill_id}")
-
-    def backfills(self, dag_id: str) -> list[dict]:
-        query = urllib.parse.urlencode({"dag_id": dag_id, "limit": 100, "order_by": "-id"})
-        page = self._call("GET", f"/api/v2/backfills?{query}", what=f"backfills of {dag_id}") or {}
-        return list(page.get("backfills") or [])
-
-    def dry_run(self, body: dict) -> list[str]:
-
-        answer = self._call("POST", "/api/v2/backfills/dry_run", body, what=f"--dag-id {body['dag_id']}")
-        return [iso(b["logical_date"]) for b in answer.get("backfills") or () if b.get("logical_date")]
-
-    def create(self, body: dict) -> dict:
-        return self._call("POST", "/api/v2/backfills", body, what=f"backfill of {body['dag_id']}")
-
-    def runs(self, dag_id: str, start: str, end: str) -> list[dict]:
-        """Every run of ``dag_id`` whose logical date is in ``[start, end]`` (all pages)."""
-        out: list[dict] = []
-        offset = 0
-        while True:
-            query = urllib.parse.urlencode(
-                {
-                    "logical_date_gte": start,
-                    "logical_date_lte": end,
-                    "limit": 100,
-                    "offset": offset,
-                    "order_by": "logical_date",
-                }
-            )
-            page = self._call(
-                "GET", f"/api/v2/dags/{urllib.parse.quote(dag_id, safe='')}/dagRuns?{query}", what=f"runs of {dag_id}"
-            )
-            runs = list((page or {}).get("dag_runs") or [])
-            out += runs
-            offset += len(runs)
-            if not runs or offset >= int((page or {}).get("total_entries") or 0):
-                return out
-
-
-def _detail(text: str) -> str:
-    """The ``detail`` of a FastAPI error body inside an AirflowApiError message, else the message."""
-    start = text.find("{")
-    if start >= 0:
-        try:
-            detail = json.loads(text[start:]).get("detail")
-        except ValueError:
-            detail = None
-        if isinstance(detail, list):
-            return "; ".join(str(d.get("msg") if isinstance(d, dict) else d) for d in detail)
-        if detail:
-            return str(detail)
-    return text
 
 
 # ------------------------------------------------------------------------------ the manifests
@@ -356,12 +245,20 @@ class Backfill:
         root = manifest_root(self.args.root)
         tags = [t.get("name") if isinstance(t, dict) else t for t in dag.get("tags") or []]  # {"name": ...}
         self.manifests = Manifests(dag_id, root, _structure(dag_id, tags, self.args.dags_folder))
-        backfill_id = self.args.backfill_id or default_backfill_id(dag_id, start, end)
+        if self.args.follow is not None:  # the summary the backfill's own runs write (records.py)
+            backfill_id = self.args.backfill_id or airflow_summary_id(self.args.follow)
+        else:
+            backfill_id = self.args.backfill_id or default_backfill_id(dag_id, start, end)
         self.store = store_for(root)
+        self.files = SummaryFiles(self.store)
         self.rel = summary_relpath(backfill_id)
-        self.summary = self.store.read(self.rel) or new_summary(
-            backfill_id, dag_id, start, end, max_parallel=self.args.max_parallel, conf=self.conf
-        )
+        self.summary = self.store.read(self.rel)
+        if self.summary is None and self.followed is not None and backfill_id == airflow_summary_id(self.args.follow):
+            self.summary = airflow_summary(self.followed, None)
+        elif self.summary is None:
+            self.summary = new_summary(
+                backfill_id, dag_id, start, end, max_parallel=self.args.max_parallel, conf=self.conf
+            )
         if self.args.follow is None and not self.args.dry_run:
             self._no_other_backfill(dag_id)  # refused (exit 2) before anything is written or started
         partitions = self._partitions(dag_id)
@@ -413,8 +310,7 @@ class Backfill:
                 self._wait(dag_id, plan["in_flight"], None)
         except KeyboardInterrupt:
             attempt["finished"] = iso(datetime.now(UTC))
-            summary["status"] = "detached"
-            self.store.write(self.rel, summary)
+            self._write("detached")
             ids = attempt["airflow_backfill_ids"]
             say(f"stopped following; Airflow backfill {ids[-1] if ids else '?'} goes on (`--follow` it)")
             emit({"backfill_id": backfill_id, "status": "detached", "airflow_backfill_ids": ids, "exit_code": 1})
@@ -575,7 +471,7 @@ class Backfill:
                         continue
                 seen[p] = state
                 changed = True
-                update_partition(partition_entry(self.summary, p), run, view, trust_manifests=self.manifests.enabled)
+                self._update(partition_entry(self.summary, p), run, view)
                 if state not in IN_FLIGHT:
                     say(
                         f"  {p}: {partition_entry(self.summary, p)['state']} ({run['dag_run_id'] if run else 'no run'})"
@@ -598,7 +494,7 @@ class Backfill:
 
         for p in partitions:
             entry = partition_entry(self.summary, p)
-            update_partition(entry, runs.get(p), views.get(p), trust_manifests=self.manifests.enabled)
+            self._update(entry, runs.get(p), views.get(p))
             if p in skipped:
                 entry["skipped_by_resume"] = True
             elif p in todo:
@@ -606,9 +502,24 @@ class Backfill:
                 if self.args.follow is None:
                     entry["state"] = "queued"
 
-    def _write(self, status: str | None) -> None:
+    def _update(self, entry: dict, run: dict | None, view: dict | None) -> None:
+        """One partition from Airflow and the manifests, stamped so that an older record of a run
+        (:mod:`greenlight.backfill.records`) does not override it."""
+        update_partition(entry, run, view, trust_manifests=self.manifests.enabled)
+        entry["observed"] = utcnow()
+        entry["seen_by"] = "greenlight backfill"
 
-        finish_counts(self.summary)
-        self.summary["status"] = status or overall(self.summary)
-        self.summary["updated"] = utcnow()
-        self.store.write(self.rel, self.summary)
+    def _write(self, status: str | None) -> None:
+        """Write the summary, with the records the backfill's runs wrote folded in (newest
+        observation wins), conditionally: the runs update the same file (``airflow-<N>``)."""
+        ids = {int(b["id"]) for b in self.summary["airflow_backfills"]}
+        if self.args.follow is not None:
+            ids.add(int(self.args.follow))
+
+        def mutate(_current: dict | None) -> dict:
+            for airflow_id in sorted(ids):
+                records = self.files.records(airflow_id)
+                merge_records(self.summary, [r for r in records if self.start <= r["partition"] <= self.end])
+            return finish(self.summary, status)
+
+        self.summary = self.files.update(self.rel, mutate)

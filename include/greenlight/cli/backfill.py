@@ -5,7 +5,9 @@
 schedule), follows it and writes ``<task manifest root>/backfills/<backfill_id>/summary.json`` as
 partitions finish. ``--resume`` (the same command again) skips every partition whose task manifests
 show success and reruns only the others. ``--follow N`` follows Airflow backfill ``N`` started
-elsewhere (the UI's Backfill form sends the same request) and writes the same summary.
+elsewhere (the UI's Backfill form sends the same request) and keeps ``backfills/airflow-<N>/summary.json``,
+the summary that backfill's runs write themselves (greenlight.dagsupport.backfillsummary) even when
+nobody follows it.
 
 Exit codes: 0 every partition succeeded, 1 some partition failed (or the wait timed out: the
 backfill goes on), 2 refused before anything started (unknown DAG, a DAG without a time-based
@@ -21,7 +23,8 @@ from __future__ import annotations
 import argparse
 import json
 
-from greenlight.backfill.runner import Airflow, Backfill, checked_range
+from greenlight.backfill.airflowapi import Airflow
+from greenlight.backfill.runner import Backfill, checked_range
 from greenlight.cli.datasets import api_from_env
 from greenlight.errors import ConfigError
 
@@ -50,7 +53,10 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
         "--follow", type=int, metavar="AIRFLOW_BACKFILL_ID", help="follow a backfill started elsewhere (e.g. the UI)"
     )
     parser.add_argument("--conf", help="dag_run_conf for every run (a JSON object, validated against the params)")
-    parser.add_argument("--backfill-id", help="greenlight's id of the backfill (default: <dag_id>__<start>__<end>)")
+    parser.add_argument(
+        "--backfill-id",
+        help="greenlight's id of the backfill (default: <dag_id>__<start>__<end>; with --follow N: airflow-<N>)",
+    )
     parser.add_argument("--root", help="task manifest root (default: $GREENLIGHT_TASK_MANIFEST_ROOT)")
     parser.add_argument("--dags-folder", help="folder of DAG files (default: $AIRFLOW__CORE__DAGS_FOLDER or dags/)")
     parser.add_argument("--run-backwards", action="store_true", help="newest partition first")

@@ -88,18 +88,38 @@ Retry category: A — read-only; clear in place once what it lists is fixed (rer
 """
 
 
+def record_backfill_failure(context: Any) -> None:
+    """``on_failure_callback`` that :func:`add_run_check` gives every task: in a ``backfill`` run,
+    the failed partition goes into ``backfills/airflow-<N>/summary.json``
+    (:mod:`greenlight.dagsupport.backfillsummary`; its code is imported only when a task fails)."""
+    # local: the backfill records code loads only when a task fails, not at DAG parse
+    from greenlight.dagsupport.backfillsummary import on_task_failure
+
+    on_task_failure(context)
+
+
+def _with_callback(callbacks: Any, extra: Any) -> list:
+    current = list(callbacks) if isinstance(callbacks, list | tuple) else ([callbacks] if callbacks else [])
+    return current if extra in current else [*current, extra]
+
+
 def add_run_check(target: Any) -> Any:
     """Add the final ``check_run`` task to the DAG ``target``, downstream of every task without
     one (its leaves); returns ``target``. Call it on the built DAG: ``add_run_check(my_dag())``.
+
+    It also makes a backfill run report its partition: ``check_run`` records a success, and every
+    task gets :func:`record_backfill_failure` as an extra ``on_failure_callback`` (docs/backfills.md).
 
     Parse cost: one TaskFlow task; the check's code is imported only when the task runs."""
     leaves = [t for t in target.tasks if not t.downstream_task_ids]
 
     @task(task_id="check_run", trigger_rule="none_failed", dag=target, doc_md=CHECK_DOC)
-    def check_run(dag=None, run_id=None) -> dict:
+    def check_run(dag=None, run_id=None, dag_run=None) -> dict:
         from greenlight.dagsupport.runcheck import check_own_run  # the check's code: at run time only
 
-        return check_own_run(dag, run_id)
+        return check_own_run(dag, run_id, dag_run=dag_run)
 
     check_run().operator.set_upstream(leaves)
+    for each in target.tasks:
+        each.on_failure_callback = _with_callback(each.on_failure_callback, record_backfill_failure)
     return target

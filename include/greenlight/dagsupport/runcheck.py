@@ -11,6 +11,8 @@ import logging
 import time
 from typing import Any
 
+from greenlight.backfill.plan import manifest_view
+from greenlight.dagsupport.backfillsummary import is_backfill_run, record_partition
 from greenlight.dagsupport.runtime import s3_client
 from greenlight.dagsupport.taskmanifest import manifest_root
 from greenlight.errors import ConfigError, GreenlightError
@@ -95,8 +97,13 @@ def manifest_root_reader():
 SETTLE_S = 20.0
 
 
-def check_own_run(dag: Any, run_id: str, *, task_id: str = CHECK_TASK_ID, settle_s: float = SETTLE_S) -> dict[str, Any]:
+def check_own_run(
+    dag: Any, run_id: str, *, task_id: str = CHECK_TASK_ID, settle_s: float = SETTLE_S, dag_run: Any = None
+) -> dict[str, Any]:
     """Body of the final ``check_run`` task: check this run's manifests (except its own).
+
+    A complete ``backfill`` run (``dag_run`` from the task context) also records its partition in
+    its backfill's summary (:func:`greenlight.dagsupport.backfillsummary.record_partition`).
 
     With task manifests turned off there is nothing to check: the task skips itself (the run's
     state is then its other tasks' alone). A manifest that is missing or still says ``running``
@@ -131,4 +138,6 @@ def check_own_run(dag: Any, run_id: str, *, task_id: str = CHECK_TASK_ID, settle
         log.info("%s", line)
     if not report["complete"]:
         raise RunIncompleteError(f"run {run_id} of {dag.dag_id} is incomplete: " + "; ".join(report["missing"][:20]))
+    if is_backfill_run(dag_run):
+        record_partition(dag_run, "success", seen_by="check_run", view=manifest_view(report, manifests))
     return {"complete": True, "tasks": len(report["tasks"]), "pointers": len(report["pointers"])}
