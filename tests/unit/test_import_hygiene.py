@@ -19,13 +19,11 @@ from pathlib import Path
 
 PACKAGE = Path(__file__).resolve().parents[2] / "include" / "greenlight"
 
-# Files not yet cleaned up (the promotion engine and storage fast paths, backfill): their
+# Files not yet cleaned up (the promotion engine and the storage fast paths): their
 # uncommented local imports are allowed here until they are.
 # Remove an entry once its file is clean; test_allowlist_is_current fails when an entry is stale.
 LOCAL_IMPORT_ALLOWLIST = frozenset(
     {
-        "backfill/plan.py",
-        "backfill/runner.py",
         "promotion/copier.py",
         "promotion/engine.py",
         "promotion/gates.py",

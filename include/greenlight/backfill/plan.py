@@ -27,6 +27,8 @@ import re
 from datetime import UTC, date, datetime, time
 from typing import Any
 
+from greenlight.storage.manifests import safe_name, utcnow
+
 SCHEMA = "greenlight.backfill/1"
 #: Airflow run states of a partition that is still being worked on.
 IN_FLIGHT = ("queued", "running")
@@ -92,8 +94,6 @@ def default_backfill_id(dag_id: str, start: datetime, end: datetime) -> str:
 
 def summary_relpath(backfill_id: str) -> str:
     """Where the summary lives under the task manifest root: ``backfills/<backfill_id>/summary.json``."""
-    from greenlight.storage.manifests import safe_name
-
     return f"backfills/{safe_name(backfill_id)}/summary.json"
 
 
@@ -262,8 +262,6 @@ def plan_resume(
 
 # ------------------------------------------------------------------------------ the summary
 def new_summary(backfill_id: str, dag_id: str, start: datetime, end: datetime, **extra: Any) -> dict[str, Any]:
-    from greenlight.storage.manifests import utcnow
-
     return {
         "schema": SCHEMA,
         "backfill_id": backfill_id,

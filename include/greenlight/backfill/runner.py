@@ -44,6 +44,7 @@ from greenlight.dagsupport.taskmanifest import default_root, store_for
 from greenlight.errors import ConfigError, GreenlightError
 from greenlight.runcheck import ManifestRoot, check_run, read_json_uri
 from greenlight.storage.manifests import safe_name, utcnow
+from greenlight.storage.s3 import make_client
 
 #: How long to wait for Airflow to mark a backfill whose runs are all finished complete (its
 #: scheduler does that every 30 s) before refusing to start another one of the same DAG.
@@ -70,8 +71,6 @@ class Manifests:
         self.structure = structure
         self.client = None
         if root.startswith("s3://"):
-            from greenlight.storage.s3 import make_client
-
             self.client = make_client(max_pool=8)
         self.reader = ManifestRoot(root, self.client)
 
@@ -82,8 +81,6 @@ class Manifests:
     def _pointer(self, uri: str):
 
         if uri.startswith("s3://") and self.client is None:
-            from greenlight.storage.s3 import make_client
-
             self.client = make_client(max_pool=8)
         return read_json_uri(uri, self.client)
 
@@ -114,6 +111,8 @@ def _structure(dag_id: str, tags: list, folder: str | None) -> list[dict] | None
     if "greenlight" not in tags:
         return None
     from greenlight.cli.checkrun import dags_folder, load_dag  # Airflow's DagBag: only when a run is checked
+
+    # local: dagsupport.runcheck imports this package's records (a cycle at import time)
     from greenlight.dagsupport.runcheck import dag_structure
 
     return dag_structure(load_dag(dag_id, dags_folder(folder)))
