@@ -127,3 +127,24 @@ def test_engine_works_on_botocore_alone(monkeypatch, s3, buckets, area):
 
     assert (summary["copied"], summary["deleted"], summary["verified"]) == (10, 1, 1)
     assert summary["manifest"].endswith("index.json")
+
+
+def test_conditional_put_is_enforced_and_nothing_is_dropped(fast, s3, buckets, area):
+    """Leases and the run index rely on conditional PUTs through this path: a condition must hold
+    exactly as on botocore, and an argument the lean path does not send must be refused, not ignored."""
+    _, prod = buckets
+    key = f"{area}lease.json"
+    first = fast.put_object(Bucket=prod, Key=key, Body=b"{}", ContentType="application/json", IfNoneMatch="*")
+    with pytest.raises(ClientError) as exists:
+        fast.put_object(Bucket=prod, Key=key, Body=b'{"b": 1}', IfNoneMatch="*")
+    with pytest.raises(ClientError) as stale:
+        fast.put_object(Bucket=prod, Key=key, Body=b'{"c": 1}', IfMatch='"0123456789abcdef0123456789abcdef"')
+    second = fast.put_object(Bucket=prod, Key=key, Body=b'{"d": 1}', IfMatch=first["ETag"])
+    with pytest.raises(TypeError):
+        fast.put_object(Bucket=prod, Key=key, Body=b"x", Metadata={"dropped": "never"})
+
+    assert exists.value.response["Error"]["Code"] in ("PreconditionFailed", "412")
+    assert stale.value.response["Error"]["Code"] in ("PreconditionFailed", "412")
+    got = fast.get_object(Bucket=prod, Key=key)
+    assert got["Body"].read() == b'{"d": 1}' and got["ETag"] == second["ETag"]
+    assert s3.get_object(Bucket=prod, Key=key, VersionId=first["VersionId"])["Body"].read() == b"{}"
