@@ -199,8 +199,9 @@ def promote(
     if dry_run:
         return _promote(engine, run_id=run_id, dry_run=True, progress=progress, started=started)
     destinations = [str(p.destination) for p in engine.config.prefixes]
+    # Leases are small conditional PUTs: the lean data path carries them (no botocore client).
     with holding(
-        engine.client, engine.config.manifest_uri, destinations, run_id=run_id, operation="promote", wait=wait
+        engine.data, engine.config.manifest_uri, destinations, run_id=run_id, operation="promote", wait=wait
     ) as leases:
         total = _promote(engine, run_id=run_id, dry_run=False, progress=progress, started=started, leases=leases)
         total["leases"] = leases.report()

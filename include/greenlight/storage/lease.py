@@ -33,6 +33,7 @@ import socket
 import threading
 import time
 import uuid
+from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager
 from datetime import UTC, datetime
 from typing import Any
@@ -199,17 +200,20 @@ class Lease:
         return None
 
     def acquire(self) -> Lease:
+        # The lease object is read first: it usually exists (released by the resource's last
+        # writer), so taking it is a GET and one PUT conditional on that ETag. Either PUT is
+        # conditional (If-Match / If-None-Match), so two writers never both win.
         started = time.monotonic()
         while True:
-            try:
-                self.etag = self._put(self._doc(), if_match=None)
-                break
-            except Exception as exc:
-                if error_code(exc) not in _CONFLICT:
-                    raise
             current = self._read()
             if current is None:
-                continue  # removed between our PUT and GET: try creating it again
+                try:
+                    self.etag = self._put(self._doc(), if_match=None)
+                    break
+                except Exception as exc:
+                    if error_code(exc) not in _CONFLICT:
+                        raise
+                    continue  # created by someone else meanwhile: look again
             holder, etag = current
             why = self._free(holder)
             if why is not None:
@@ -360,8 +364,13 @@ class Leases:
             lease.check()
 
     def release(self) -> None:
-        for lease in reversed(self.leases):
-            lease.release()
+        """Release every lease; they are independent records, so several are released side by side."""
+        if len(self.leases) < 2:
+            for lease in self.leases:
+                lease.release()
+            return
+        with ThreadPoolExecutor(max_workers=min(8, len(self.leases)), thread_name_prefix="gl-lease") as pool:
+            list(pool.map(Lease.release, self.leases))
 
     def park(self) -> None:
         for lease in reversed(self.leases):
