@@ -11,6 +11,7 @@ deletes only after every copy succeeded, the run index, the current pointer and 
 from __future__ import annotations
 
 import logging
+import random
 import threading
 import time
 from collections.abc import Callable
@@ -20,6 +21,7 @@ from typing import Any
 
 from greenlight.errors import (
     ConfigError,
+    ManifestError,
     PreconditionError,
     QAChangedError,
     RefusedError,
@@ -47,6 +49,21 @@ log = logging.getLogger("greenlight.promotion.engine")
 
 DELETE_BATCH = 1000
 MANIFEST_KIND = "greenlight.promotion/v1"
+#: Seconds a run-index update keeps retrying while other writers of the same index win the race.
+INDEX_WAIT = 120.0
+#: What the run index keeps of each prefix's result.
+INDEX_ROW_KEYS = (
+    "prefix",
+    "destination",
+    "manifest",
+    "copied",
+    "deleted",
+    "unchanged",
+    "objects_seen",
+    "bytes_copied",
+    "status",
+    "errors",
+)
 
 
 class Engine:
@@ -77,6 +94,8 @@ class Engine:
         self.data = self.fast or client
         self.manifests = ManifestStore(config.manifest_uri, self.data) if config.manifest_uri else None
         self.copier = ObjectCopier(client, self.data, self._guard)
+        self._index_lock = threading.Lock()  # one run-index update at a time in this process
+        self._index_versions: dict[str, tuple[dict[str, Any], str]] = {}  # rel -> (doc, ETag) last written
 
     # ------------------------------------------------------------------ guards
     def _guard(self, bucket: str) -> None:
@@ -495,65 +514,38 @@ class Engine:
             self.manifests.write(rel, doc)
 
     def write_run_index(self, run_id: str, results: list[dict[str, Any]], **extra: Any) -> str | None:
-        """One index per run naming every prefix manifest: the handle a rollback is given."""
+        """One index per run naming every prefix manifest: the handle a rollback is given.
+
+        Several writers may update one run's index at once (mapped tasks of a DAG run, the prefixes
+        of a CLI run): each update merges into the version it read and is written only if that
+        version is still current (a conditional PUT, :meth:`ManifestStore.write_if`); a writer that
+        lost the race reads the new version and merges again. Within this process the version last
+        written is kept, so a further update usually costs one PUT."""
         if not self.manifests:
             return None
-        import uuid
-
-        from greenlight.storage.lease import Lease
-
         rel = f"promotions/{safe_name(run_id)}/index.json"
         self._guard(self.config.manifest_uri.bucket)
-        # Mapped tasks of one run may write the index at once: read-modify-write under a lease.
-        with Lease(
-            self.client,
-            self.config.manifest_uri,
-            f"run-index/{run_id}",
-            run_id=f"{run_id}#{uuid.uuid4().hex[:8]}",
-            operation="run index",
-            wait=120,
-            ttl=30,
-            poll=0.2,
-        ):
-            previous = self.manifests.read(rel) or {}
-
-            def part(r: dict[str, Any]) -> str:  # a sharded prefix has one row per shard
-                shard = r.get("shard")
-                return r["prefix"] + (f"#{int(shard['index']):06d}" if shard else "")
-
-            parts = {part(r): r for r in previous.get("prefixes", ())}
-            keep = (
-                "prefix",
-                "destination",
-                "manifest",
-                "copied",
-                "deleted",
-                "unchanged",
-                "objects_seen",
-                "bytes_copied",
-                "status",
-                "errors",
-            )
-            for r in results:
-                row = {k: r.get(k) for k in keep}
-                row["status"] = r.get("status") or "complete"
-                row["errors"] = r.get("errors") or []
-                if r.get("shard"):
-                    row["shard"] = r["shard"]
-                parts[part(r)] = row
-            status = extra.pop("status", None)
-            if any(r.get("status") == "failed" for r in parts.values()):
-                status = "failed"
-            doc = {
-                **{k: v for k, v in previous.items() if k not in ("prefixes", "updated_at")},
-                "kind": "greenlight.promotion-run/v1",
-                "run_id": run_id,
-                "updated_at": utcnow(),
-                "prefixes": [parts[k] for k in sorted(parts)],
-                "status": status or previous.get("status") or "complete",
-                **extra,
-            }
-            return self.manifests.write(rel, doc)
+        deadline = time.monotonic() + INDEX_WAIT
+        with self._index_lock:
+            known = self._index_versions.get(rel)
+            attempt = 0
+            while True:
+                attempt += 1
+                if known is None:
+                    known = self.manifests.read_tagged(rel) or ({}, None)
+                previous, etag = known
+                doc = merged_index(previous, results, run_id, dict(extra))
+                written = self.manifests.write_if(rel, doc, etag=etag)
+                if written is not None:
+                    self._index_versions[rel] = (doc, written)
+                    return self.manifests.uri(rel)
+                known = None  # another writer updated it first: read theirs and merge again
+                if time.monotonic() >= deadline:
+                    raise ManifestError(
+                        f"could not update run index {self.manifests.uri(rel)}: other writers changed it "
+                        f"{attempt} times in {INDEX_WAIT:.0f} s"
+                    )
+                time.sleep(random.uniform(0, min(1.0, 0.02 * 2**attempt)))
 
     def pointer_moves(self, prefix: PrefixConfig, manifest: str | None) -> bool:
         """Whether a verified run with this promotion manifest moves the prefix's current pointer.
@@ -615,3 +607,33 @@ class Engine:
             "objects": objects,
             "equal": True,
         }
+
+
+def merged_index(previous: dict[str, Any], results: list[dict[str, Any]], run_id: str, extra: dict[str, Any]):
+    """The run index ``previous`` updated with ``results`` (one row per prefix, or per shard of a
+    sharded prefix); ``extra`` adds top-level fields (``status`` is the run's unless a row failed)."""
+
+    def part(r: dict[str, Any]) -> str:  # a sharded prefix has one row per shard
+        shard = r.get("shard")
+        return r["prefix"] + (f"#{int(shard['index']):06d}" if shard else "")
+
+    parts = {part(r): r for r in previous.get("prefixes", ())}
+    for r in results:
+        row = {k: r.get(k) for k in INDEX_ROW_KEYS}
+        row["status"] = r.get("status") or "complete"
+        row["errors"] = r.get("errors") or []
+        if r.get("shard"):
+            row["shard"] = r["shard"]
+        parts[part(r)] = row
+    status = extra.pop("status", None)
+    if any(r.get("status") == "failed" for r in parts.values()):
+        status = "failed"
+    return {
+        **{k: v for k, v in previous.items() if k not in ("prefixes", "updated_at")},
+        "kind": "greenlight.promotion-run/v1",
+        "run_id": run_id,
+        "updated_at": utcnow(),
+        "prefixes": [parts[k] for k in sorted(parts)],
+        "status": status or previous.get("status") or "complete",
+        **extra,
+    }
