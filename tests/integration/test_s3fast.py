@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from concurrent.futures import ThreadPoolExecutor
+
 import pytest
 from botocore.exceptions import ClientError
 from faultproxy import FaultProxy
@@ -10,7 +12,7 @@ from helpers import put
 from greenlight.promotion.config import parse_config
 from greenlight.promotion.run import promote
 from greenlight.storage.fast import FastS3
-from greenlight.storage.s3 import make_client
+from greenlight.storage.s3 import S3Uri, list_prefix, make_client
 
 
 @pytest.fixture(scope="module")
@@ -148,3 +150,20 @@ def test_conditional_put_is_enforced_and_nothing_is_dropped(fast, s3, buckets, a
     got = fast.get_object(Bucket=prod, Key=key)
     assert got["Body"].read() == b'{"d": 1}' and got["ETag"] == second["ETag"]
     assert s3.get_object(Bucket=prod, Key=key, VersionId=first["VersionId"])["Body"].read() == b"{}"
+
+
+def test_listing_straight_to_objects_matches_botocore(fast, s3, buckets, area):
+    """The plan's listing (pages parsed straight to ObjectInfo) sees what botocore's listing sees,
+    odd keys and more than one page included."""
+    qa, _ = buckets
+    keys = [f"{area}dir with space/ü+%#?.csv", f"{area}a&b<c>/'q\".txt", f"{area}top.txt"]
+    keys += [f"{area}many/k{i:04d}" for i in range(1005)]
+    with ThreadPoolExecutor(max_workers=16) as pool:
+        list(pool.map(lambda k: put(s3, qa, k, k[-7:]), keys))
+    uri = S3Uri(qa, area)
+
+    for pool in (None, ThreadPoolExecutor(max_workers=4)):
+        mine = list_prefix(fast, uri, pool=pool)
+        theirs = list_prefix(s3, uri, pool=pool)
+        assert mine == theirs
+    assert len(mine) == len(keys) and mine["top.txt"].size == 7 and mine["top.txt"].last_modified is not None

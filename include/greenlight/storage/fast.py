@@ -34,7 +34,7 @@ import time
 from typing import Any
 from urllib.parse import quote, unquote_plus, urlsplit
 
-from greenlight.storage.s3 import parse_list_v2
+from greenlight.storage.s3 import parse_list_v2, parse_list_v2_infos
 
 log = logging.getLogger("greenlight.storage.fast")
 
@@ -376,6 +376,20 @@ class FastS3:
             for item in page.get("CommonPrefixes", ()):
                 item["Prefix"] = unquote_plus(item["Prefix"])
         return page
+
+    def list_info_pages(self, bucket: str, prefix: str, base: str, *, delimiter: str | None = None):
+        """Every ListObjectsV2 page under ``prefix`` parsed straight to (objects as ObjectInfo
+        relative to ``base``, common prefixes): see :func:`greenlight.storage.s3.info_pages`."""
+        query = {"list-type": "2", "prefix": prefix, "max-keys": "1000", "encoding-type": "url"}
+        if delimiter:
+            query["delimiter"] = delimiter
+        while True:
+            _resp, data = self._request("ListObjectsV2", "GET", bucket, None, query=query)
+            infos, prefixes, token = parse_list_v2_infos(data, base)
+            yield infos, prefixes
+            if token is None:
+                return
+            query["continuation-token"] = token
 
 
 def _parse_error(data: bytes, status: int) -> dict[str, str]:
