@@ -142,8 +142,12 @@ class Engine:
                         raise RefusedError(p.label, f"bucket {bucket!r} does not exist") from exc
                     raise
                 checked.add(bucket)
+        versioning: dict[str, str] = {}  # one request per destination bucket
         for p in self.config.prefixes:
-            status = bucket_versioning(self.data, p.destination.bucket)
+            bucket = p.destination.bucket
+            if bucket not in versioning:
+                versioning[bucket] = bucket_versioning(self.data, bucket)
+            status = versioning[bucket]
             report.append({"prefix": p.label, "destination": str(p.destination), "versioning": status or "Disabled"})
             if status != "Enabled" and not p.settings.allow_unversioned:
                 raise RefusedError(
@@ -239,7 +243,7 @@ class Engine:
             "taken_at": utcnow(),
             "objects": {rel: list(state) for rel, state in sorted(plan.snapshot.items())},
         }
-        return self.manifests.write(self.snapshot_path(run_id, plan.prefix), doc)
+        return self.manifests.write(self.snapshot_path(run_id, plan.prefix), doc, compact=True)
 
     def check_snapshot(self, plan: PrefixPlan, run_id: str, within: Callable[[str], bool] | None = None) -> None:
         """Refuse (:class:`QAChangedError`, never retried) when QA differs from the snapshot this

@@ -52,9 +52,9 @@ def plan(engine: Engine, *, run_id: str | None = None, dry_run: bool = True) -> 
     plans = engine.plan_all()
     for p in plans:
         engine.check(p)
-    if run_id and not dry_run:
-        for p in plans:
-            engine.save_snapshot(p, run_id)
+    if run_id and not dry_run:  # independent records: written side by side, all before any gate or copy
+        with ThreadPoolExecutor(max_workers=min(8, len(plans)) or 1, thread_name_prefix="gl-snapshot") as pool:
+            list(pool.map(lambda p: engine.save_snapshot(p, run_id), plans))
     for s in (p.summary() for p in plans):
         log.info(
             "plan %s: copy %d (overwrite %d), delete %d, unchanged %d, %d bytes",
