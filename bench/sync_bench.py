@@ -328,10 +328,7 @@ class Bench:
 
     def startup_seconds(self, runs: int = 3) -> list[float]:
         """Wall time of starting Python and importing what the CLI imports, plus its S3 data path: no S3 call."""
-        code = (
-            "import greenlight.cli.promote; "
-            "from greenlight.storage.fast import FastS3; FastS3.from_environment()"
-        )
+        code = "import greenlight.cli.promote; from greenlight.storage.fast import FastS3; FastS3.from_environment()"
         times = []
         for _ in range(runs):
             started = time.perf_counter()
