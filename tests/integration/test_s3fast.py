@@ -12,7 +12,7 @@ from helpers import put
 from greenlight.promotion.config import parse_config
 from greenlight.promotion.run import promote
 from greenlight.storage.fast import FastS3
-from greenlight.storage.s3 import S3Uri, list_prefix, make_client
+from greenlight.storage.s3 import S3Uri, get_if_exists, list_prefix, make_client
 
 
 @pytest.fixture(scope="module")
@@ -167,3 +167,20 @@ def test_listing_straight_to_objects_matches_botocore(fast, s3, buckets, area):
         theirs = list_prefix(s3, uri, pool=pool)
         assert mine == theirs
     assert len(mine) == len(keys) and mine["top.txt"].size == 7 and mine["top.txt"].last_modified is not None
+
+
+def test_a_missing_record_reads_as_none_on_both_paths(fast, s3, buckets, area):
+    """Records that may not exist yet (manifests, leases, pointers) read as None, on the lean path
+    without an exception; any other error still raises."""
+    _, prod = buckets
+    put(s3, prod, f"{area}there.json", "{}")
+
+    assert get_if_exists(fast, prod, f"{area}missing.json") is None
+    assert get_if_exists(s3, prod, f"{area}missing.json") is None
+    assert get_if_exists(fast, prod, f"{area}there.json")["Body"].read() == b"{}"
+    with pytest.raises(ClientError) as missing:
+        fast.get_object(Bucket=prod, Key=f"{area}missing.json")
+    with pytest.raises(ClientError) as no_bucket:
+        get_if_exists(fast, "no-such-bucket-greenlight", "x.json")
+    assert missing.value.response["Error"]["Code"] == "NoSuchKey"
+    assert no_bucket.value.response["Error"]["Code"] == "NoSuchBucket"

@@ -206,7 +206,16 @@ class FastS3:
 
     # ------------------------------------------------------------------ transport
     def _request(
-        self, operation: str, method: str, bucket: str, key: str | None, *, query=None, headers=None, body=b""
+        self,
+        operation: str,
+        method: str,
+        bucket: str,
+        key: str | None,
+        *,
+        query=None,
+        headers=None,
+        body=b"",
+        missing_ok: bool = False,
     ):
         import urllib3
 
@@ -233,6 +242,8 @@ class FastS3:
             if error is None:
                 return resp, data
             code = error["Code"]
+            if missing_ok and resp.status == 404 and code in ("NoSuchKey", "404"):
+                return resp, None
             if (resp.status in RETRY_STATUS or code in RETRY_CODES) and attempt < self.max_attempts:
                 self._backoff(attempt, operation, code)
                 continue
@@ -304,10 +315,19 @@ class FastS3:
 
     def get_object(self, *, Bucket, Key, VersionId=None):
         """GetObject of a small object (read whole), with its ETag: what a conditional rewrite needs."""
+        # missing_ok=False: a missing key raises NoSuchKey, as botocore does
+        return self.get_object_if_exists(Bucket=Bucket, Key=Key, VersionId=VersionId, missing_ok=False)
+
+    def get_object_if_exists(self, *, Bucket, Key, VersionId=None, missing_ok: bool = True):
+        """:meth:`get_object`, or None when the key does not exist, without raising: records that
+        may not exist yet (a run's manifest, a lease, a pointer) are read on every run, and an
+        exception would import botocore's (~25 ms of CPU)."""
         import io
 
         query = {"versionId": VersionId} if VersionId else None
-        resp, data = self._request("GetObject", "GET", Bucket, Key, query=query)
+        resp, data = self._request("GetObject", "GET", Bucket, Key, query=query, missing_ok=missing_ok)
+        if data is None:
+            return None
         return {
             "Body": io.BytesIO(data),
             "ETag": resp.headers.get("ETag", ""),

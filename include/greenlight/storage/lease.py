@@ -40,7 +40,7 @@ from typing import Any
 
 from greenlight.errors import GreenlightError, RefusedError
 from greenlight.storage.manifests import safe_name
-from greenlight.storage.s3 import S3Uri, error_code, normalize_etag
+from greenlight.storage.s3 import S3Uri, error_code, get_if_exists, normalize_etag
 
 log = logging.getLogger("greenlight.storage.lease")
 
@@ -166,12 +166,9 @@ class Lease:
         return normalize_etag(response.get("ETag"))
 
     def _read(self) -> tuple[dict[str, Any], str] | None:
-        try:
-            response = self.client.get_object(Bucket=self.bucket, Key=self.key)
-        except Exception as exc:
-            if error_code(exc) in ("NoSuchKey", "404", "NotFound"):
-                return None
-            raise
+        response = get_if_exists(self.client, self.bucket, self.key)
+        if response is None:
+            return None
         body = response["Body"].read()
         try:
             doc = json.loads(body)

@@ -19,7 +19,7 @@ from typing import Any
 
 from greenlight.errors import ManifestError, ManifestInvalidError, ManifestNotFoundError
 from greenlight.redact import redact_text
-from greenlight.storage.s3 import S3Uri, error_code, normalize_etag, parse_s3_uri
+from greenlight.storage.s3 import S3Uri, error_code, get_if_exists, normalize_etag, parse_s3_uri
 
 _SAFE = re.compile(r"[^A-Za-z0-9._=-]+")
 
@@ -123,11 +123,11 @@ class ManifestStore:
             body = path.read_bytes()
             return self._parse(relpath, body), hashlib.sha256(body).hexdigest()
         try:
-            response = self.client.get_object(Bucket=self.s3.bucket, Key=self.s3.prefix + relpath)
+            response = get_if_exists(self.client, self.s3.bucket, self.s3.prefix + relpath)
+            if response is None:
+                return None
             body = response["Body"].read()
         except Exception as exc:
-            if error_code(exc) in ("NoSuchKey", "404", "NotFound"):
-                return None
             raise ManifestError(f"could not read manifest {self.uri(relpath)}: {exc}") from exc
         return self._parse(relpath, body), normalize_etag(response.get("ETag"))
 
@@ -182,10 +182,11 @@ class ManifestStore:
         """The document at ``relpath``, or None when there is none."""
         if self.s3 is not None:
             try:
-                body = self.client.get_object(Bucket=self.s3.bucket, Key=self.s3.prefix + relpath)["Body"].read()
-            except Exception as exc:
-                if error_code(exc) in ("NoSuchKey", "404", "NotFound"):
+                response = get_if_exists(self.client, self.s3.bucket, self.s3.prefix + relpath)
+                if response is None:
                     return None
+                body = response["Body"].read()
+            except Exception as exc:
                 raise ManifestError(f"could not read manifest {self.uri(relpath)}: {exc}") from exc
         else:
             path = self._local_path(relpath)

@@ -367,6 +367,21 @@ def object_state(client, bucket: str, key: str) -> dict[str, Any] | None:
     }
 
 
+def get_if_exists(client, bucket: str, key: str) -> dict[str, Any] | None:
+    """GetObject of ``key`` (the response, ``Body`` unread), or None when there is no such key.
+    A client with its own ``get_object_if_exists`` (the lean path) answers a missing key without
+    an exception."""
+    lean = getattr(client, "get_object_if_exists", None)
+    if lean is not None:
+        return lean(Bucket=bucket, Key=key)
+    try:
+        return client.get_object(Bucket=bucket, Key=key)
+    except Exception as exc:
+        if error_code(exc) in ("NoSuchKey", "404", "NotFound"):
+            return None
+        raise
+
+
 def bucket_versioning(client, bucket: str) -> str:
     """'Enabled', 'Suspended' or '' (never enabled)."""
     return client.get_bucket_versioning(Bucket=bucket).get("Status", "") or ""
