@@ -430,8 +430,12 @@ class Engine:
     def _start_manifest(
         self, rel: str, plan: PrefixPlan, run_id: str, record: dict[str, Any] | None = None
     ) -> dict[str, Any]:
-        previous = self.manifests.read(rel) if self.manifests else None
-        doc = records.manifest_doc(plan, run_id, self._before_states(plan), previous, record)
+        with ThreadPoolExecutor(max_workers=1, thread_name_prefix="gl-manifest") as side:
+            # A rerun's earlier manifest is read while the "before" states are taken (both read-only).
+            earlier = side.submit(self.manifests.read, rel) if self.manifests else None
+            befores = self._before_states(plan)
+            previous = earlier.result() if earlier is not None else None
+        doc = records.manifest_doc(plan, run_id, befores, previous, record)
         if self.manifests:
             self._guard(self.config.manifest_uri.bucket)
             self.manifests.write(rel, doc)
