@@ -164,15 +164,24 @@ def parse_list_v2_infos(body: bytes, base: str) -> tuple[list[ObjectInfo], list[
             prefixes.append(node.findtext(prefix_tag) or "")
         else:
             fields[tag[len(ns) :]] = node.text or ""
-    decode = unquote_plus if fields.get("EncodingType") == "url" else (lambda text: text)
+    url_encoded = fields.get("EncodingType") == "url"
+
+    def decode(text: str) -> str:
+        return unquote_plus(text) if url_encoded and ("%" in text or "+" in text) else text
+
+    stamps: dict[str, datetime | None] = {}  # objects written together share their LastModified text
+
+    def stamp(text: str | None) -> datetime | None:
+        if not text:
+            return None
+        parsed = stamps.get(text)
+        if parsed is None:
+            parsed = stamps[text] = _fast_timestamp(text)
+        return parsed
+
     cut = len(base)
     infos = [
-        ObjectInfo(
-            decode(key)[cut:],
-            int(size),
-            normalize_etag(etag),
-            _fast_timestamp(modified) if modified else None,
-        )
+        ObjectInfo(decode(key)[cut:], int(size), normalize_etag(etag), stamp(modified))
         for key, size, etag, modified in rows
     ]
     truncated = fields.get("IsTruncated", "").strip().lower() == "true"
