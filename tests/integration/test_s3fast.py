@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from concurrent.futures import ThreadPoolExecutor
+
 import pytest
 from botocore.exceptions import ClientError
 from faultproxy import FaultProxy
@@ -10,7 +12,7 @@ from helpers import put
 from greenlight.promotion.config import parse_config
 from greenlight.promotion.run import promote
 from greenlight.storage.fast import FastS3
-from greenlight.storage.s3 import make_client
+from greenlight.storage.s3 import S3Uri, get_if_exists, list_prefix, make_client
 
 
 @pytest.fixture(scope="module")
@@ -127,3 +129,58 @@ def test_engine_works_on_botocore_alone(monkeypatch, s3, buckets, area):
 
     assert (summary["copied"], summary["deleted"], summary["verified"]) == (10, 1, 1)
     assert summary["manifest"].endswith("index.json")
+
+
+def test_conditional_put_is_enforced_and_nothing_is_dropped(fast, s3, buckets, area):
+    """Leases and the run index rely on conditional PUTs through this path: a condition must hold
+    exactly as on botocore, and an argument the lean path does not send must be refused, not ignored."""
+    _, prod = buckets
+    key = f"{area}lease.json"
+    first = fast.put_object(Bucket=prod, Key=key, Body=b"{}", ContentType="application/json", IfNoneMatch="*")
+    with pytest.raises(ClientError) as exists:
+        fast.put_object(Bucket=prod, Key=key, Body=b'{"b": 1}', IfNoneMatch="*")
+    with pytest.raises(ClientError) as stale:
+        fast.put_object(Bucket=prod, Key=key, Body=b'{"c": 1}', IfMatch='"0123456789abcdef0123456789abcdef"')
+    second = fast.put_object(Bucket=prod, Key=key, Body=b'{"d": 1}', IfMatch=first["ETag"])
+    with pytest.raises(TypeError):
+        fast.put_object(Bucket=prod, Key=key, Body=b"x", Metadata={"dropped": "never"})
+
+    assert exists.value.response["Error"]["Code"] in ("PreconditionFailed", "412")
+    assert stale.value.response["Error"]["Code"] in ("PreconditionFailed", "412")
+    got = fast.get_object(Bucket=prod, Key=key)
+    assert got["Body"].read() == b'{"d": 1}' and got["ETag"] == second["ETag"]
+    assert s3.get_object(Bucket=prod, Key=key, VersionId=first["VersionId"])["Body"].read() == b"{}"
+
+
+def test_listing_straight_to_objects_matches_botocore(fast, s3, buckets, area):
+    """The plan's listing (pages parsed straight to ObjectInfo) sees what botocore's listing sees,
+    odd keys and more than one page included."""
+    qa, _ = buckets
+    keys = [f"{area}dir with space/ü+%#?.csv", f"{area}a&b<c>/'q\".txt", f"{area}top.txt"]
+    keys += [f"{area}many/k{i:04d}" for i in range(1005)]
+    with ThreadPoolExecutor(max_workers=16) as pool:
+        list(pool.map(lambda k: put(s3, qa, k, k[-7:]), keys))
+    uri = S3Uri(qa, area)
+
+    for pool in (None, ThreadPoolExecutor(max_workers=4)):
+        mine = list_prefix(fast, uri, pool=pool)
+        theirs = list_prefix(s3, uri, pool=pool)
+        assert mine == theirs
+    assert len(mine) == len(keys) and mine["top.txt"].size == 7 and mine["top.txt"].last_modified is not None
+
+
+def test_a_missing_record_reads_as_none_on_both_paths(fast, s3, buckets, area):
+    """Records that may not exist yet (manifests, leases, pointers) read as None, on the lean path
+    without an exception; any other error still raises."""
+    _, prod = buckets
+    put(s3, prod, f"{area}there.json", "{}")
+
+    assert get_if_exists(fast, prod, f"{area}missing.json") is None
+    assert get_if_exists(s3, prod, f"{area}missing.json") is None
+    assert get_if_exists(fast, prod, f"{area}there.json")["Body"].read() == b"{}"
+    with pytest.raises(ClientError) as missing:
+        fast.get_object(Bucket=prod, Key=f"{area}missing.json")
+    with pytest.raises(ClientError) as no_bucket:
+        get_if_exists(fast, "no-such-bucket-greenlight", "x.json")
+    assert missing.value.response["Error"]["Code"] == "NoSuchKey"
+    assert no_bucket.value.response["Error"]["Code"] == "NoSuchBucket"

@@ -6,6 +6,8 @@ safety checks before any write (empty source, delete limits, sign-off marker, so
 guard, the gated QA snapshot), the promotion manifest with every object's "before" state written
 *before* prod changes, parallel copies (one object's copy is :mod:`greenlight.promotion.copier`'s),
 deletes only after every copy succeeded, the run index, the current pointer and verification.
+The documents it records (snapshot, manifest, run index) and their paths are
+:mod:`greenlight.promotion.records`'.
 """
 
 from __future__ import annotations
@@ -27,12 +29,13 @@ from greenlight.errors import (
     SyncFailedError,
     VerificationError,
 )
+from greenlight.promotion import records
 from greenlight.promotion.config import PrefixConfig, PromotionConfig
 from greenlight.promotion.copier import EndpointUnreachableError, ObjectCopier, decisive_error, is_unreachable
 from greenlight.promotion.plan import PrefixPlan, PrefixResult, contract_record, diff
 from greenlight.promotion.progress import Progress
 from greenlight.storage.fast import FastS3
-from greenlight.storage.manifests import ManifestStore, safe_name, utcnow
+from greenlight.storage.manifests import ManifestStore
 from greenlight.storage.s3 import (
     ObjectInfo,
     bucket_versioning,
@@ -46,7 +49,6 @@ from greenlight.storage.s3 import (
 log = logging.getLogger("greenlight.promotion.engine")
 
 DELETE_BATCH = 1000
-MANIFEST_KIND = "greenlight.promotion/v1"
 
 
 class Engine:
@@ -77,6 +79,7 @@ class Engine:
         self.data = self.fast or client
         self.manifests = ManifestStore(config.manifest_uri, self.data) if config.manifest_uri else None
         self.copier = ObjectCopier(client, self.data, self._guard)
+        self.run_index = records.RunIndex(self.manifests) if self.manifests else None
 
     # ------------------------------------------------------------------ guards
     def _guard(self, bucket: str) -> None:
@@ -123,8 +126,12 @@ class Engine:
                         raise RefusedError(p.label, f"bucket {bucket!r} does not exist") from exc
                     raise
                 checked.add(bucket)
+        versioning: dict[str, str] = {}  # one request per destination bucket
         for p in self.config.prefixes:
-            status = bucket_versioning(self.data, p.destination.bucket)
+            bucket = p.destination.bucket
+            if bucket not in versioning:
+                versioning[bucket] = bucket_versioning(self.data, bucket)
+            status = versioning[bucket]
             report.append({"prefix": p.label, "destination": str(p.destination), "versioning": status or "Disabled"})
             if status != "Enabled" and not p.settings.allow_unversioned:
                 raise RefusedError(
@@ -202,25 +209,17 @@ class Engine:
                 f"more than {hours:g} h ago: QA has not produced anything new (stale_after_hours)",
             )
 
-    # ------------------------------------------------------------------ execute
+    # ------------------------------------------------------------------ the QA snapshot
     def snapshot_path(self, run_id: str, prefix: PrefixConfig) -> str:
-        dest = prefix.destination
-        return f"promotions/{safe_name(run_id)}/snapshots/{safe_name(dest.bucket + '/' + dest.prefix)}.json"
+        return records.snapshot_path(run_id, prefix)
 
     def save_snapshot(self, plan: PrefixPlan, run_id: str) -> str | None:
         """Record the QA listing (key, size, ETag) this run plans and gates: what ``promote`` may copy."""
         if not self.manifests:
             return None
         self._guard(self.config.manifest_uri.bucket)
-        doc = {
-            "kind": "greenlight.qa-snapshot/v1",
-            "run_id": run_id,
-            "source": str(plan.prefix.source),
-            "destination": str(plan.prefix.destination),
-            "taken_at": utcnow(),
-            "objects": {rel: list(state) for rel, state in sorted(plan.snapshot.items())},
-        }
-        return self.manifests.write(self.snapshot_path(run_id, plan.prefix), doc)
+        doc = records.snapshot_doc(plan, run_id)
+        return self.manifests.write(self.snapshot_path(run_id, plan.prefix), doc, compact=True)
 
     def check_snapshot(self, plan: PrefixPlan, run_id: str, within: Callable[[str], bool] | None = None) -> None:
         """Refuse (:class:`QAChangedError`, never retried) when QA differs from the snapshot this
@@ -239,16 +238,8 @@ class Engine:
             )
         if within is not None:
             validated = {k: v for k, v in validated.items() if within(k)}
-        changed = sorted(k for k in validated.keys() & plan.snapshot.keys() if validated[k] != plan.snapshot[k])
-        added = sorted(plan.snapshot.keys() - validated.keys())
-        removed = sorted(validated.keys() - plan.snapshot.keys())
-        if changed or added or removed:
-            parts = []
-            for what, keys in (("changed", changed), ("added", added), ("removed", removed)):
-                if keys:
-                    src = plan.prefix.source
-                    shown = ", ".join(f"s3://{src.bucket}/{src.join(k)}" for k in keys[:20])
-                    parts.append(f"{len(keys)} {what}: {shown}" + (" …" if len(keys) > 20 else ""))
+        parts = records.snapshot_changes(validated, plan.snapshot, plan.prefix.source)
+        if parts:
             raise QAChangedError(
                 plan.prefix.label,
                 "; ".join(parts) + " since the gates validated it (snapshot taken "
@@ -264,13 +255,11 @@ class Engine:
 
     @staticmethod
     def snapshot_objects(saved: dict[str, Any] | None) -> dict[str, tuple[int, str]] | None:
-        if saved is None:
-            return None
-        return {k: (int(v[0]), normalize_etag(v[1])) for k, v in saved.get("objects", {}).items()}
+        return records.snapshot_objects(saved)
 
+    # ------------------------------------------------------------------ execute
     def manifest_path(self, run_id: str, prefix: PrefixConfig) -> str:
-        dest = prefix.destination
-        return f"promotions/{safe_name(run_id)}/{safe_name(dest.bucket + '/' + dest.prefix)}.json"
+        return records.manifest_path(run_id, prefix)
 
     def execute(
         self,
@@ -441,119 +430,29 @@ class Engine:
     def _start_manifest(
         self, rel: str, plan: PrefixPlan, run_id: str, record: dict[str, Any] | None = None
     ) -> dict[str, Any]:
-        p = plan.prefix
-        previous = self.manifests.read(rel) if self.manifests else None
-        befores = self._before_states(plan)
-        actions: dict[str, dict[str, Any]] = {}
-        if previous:
-            # A rerun of the same run: the first attempt's "before" is the state to roll back to.
-            for entry in previous.get("actions", ()):
-                actions[entry["key"]] = entry
-        for src, _dst in plan.copies:
-            key = p.destination.join(src.rel)
-            entry = actions.get(key)
-            if entry is None:
-                entry = {"key": key, "before": befores.get(key)}
-                actions[key] = entry
-            entry.update(
-                action="copy",
-                source={"key": p.source.join(src.rel), "etag": src.etag, "size": src.size, "version_id": None},
-                done=False,
-            )
-        for dst in plan.deletes:
-            key = p.destination.join(dst.rel)
-            entry = actions.get(key)
-            if entry is None:
-                entry = {"key": key, "before": befores.get(key)}
-                actions[key] = entry
-            entry.update(action="delete", source=None, done=False)
-        doc = {
-            "kind": MANIFEST_KIND,
-            "run_id": run_id,
-            "source": str(p.source),
-            "destination": str(p.destination),
-            "bucket": p.destination.bucket,
-            "status": "pending",
-            "started_at": (previous or {}).get("started_at") or utcnow(),
-            "updated_at": utcnow(),
-            "attempts": int((previous or {}).get("attempts", 0)) + 1,
-            "plan": plan.summary(),
-            "actions": sorted(actions.values(), key=lambda e: e["key"]),
-            **(record or {}),
-        }
+        with ThreadPoolExecutor(max_workers=1, thread_name_prefix="gl-manifest") as side:
+            # A rerun's earlier manifest is read while the "before" states are taken (both read-only).
+            earlier = side.submit(self.manifests.read, rel) if self.manifests else None
+            befores = self._before_states(plan)
+            previous = earlier.result() if earlier is not None else None
+        doc = records.manifest_doc(plan, run_id, befores, previous, record)
         if self.manifests:
             self._guard(self.config.manifest_uri.bucket)
             self.manifests.write(rel, doc)
         return doc
 
     def _finish_manifest(self, rel: str, doc: dict[str, Any], status: str, result: PrefixResult) -> None:
-        doc["status"] = status
-        doc["updated_at"] = utcnow()
-        doc["stats"] = {k: v for k, v in result.as_dict().items() if k not in ("manifest", "errors")}
-        doc["errors"] = result.errors
+        records.finish_manifest_doc(doc, status, result)
         if self.manifests:
             self.manifests.write(rel, doc)
 
     def write_run_index(self, run_id: str, results: list[dict[str, Any]], **extra: Any) -> str | None:
-        """One index per run naming every prefix manifest: the handle a rollback is given."""
-        if not self.manifests:
+        """One index per run naming every prefix manifest: the handle a rollback is given
+        (compare-and-write, safe with concurrent writers: :class:`~greenlight.promotion.records.RunIndex`)."""
+        if not self.run_index:
             return None
-        import uuid
-
-        from greenlight.storage.lease import Lease
-
-        rel = f"promotions/{safe_name(run_id)}/index.json"
         self._guard(self.config.manifest_uri.bucket)
-        # Mapped tasks of one run may write the index at once: read-modify-write under a lease.
-        with Lease(
-            self.client,
-            self.config.manifest_uri,
-            f"run-index/{run_id}",
-            run_id=f"{run_id}#{uuid.uuid4().hex[:8]}",
-            operation="run index",
-            wait=120,
-            ttl=30,
-            poll=0.2,
-        ):
-            previous = self.manifests.read(rel) or {}
-
-            def part(r: dict[str, Any]) -> str:  # a sharded prefix has one row per shard
-                shard = r.get("shard")
-                return r["prefix"] + (f"#{int(shard['index']):06d}" if shard else "")
-
-            parts = {part(r): r for r in previous.get("prefixes", ())}
-            keep = (
-                "prefix",
-                "destination",
-                "manifest",
-                "copied",
-                "deleted",
-                "unchanged",
-                "objects_seen",
-                "bytes_copied",
-                "status",
-                "errors",
-            )
-            for r in results:
-                row = {k: r.get(k) for k in keep}
-                row["status"] = r.get("status") or "complete"
-                row["errors"] = r.get("errors") or []
-                if r.get("shard"):
-                    row["shard"] = r["shard"]
-                parts[part(r)] = row
-            status = extra.pop("status", None)
-            if any(r.get("status") == "failed" for r in parts.values()):
-                status = "failed"
-            doc = {
-                **{k: v for k, v in previous.items() if k not in ("prefixes", "updated_at")},
-                "kind": "greenlight.promotion-run/v1",
-                "run_id": run_id,
-                "updated_at": utcnow(),
-                "prefixes": [parts[k] for k in sorted(parts)],
-                "status": status or previous.get("status") or "complete",
-                **extra,
-            }
-            return self.manifests.write(rel, doc)
+        return self.run_index.update(run_id, results, **extra)
 
     def pointer_moves(self, prefix: PrefixConfig, manifest: str | None) -> bool:
         """Whether a verified run with this promotion manifest moves the prefix's current pointer.

@@ -52,9 +52,9 @@ def plan(engine: Engine, *, run_id: str | None = None, dry_run: bool = True) -> 
     plans = engine.plan_all()
     for p in plans:
         engine.check(p)
-    if run_id and not dry_run:
-        for p in plans:
-            engine.save_snapshot(p, run_id)
+    if run_id and not dry_run:  # independent records: written side by side, all before any gate or copy
+        with ThreadPoolExecutor(max_workers=min(8, len(plans)) or 1, thread_name_prefix="gl-snapshot") as pool:
+            list(pool.map(lambda p: engine.save_snapshot(p, run_id), plans))
     for s in (p.summary() for p in plans):
         log.info(
             "plan %s: copy %d (overwrite %d), delete %d, unchanged %d, %d bytes",
@@ -203,8 +203,9 @@ def promote(
     if dry_run:
         return _promote(engine, run_id=run_id, dry_run=True, progress=progress, started=started)
     destinations = [str(p.destination) for p in engine.config.prefixes]
+    # Leases are small conditional PUTs: the lean data path carries them (no botocore client).
     with holding(
-        engine.client, engine.config.manifest_uri, destinations, run_id=run_id, operation="promote", wait=wait
+        engine.data, engine.config.manifest_uri, destinations, run_id=run_id, operation="promote", wait=wait
     ) as leases:
         total = _promote(engine, run_id=run_id, dry_run=False, progress=progress, started=started, leases=leases)
         total["leases"] = leases.report()

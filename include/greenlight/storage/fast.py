@@ -3,14 +3,17 @@
 botocore spends ~5 ms of CPU per request here (user-agent building, endpoint rules, event
 hooks, generic parsing), more than the S3 server spends serving a small CopyObject; on a
 promotion of thousands of small objects that CPU, not the network, sets the pace. This module
-signs requests with AWS Signature V4 itself and sends them with urllib3 (what botocore uses
-underneath), reusing the botocore client's endpoint, region and credentials (so roles, profiles
-and refreshable credentials keep working). Errors are raised as botocore ``ClientError`` with
+signs requests with AWS Signature V4 itself and sends them over keep-alive ``http.client``
+connections (:class:`ConnectionPool`; urllib3 and ssl cost ~70 ms of CPU to import, a third of a
+no-op CLI run's start-up), reusing the botocore client's endpoint, region and credentials (so
+roles, profiles and refreshable credentials keep working). Errors are raised as botocore ``ClientError`` with
 the same ``Error.Code`` botocore would give, and transient failures (connection errors, 5xx,
 SlowDown/throttling) are retried with exponential backoff and full jitter.
 
-Anything else (bucket settings, DeleteObjects, multipart, PUTs) stays on botocore. Set
-``GREENLIGHT_S3_FAST=0`` to send everything through botocore.
+It also carries the small JSON records (manifests, leases, the run index: GetObject and
+PutObject, conditional with ``IfMatch`` / ``IfNoneMatch``), so a promotion that needs no multipart
+copy never builds a botocore client. Multipart copies and bucket administration stay on botocore.
+Set ``GREENLIGHT_S3_FAST=0`` to send everything through botocore.
 
 Why not ``botocore.auth.S3SigV4Auth``: it gives the same signature (tests/unit/test_fast_signing.py
 checks it byte for byte for every request kind sent here) but is generic: an ``AWSRequest``, email
@@ -24,15 +27,17 @@ from __future__ import annotations
 import datetime as dt
 import hashlib
 import hmac
+import http.client
 import logging
 import os
 import random
+import select
 import threading
 import time
 from typing import Any
 from urllib.parse import quote, unquote_plus, urlsplit
 
-from greenlight.storage.s3 import parse_list_v2
+from greenlight.storage.s3 import parse_list_v2, parse_list_v2_infos
 
 log = logging.getLogger("greenlight.storage.fast")
 
@@ -49,12 +54,40 @@ def quote_s3(value: str, safe: str = "") -> str:
     return quote(value, safe=safe + "~")
 
 
+class StaticCredentials:
+    """Access key, secret and optional session token, with botocore's credentials interface
+    (``get_frozen_credentials()``): what botocore's chain resolves from ``AWS_ACCESS_KEY_ID`` /
+    ``AWS_SECRET_ACCESS_KEY`` / ``AWS_SESSION_TOKEN``, without importing botocore's session."""
+
+    def __init__(self, access_key: str, secret_key: str, token: str | None = None):
+        self.access_key = access_key
+        self.secret_key = secret_key
+        self.token = token or None
+
+    def get_frozen_credentials(self) -> StaticCredentials:
+        return self
+
+
+def environment_credentials(environ=None) -> StaticCredentials | None:
+    """The credentials botocore's default chain takes from the environment, when it would take them
+    from there and they are static; None otherwise (then botocore's own chain decides).
+
+    The chain tries the environment first, and uses it whenever ``AWS_ACCESS_KEY_ID`` is set (a
+    profile named by ``AWS_PROFILE`` does not override it). Left to botocore: a missing secret
+    (botocore's own error), and ``AWS_CREDENTIAL_EXPIRATION`` (refreshable credentials)."""
+    env = os.environ if environ is None else environ
+    access_key = env.get("AWS_ACCESS_KEY_ID", "")
+    secret_key = env.get("AWS_SECRET_ACCESS_KEY", "")
+    if not access_key or not secret_key or env.get("AWS_CREDENTIAL_EXPIRATION"):
+        return None
+    token = env.get("AWS_SESSION_TOKEN") or env.get("AWS_SECURITY_TOKEN") or None
+    return StaticCredentials(access_key, secret_key, token)
+
+
 class FastS3:
     """Signed S3 requests over a urllib3 pool, for a path-style endpoint."""
 
     def __init__(self, endpoint_url: str, region: str, credentials, *, max_pool: int = 64, max_attempts: int = 5):
-        import urllib3
-
         parts = urlsplit(endpoint_url)
         self.scheme = parts.scheme
         self.host = parts.netloc
@@ -62,20 +95,7 @@ class FastS3:
         self.region = region
         self.credentials = credentials
         self.max_attempts = max_attempts
-        kwargs: dict[str, Any] = {}
-        if self.scheme == "https":
-            import certifi
-
-            kwargs["ca_certs"] = os.environ.get("AWS_CA_BUNDLE") or certifi.where()
-            kwargs["cert_reqs"] = "CERT_REQUIRED"
-        self.http = urllib3.PoolManager(
-            num_pools=4,
-            maxsize=max_pool,
-            block=False,
-            retries=False,
-            timeout=urllib3.Timeout(connect=5.0, read=60.0),
-            **kwargs,
-        )
+        self.http = ConnectionPool(self.scheme, self.host, max_idle=max_pool)
         self._keys: dict[tuple[str, str], bytes] = {}
         self._lock = threading.Lock()
 
@@ -105,17 +125,24 @@ class FastS3:
         cls, *, endpoint_url: str | None = None, region: str | None = None, max_pool: int = 64
     ) -> FastS3 | None:
         """A FastS3 from the standard AWS env vars / config chain, without building a botocore
-        client (which costs ~0.3 s of model loading that a no-op promotion does not need)."""
+        client (which costs ~0.3 s of model loading that a no-op promotion does not need).
+
+        Static keys in the environment are read directly (:func:`environment_credentials`);
+        anything else (profiles, SSO, roles) goes through botocore's session (~0.13 s of CPU to
+        import and resolve, measured 2026-12-03)."""
         if not _enabled():
             return None
-        import botocore.session
-
-        session = botocore.session.get_session()
-        credentials = session.get_credentials()
         region = region or os.environ.get("AWS_DEFAULT_REGION") or os.environ.get("AWS_REGION") or "us-east-1"
         endpoint = endpoint_url or os.environ.get("AWS_ENDPOINT_URL_S3") or os.environ.get("AWS_ENDPOINT_URL")
-        if credentials is None or not endpoint:
+        if not endpoint:
             return None  # AWS proper: let botocore pick virtual-hosted endpoints
+        credentials = environment_credentials()
+        if credentials is None:
+            import botocore.session  # local: only when the environment has no static keys
+
+            credentials = botocore.session.get_session().get_credentials()
+        if credentials is None:
+            return None
         return cls(endpoint, region, credentials, max_pool=max_pool)
 
     # ------------------------------------------------------------------ signing
@@ -167,11 +194,17 @@ class FastS3:
 
     # ------------------------------------------------------------------ transport
     def _request(
-        self, operation: str, method: str, bucket: str, key: str | None, *, query=None, headers=None, body=b""
+        self,
+        operation: str,
+        method: str,
+        bucket: str,
+        key: str | None,
+        *,
+        query=None,
+        headers=None,
+        body=b"",
+        missing_ok: bool = False,
     ):
-        import urllib3
-        from botocore.exceptions import ClientError
-
         path = f"{self.base_path}/{quote_s3(bucket)}" + (f"/{quote_s3(key, safe='/')}" if key is not None else "")
         if key is None and not query:
             path += "/"
@@ -180,13 +213,16 @@ class FastS3:
             attempt += 1
             url, signed_headers = self._signed(method, path, query or {}, headers or {}, body)
             try:
-                resp = self.http.request(method, url, headers=signed_headers, body=body or None, preload_content=True)
-            except (urllib3.exceptions.HTTPError, OSError) as exc:
+                resp = self.http.request(method, url, signed_headers, body)
+            except (http.client.HTTPException, OSError) as exc:
                 if attempt >= self.max_attempts:
-                    raise
+                    if isinstance(exc, OSError):
+                        raise
+                    # A malformed or cut-short response: a transport failure, like a reset.
+                    raise ConnectionError(f"{operation}: {type(exc).__name__}: {exc}") from exc
                 self._backoff(attempt, operation, f"{type(exc).__name__}: {exc}")
                 continue
-            data = resp.data or b""
+            data = resp.data
             error = None
             if resp.status >= 300:
                 error = _parse_error(data, resp.status)
@@ -195,9 +231,13 @@ class FastS3:
             if error is None:
                 return resp, data
             code = error["Code"]
+            if missing_ok and resp.status == 404 and code in ("NoSuchKey", "404"):
+                return resp, None
             if (resp.status in RETRY_STATUS or code in RETRY_CODES) and attempt < self.max_attempts:
                 self._backoff(attempt, operation, code)
                 continue
+            from botocore.exceptions import ClientError  # local: ~25 ms to import, errors only
+
             meta = {
                 "HTTPStatusCode": resp.status,
                 "HTTPHeaders": dict(resp.headers),
@@ -244,7 +284,10 @@ class FastS3:
             out[node.tag.rsplit("}", 1)[-1]] = node.text or ""
         return out
 
-    def put_object(self, *, Bucket, Key, Body, ContentType="application/octet-stream", **_):
+    def put_object(self, *, Bucket, Key, Body, ContentType="application/octet-stream", IfMatch=None, IfNoneMatch=None):
+        """PutObject of a small body; ``IfMatch`` / ``IfNoneMatch`` make it conditional (412
+        ``PreconditionFailed`` when the object's ETag differs / the object exists). No other
+        argument is accepted: a condition or setting must never be dropped silently."""
         import base64
 
         data = Body if isinstance(Body, bytes) else Body.encode()
@@ -252,13 +295,28 @@ class FastS3:
             "content-type": ContentType,
             "content-md5": base64.b64encode(hashlib.md5(data).digest()).decode(),
         }
+        if IfMatch:
+            headers["if-match"] = IfMatch
+        if IfNoneMatch:
+            headers["if-none-match"] = IfNoneMatch
         resp, _data = self._request("PutObject", "PUT", Bucket, Key, headers=headers, body=data)
         return {"ETag": resp.headers.get("ETag", ""), "VersionId": resp.headers.get("x-amz-version-id")}
 
-    def get_object(self, *, Bucket, Key, **_):
+    def get_object(self, *, Bucket, Key, VersionId=None):
+        """GetObject of a small object (read whole), with its ETag: what a conditional rewrite needs."""
+        # missing_ok=False: a missing key raises NoSuchKey, as botocore does
+        return self.get_object_if_exists(Bucket=Bucket, Key=Key, VersionId=VersionId, missing_ok=False)
+
+    def get_object_if_exists(self, *, Bucket, Key, VersionId=None, missing_ok: bool = True):
+        """:meth:`get_object`, or None when the key does not exist, without raising: records that
+        may not exist yet (a run's manifest, a lease, a pointer) are read on every run, and an
+        exception would import botocore's (~25 ms of CPU)."""
         import io
 
-        resp, data = self._request("GetObject", "GET", Bucket, Key)
+        query = {"versionId": VersionId} if VersionId else None
+        resp, data = self._request("GetObject", "GET", Bucket, Key, query=query, missing_ok=missing_ok)
+        if data is None:
+            return None
         return {
             "Body": io.BytesIO(data),
             "ETag": resp.headers.get("ETag", ""),
@@ -327,6 +385,123 @@ class FastS3:
             for item in page.get("CommonPrefixes", ()):
                 item["Prefix"] = unquote_plus(item["Prefix"])
         return page
+
+    def list_info_pages(self, bucket: str, prefix: str, base: str, *, delimiter: str | None = None):
+        """Every ListObjectsV2 page under ``prefix`` parsed straight to (objects as ObjectInfo
+        relative to ``base``, common prefixes): see :func:`greenlight.storage.s3.info_pages`."""
+        query = {"list-type": "2", "prefix": prefix, "max-keys": "1000", "encoding-type": "url"}
+        if delimiter:
+            query["delimiter"] = delimiter
+        while True:
+            _resp, data = self._request("ListObjectsV2", "GET", bucket, None, query=query)
+            infos, prefixes, token = parse_list_v2_infos(data, base)
+            yield infos, prefixes
+            if token is None:
+                return
+            query["continuation-token"] = token
+
+
+class Response:
+    """Status, headers (case-insensitive ``get``) and the whole body of one HTTP response."""
+
+    __slots__ = ("status", "headers", "data")
+
+    def __init__(self, status: int, headers, data: bytes):
+        self.status = status
+        self.headers = headers
+        self.data = data
+
+
+class ConnectionPool:
+    """Keep-alive ``http.client`` connections to one endpoint, one per request in flight.
+
+    A request takes an idle connection (or opens one: connect timeout 5 s, then 60 s per read),
+    reads the whole response and gives the connection back unless the server closes it. An idle
+    connection the server has closed meanwhile is noticed before reuse (readable at EOF) and
+    dropped, so it does not cost a retry. At most ``max_idle`` connections are kept."""
+
+    def __init__(self, scheme: str, netloc: str, *, max_idle: int = 64, connect_timeout=5.0, read_timeout=60.0):
+        if scheme not in ("http", "https"):
+            raise ValueError(f"S3 endpoint scheme must be http or https, got {scheme!r}")
+        self.scheme = scheme
+        self.netloc = netloc
+        self.origin = f"{scheme}://{netloc}"
+        parts = urlsplit(self.origin)
+        self.hostname = parts.hostname
+        self.port = parts.port
+        self.max_idle = max_idle
+        self.connect_timeout = connect_timeout
+        self.read_timeout = read_timeout
+        self._idle: list = []
+        self._lock = threading.Lock()
+        self._context = None
+        if scheme == "https":
+            import ssl  # local: only https endpoints pay for it
+
+            import certifi
+
+            self._context = ssl.create_default_context(cafile=os.environ.get("AWS_CA_BUNDLE") or certifi.where())
+
+    def _connect(self):
+        if self._context is not None:
+            conn = http.client.HTTPSConnection(
+                self.hostname, self.port, timeout=self.connect_timeout, context=self._context
+            )
+        else:
+            conn = http.client.HTTPConnection(self.hostname, self.port, timeout=self.connect_timeout)
+        conn.connect()
+        conn.sock.settimeout(self.read_timeout)
+        return conn
+
+    @staticmethod
+    def _dropped(conn) -> bool:
+        """True when the server closed this idle connection (its socket reads as ready: EOF)."""
+        if conn.sock is None:
+            return True
+        poller = select.poll()
+        poller.register(conn.sock, select.POLLIN | select.POLLERR | select.POLLHUP)
+        return bool(poller.poll(0))
+
+    def _take(self):
+        while True:
+            with self._lock:
+                conn = self._idle.pop() if self._idle else None
+            if conn is None:
+                return self._connect()
+            if not self._dropped(conn):
+                return conn
+            conn.close()
+
+    def _give_back(self, conn) -> None:
+        with self._lock:
+            if len(self._idle) < self.max_idle:
+                self._idle.append(conn)
+                return
+        conn.close()
+
+    def request(self, method: str, url: str, headers: dict[str, str], body: bytes = b"") -> Response:
+        """Send one request (``url`` on this endpoint; ``headers`` carry ``host``) and read the answer."""
+        if not url.startswith(self.origin):
+            raise ValueError(f"{url} is not on endpoint {self.origin}")
+        conn = self._take()
+        try:
+            conn.request(method, url[len(self.origin) :] or "/", body=body or None, headers=headers)
+            resp = conn.getresponse()
+            data = resp.read()
+        except BaseException:
+            conn.close()
+            raise
+        if resp.will_close:
+            conn.close()
+        else:
+            self._give_back(conn)
+        return Response(resp.status, resp.headers, data)
+
+    def clear(self) -> None:
+        with self._lock:
+            idle, self._idle = self._idle, []
+        for conn in idle:
+            conn.close()
 
 
 def _parse_error(data: bytes, status: int) -> dict[str, str]:

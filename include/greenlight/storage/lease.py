@@ -33,13 +33,14 @@ import socket
 import threading
 import time
 import uuid
+from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager
 from datetime import UTC, datetime
 from typing import Any
 
 from greenlight.errors import GreenlightError, RefusedError
 from greenlight.storage.manifests import safe_name
-from greenlight.storage.s3 import S3Uri, error_code, normalize_etag
+from greenlight.storage.s3 import S3Uri, error_code, get_if_exists, normalize_etag
 
 log = logging.getLogger("greenlight.storage.lease")
 
@@ -165,12 +166,9 @@ class Lease:
         return normalize_etag(response.get("ETag"))
 
     def _read(self) -> tuple[dict[str, Any], str] | None:
-        try:
-            response = self.client.get_object(Bucket=self.bucket, Key=self.key)
-        except Exception as exc:
-            if error_code(exc) in ("NoSuchKey", "404", "NotFound"):
-                return None
-            raise
+        response = get_if_exists(self.client, self.bucket, self.key)
+        if response is None:
+            return None
         body = response["Body"].read()
         try:
             doc = json.loads(body)
@@ -199,17 +197,20 @@ class Lease:
         return None
 
     def acquire(self) -> Lease:
+        # The lease object is read first: it usually exists (released by the resource's last
+        # writer), so taking it is a GET and one PUT conditional on that ETag. Either PUT is
+        # conditional (If-Match / If-None-Match), so two writers never both win.
         started = time.monotonic()
         while True:
-            try:
-                self.etag = self._put(self._doc(), if_match=None)
-                break
-            except Exception as exc:
-                if error_code(exc) not in _CONFLICT:
-                    raise
             current = self._read()
             if current is None:
-                continue  # removed between our PUT and GET: try creating it again
+                try:
+                    self.etag = self._put(self._doc(), if_match=None)
+                    break
+                except Exception as exc:
+                    if error_code(exc) not in _CONFLICT:
+                        raise
+                    continue  # created by someone else meanwhile: look again
             holder, etag = current
             why = self._free(holder)
             if why is not None:
@@ -360,8 +361,13 @@ class Leases:
             lease.check()
 
     def release(self) -> None:
-        for lease in reversed(self.leases):
-            lease.release()
+        """Release every lease; they are independent records, so several are released side by side."""
+        if len(self.leases) < 2:
+            for lease in self.leases:
+                lease.release()
+            return
+        with ThreadPoolExecutor(max_workers=min(8, len(self.leases)), thread_name_prefix="gl-lease") as pool:
+            list(pool.map(Lease.release, self.leases))
 
     def park(self) -> None:
         for lease in reversed(self.leases):

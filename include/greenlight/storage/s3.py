@@ -7,7 +7,7 @@ import re
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from datetime import datetime
-from typing import Any
+from typing import Any, NamedTuple
 
 from greenlight.errors import ConfigError
 
@@ -68,9 +68,11 @@ def is_multipart_etag(etag: str | None) -> bool:
     return "-" in normalize_etag(etag)
 
 
-@dataclass(frozen=True)
-class ObjectInfo:
-    """One object as listed: key relative to the listed prefix, size, ETag, mtime."""
+class ObjectInfo(NamedTuple):
+    """One object as listed: key relative to the listed prefix, size, ETag, mtime.
+
+    A NamedTuple rather than a frozen dataclass: a listing builds one per object, and a frozen
+    dataclass costs ~4x as much to construct (~1.5 ms more CPU per 1,000-key page)."""
 
     rel: str
     size: int
@@ -80,13 +82,13 @@ class ObjectInfo:
 
 def _fast_timestamp(value):
     """ISO-8601 timestamps (listings) parsed natively; anything else by botocore's parser."""
-    from botocore.utils import parse_timestamp
-
     if isinstance(value, str) and "T" in value:
         try:
             return datetime.fromisoformat(value)
         except ValueError:
             pass
+    from botocore.utils import parse_timestamp  # local: botocore.utils costs ~50 ms to import
+
     return parse_timestamp(value)
 
 
@@ -136,6 +138,54 @@ def parse_list_v2(body: bytes) -> dict[str, Any]:
     if prefixes:
         out["CommonPrefixes"] = prefixes
     return out
+
+
+def parse_list_v2_infos(body: bytes, base: str) -> tuple[list[ObjectInfo], list[str], str | None]:
+    """One ListObjectsV2 page straight to what a listing needs: the objects as :class:`ObjectInfo`
+    (``rel`` = key minus ``base``), the common prefixes, and the continuation token (None on the
+    last page). The same fields as :func:`parse_list_v2` + :func:`_info`, without the
+    intermediate dicts (~30 % less CPU per 1,000-key page); ``encoding-type=url`` keys decoded."""
+    from urllib.parse import unquote_plus
+    from xml.etree import ElementTree
+
+    root = ElementTree.fromstring(body)
+    ns = root.tag[: root.tag.index("}") + 1] if root.tag.startswith("{") else ""
+    contents, common, prefix_tag = ns + "Contents", ns + "CommonPrefixes", ns + "Prefix"
+    key_tag, size_tag, etag_tag, modified_tag = ns + "Key", ns + "Size", ns + "ETag", ns + "LastModified"
+    rows: list[tuple[str, str, str, str | None]] = []
+    prefixes: list[str] = []
+    fields: dict[str, str] = {}
+    for node in root:
+        tag = node.tag
+        if tag == contents:
+            find = node.findtext
+            rows.append((find(key_tag, ""), find(size_tag, "0"), find(etag_tag, ""), find(modified_tag)))
+        elif tag == common:
+            prefixes.append(node.findtext(prefix_tag) or "")
+        else:
+            fields[tag[len(ns) :]] = node.text or ""
+    url_encoded = fields.get("EncodingType") == "url"
+
+    def decode(text: str) -> str:
+        return unquote_plus(text) if url_encoded and ("%" in text or "+" in text) else text
+
+    stamps: dict[str, datetime | None] = {}  # objects written together share their LastModified text
+
+    def stamp(text: str | None) -> datetime | None:
+        if not text:
+            return None
+        parsed = stamps.get(text)
+        if parsed is None:
+            parsed = stamps[text] = _fast_timestamp(text)
+        return parsed
+
+    cut = len(base)
+    infos = [
+        ObjectInfo(decode(key)[cut:], int(size), normalize_etag(etag), stamp(modified))
+        for key, size, etag, modified in rows
+    ]
+    truncated = fields.get("IsTruncated", "").strip().lower() == "true"
+    return infos, [decode(p) for p in prefixes], (fields.get("NextContinuationToken") if truncated else None)
 
 
 #: What botocore's own parser is left to read once :func:`_parse_list_v2_event` has parsed a page.
@@ -269,8 +319,23 @@ def _info(obj: dict, base: str) -> ObjectInfo:
     )
 
 
+def info_pages(client, bucket: str, prefix: str, base: str, *, delimiter: str | None = None):
+    """Every page under ``prefix`` as (objects as :class:`ObjectInfo` relative to ``base``, common
+    prefixes). A client with its own ``list_info_pages`` (the lean path) parses pages straight to
+    that; any other goes through :func:`list_pages`."""
+    lean = getattr(client, "list_info_pages", None)
+    if lean is not None:
+        yield from lean(bucket, prefix, base, delimiter=delimiter)
+        return
+    for page in list_pages(client, bucket, prefix, delimiter=delimiter):
+        yield (
+            [_info(obj, base) for obj in page.get("Contents", ())],
+            [cp["Prefix"] for cp in page.get("CommonPrefixes", ())],
+        )
+
+
 def _list_flat(client, bucket: str, prefix: str, base: str) -> list[ObjectInfo]:
-    return [_info(obj, base) for page in list_pages(client, bucket, prefix) for obj in page.get("Contents", ())]
+    return [info for infos, _ in info_pages(client, bucket, prefix, base) for info in infos]
 
 
 def list_prefix(client, uri: S3Uri, *, pool: ThreadPoolExecutor | None = None) -> dict[str, ObjectInfo]:
@@ -281,17 +346,16 @@ def list_prefix(client, uri: S3Uri, *, pool: ThreadPoolExecutor | None = None) -
     """
     if pool is None:
         objs = _list_flat(client, uri.bucket, uri.prefix, uri.prefix)
-        return {o.rel: o for o in objs}
+        return {o.rel: o for o in objs if o.rel or o.etag}  # not the prefix's own empty directory
 
     result: dict[str, ObjectInfo] = {}
     subprefixes: list[str] = []
-    for page in list_pages(client, uri.bucket, uri.prefix, delimiter="/"):
-        for obj in page.get("Contents", ()):
-            if obj["Key"] == uri.prefix and not normalize_etag(obj.get("ETag")):
+    for infos, prefixes in info_pages(client, uri.bucket, uri.prefix, uri.prefix, delimiter="/"):
+        for info in infos:
+            if not info.rel and not info.etag:
                 continue  # SeaweedFS lists the prefix's own empty directory (no ETag): not an object
-            info = _info(obj, uri.prefix)
             result[info.rel] = info
-        subprefixes.extend(cp["Prefix"] for cp in page.get("CommonPrefixes", ()))
+        subprefixes.extend(prefixes)
     for chunk in pool.map(lambda p: _list_flat(client, uri.bucket, p, uri.prefix), subprefixes):
         for info in chunk:
             result[info.rel] = info
@@ -312,6 +376,21 @@ def object_state(client, bucket: str, key: str) -> dict[str, Any] | None:
         "etag": normalize_etag(head.get("ETag")),
         "size": int(head.get("ContentLength", 0)),
     }
+
+
+def get_if_exists(client, bucket: str, key: str) -> dict[str, Any] | None:
+    """GetObject of ``key`` (the response, ``Body`` unread), or None when there is no such key.
+    A client with its own ``get_object_if_exists`` (the lean path) answers a missing key without
+    an exception."""
+    lean = getattr(client, "get_object_if_exists", None)
+    if lean is not None:
+        return lean(Bucket=bucket, Key=key)
+    try:
+        return client.get_object(Bucket=bucket, Key=key)
+    except Exception as exc:
+        if error_code(exc) in ("NoSuchKey", "404", "NotFound"):
+            return None
+        raise
 
 
 def bucket_versioning(client, bucket: str) -> str:
