@@ -17,6 +17,7 @@ from collections.abc import Callable
 
 from greenlight.promotion.config import PrefixConfig
 from greenlight.storage.s3 import ObjectInfo, is_multipart_etag, normalize_etag
+from greenlight.triage import classify
 
 log = logging.getLogger("greenlight.promotion.copier")
 
@@ -58,8 +59,6 @@ def is_unreachable(exc: BaseException | None) -> bool:
 def decisive_error(errors: list[BaseException]) -> BaseException | None:
     """The error a failed batch of copies is raised from: the first one a retry cannot fix
     (permission, missing source, bad config), else the first one."""
-    from greenlight.triage import classify
-
     for exc in errors:
         if not classify(exc).retryable:
             return exc

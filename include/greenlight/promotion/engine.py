@@ -32,8 +32,10 @@ from greenlight.errors import (
 from greenlight.promotion import records
 from greenlight.promotion.config import PrefixConfig, PromotionConfig
 from greenlight.promotion.copier import EndpointUnreachableError, ObjectCopier, decisive_error, is_unreachable
+from greenlight.promotion.gates import pointer_path, publish_pointer, read_pointer
 from greenlight.promotion.plan import PrefixPlan, PrefixResult, contract_record, diff
 from greenlight.promotion.progress import Progress
+from greenlight.promotion.qa import running_runs
 from greenlight.storage.fast import FastS3
 from greenlight.storage.manifests import ManifestStore
 from greenlight.storage.s3 import (
@@ -98,8 +100,6 @@ class Engine:
                 f"mlflow_experiments {wanted} are configured but no MLflow tracking URI is set "
                 "(MLFLOW_TRACKING_URI, or the Airflow connection mlflow_default)"
             )
-        from greenlight.promotion.qa import running_runs
-
         running = running_runs(tracking_uri, wanted)
         for p in self.config.prefixes:
             mine = [r for r in running if r["experiment"] in p.settings.mlflow_experiments]
@@ -462,8 +462,6 @@ class Engine:
         promotion back also restores the pointer before it."""
         if not self.manifests:
             return False
-        from greenlight.promotion.gates import read_pointer
-
         current = read_pointer(self.manifests, prefix)
         record = contract_record(prefix)
         return not (manifest is None and current and all(current.get(k) == v for k, v in record.items()))
@@ -483,8 +481,6 @@ class Engine:
         ``parts``: every shard's manifest part of a sharded prefix. Returns the pointer's location."""
         if not self.manifests:
             return None
-        from greenlight.promotion.gates import pointer_path, publish_pointer
-
         if not (self.pointer_moves(prefix, manifest) if moves is None else moves):
             return self.manifests.uri(pointer_path(prefix))
         self._guard(self.config.manifest_uri.bucket)

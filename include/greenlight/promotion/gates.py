@@ -17,6 +17,7 @@ No Airflow imports here: the DAG and the CLI share it.
 from __future__ import annotations
 
 import datetime as dt
+import json
 import logging
 from collections.abc import Callable
 from typing import Any
@@ -128,7 +129,6 @@ def ensure_same_publish(where: str, published: dict[str, Any], fields: dict[str,
     Shared by every publishing step (current pointers, model aliases): clearing a category-B step
     after it succeeded must not leave a half-published state behind or rewrite history.
     """
-    import json
 
     def norm(value: Any) -> str:
         return json.dumps(value, sort_keys=True, default=str)

@@ -132,6 +132,7 @@ def contract_record(prefix: PrefixConfig) -> dict[str, Any]:
     """The contract a prefix is promoted under, as the manifest and the current pointer record it."""
     if not prefix.contract:
         return {"contract": None, "contract_version": None}
+    # local: greenlight.contracts (pydantic contract models) costs ~0.4 s; only contract prefixes need it
     from greenlight.contracts import load_contract
 
     contract = load_contract(prefix.contract)
