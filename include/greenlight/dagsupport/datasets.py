@@ -13,6 +13,7 @@ that file has loaded by then, costs ``dataset_version_promotion`` / ``_cleanup``
 from __future__ import annotations
 
 import logging
+from datetime import date
 from typing import Any
 
 from greenlight.dagsupport.runtime import airflow_api, s3_client, triaged
@@ -24,7 +25,14 @@ log = logging.getLogger("greenlight.tasks.datasets")
 
 @triaged
 def run_job(
-    dataset_id: str, role: str, job: str, dag_version: str, *, requested: str | None, run_id: str | None
+    dataset_id: str,
+    role: str,
+    job: str,
+    dag_version: str,
+    *,
+    requested: str | None,
+    run_id: str | None,
+    as_of: date | None = None,
 ) -> dict[str, Any]:
     # local: adds ~0.16 s to parsing the DAG files that import this module (see the module docstring)
     from greenlight.datasets.config import load_config
@@ -38,6 +46,7 @@ def run_job(
         version=dag_version,
         requested_version=requested,
         run_id=run_id or "manual",
+        as_of=as_of,
         s3_client_factory=s3_client,
     )
 

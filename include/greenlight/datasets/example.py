@@ -1,6 +1,7 @@
 """The demo dataset's update and validate jobs: a small Zarr v2 store per version.
 
-``update`` writes the corn-stress index of the last 30 days (``greenlight.dev.demo_data``) as a
+``update`` writes the corn-stress index of the 30 days ending at the run's date
+(``JobContext.as_of``: a backfill run of a past day writes that day; ``greenlight.dev.demo_data``) as a
 consolidated Zarr v2 store at the version's own store path, with ``dataset_id`` and
 ``dataset_version`` in the group's ``.zattrs``. Version 0.3.0 and later add a ``stress_anomaly``
 variable (the change a staged version is there to test). zarr-python is not in the lock: the
@@ -70,8 +71,9 @@ def _split(store_path: str) -> tuple[str, str]:
 
 
 def update(ctx: JobContext) -> dict[str, Any]:
-    """Write (or rewrite, idempotently) the version's store at ``ctx.store_path`` and nowhere else."""
-    as_of = dt.datetime.now(dt.UTC).date()
+    """Write (or rewrite, idempotently) the version's store at ``ctx.store_path`` and nowhere else:
+    the 30 days ending at the run's partition (``ctx.as_of``; today for a run outside a schedule)."""
+    as_of = ctx.as_of or dt.datetime.now(dt.UTC).date()
     artefacts = build_store(ctx.dataset_id, ctx.version, as_of)
     if ctx.store_path.startswith("s3://"):
         # local: demo_data imports pandas and pyarrow (~1.2 s), only an S3 store needs its uploader

@@ -29,9 +29,14 @@ from greenlight.datasets.model import Dataset, DatasetsConfig, VersionSpec
 START = pendulum.datetime(2026, 1, 1, tz="UTC")
 
 
-def dataset_job(dataset_id: str, role: str, job: str, dag_version: str, params=None, run_id=None) -> dict:
+def dataset_job(
+    dataset_id: str, role: str, job: str, dag_version: str, params=None, run_id=None, data_interval_end=None
+) -> dict:
     """Runbook 002, "Operational updates (automated)": the dataset version's update or validate job
     (the seed's ``{dataset_id}-update`` / ``-validate`` cronjobs, staged: ``staging-…``).
+
+    The job's partition (``as_of``) is the run's date: the end of its data interval, i.e. the day
+    a scheduled run is due on, so a backfill run of a past day writes that day, not today.
 
     Guards first, against the config as it is now: the ``version`` param must be this DAG's
     version, still configured in this DAG's role, and a staged version's store path (derived from
@@ -40,7 +45,15 @@ def dataset_job(dataset_id: str, role: str, job: str, dag_version: str, params=N
 
     Retry category: A — writes only this version's own store path; a rerun rewrites it.
     """
-    return run_job(dataset_id, role, job, dag_version, requested=(params or {}).get("version"), run_id=run_id)
+    return run_job(
+        dataset_id,
+        role,
+        job,
+        dag_version,
+        requested=(params or {}).get("version"),
+        run_id=run_id,
+        as_of=data_interval_end.date() if data_interval_end is not None else None,
+    )
 
 
 def _doc(dataset: Dataset, spec: VersionSpec, job: str) -> str:

@@ -8,12 +8,13 @@ someone made its version the primary refuses to write instead of racing the prim
 
 A job is a callable ``package.module:function`` called with one :class:`JobContext`, or a
 command (string run by ``/bin/sh -c``, or an argv list) with ``{dataset_id}``, ``{version}``,
-``{store_path}``, ``{role}``, ``{job}`` placeholders and the same values in
-``GREENLIGHT_DATASET_*`` env vars.
+``{store_path}``, ``{role}``, ``{job}``, ``{as_of}`` (the run's date, ISO) placeholders and the same
+values in ``GREENLIGHT_DATASET_*`` env vars.
 """
 
 from __future__ import annotations
 
+import datetime as dt
 import importlib
 import logging
 import os
@@ -54,6 +55,8 @@ class JobContext:
     job: str  # "update" or "validate"
     store_path: str
     run_id: str
+    #: the partition the run is for (the run's date); None outside a scheduled/backfill run: today
+    as_of: dt.date | None = None
     image: str | None = None
     code_ref: str | None = None
     s3_client_factory: Callable[[], Any] | None = field(default=None, repr=False)
@@ -110,6 +113,7 @@ def _call(job: Job, ctx: JobContext) -> Any:
         "store_path": ctx.store_path,
         "role": ctx.role,
         "job": ctx.job,
+        "as_of": (ctx.as_of or dt.datetime.now(dt.UTC).date()).isoformat(),
     }
     env = {**os.environ, **{f"GREENLIGHT_DATASET_{k.upper()}": v for k, v in values.items()}}
     if isinstance(job.spec, str):
@@ -136,6 +140,7 @@ def run_job(
     version: str,
     requested_version: str | None = None,
     run_id: str = "manual",
+    as_of: dt.date | None = None,
     s3_client_factory: Callable[[], Any] | None = None,
 ) -> dict[str, Any]:
     """Guard, then run ``job`` ("update" or "validate") for one configured version.
@@ -154,6 +159,7 @@ def run_job(
         job=job,
         store_path=spec.store_path,
         run_id=run_id,
+        as_of=as_of,
         image=spec.image,
         code_ref=spec.code_ref,
         s3_client_factory=s3_client_factory,
