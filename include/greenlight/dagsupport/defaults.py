@@ -11,7 +11,8 @@ from datetime import timedelta
 from typing import Any
 
 import pendulum
-from airflow.sdk import dag, task
+from airflow.providers.standard.operators.python import PythonOperator
+from airflow.sdk import dag
 
 from greenlight.dagsupport.notify import default_notifier
 from greenlight.dagsupport.runtime import retry_policy
@@ -103,6 +104,13 @@ def _with_callback(callbacks: Any, extra: Any) -> list:
     return current if extra in current else [*current, extra]
 
 
+def run_check(dag=None, run_id=None, dag_run=None) -> dict:
+    """The body of the ``check_run`` task :func:`add_run_check` adds (context values by name)."""
+    from greenlight.dagsupport.runcheck import check_own_run  # the check's code: at run time only
+
+    return check_own_run(dag, run_id, dag_run=dag_run)
+
+
 def add_run_check(target: Any) -> Any:
     """Add the final ``check_run`` task to the DAG ``target``, downstream of every task without
     one (its leaves); returns ``target``. Call it on the built DAG: ``add_run_check(my_dag())``.
@@ -110,16 +118,14 @@ def add_run_check(target: Any) -> Any:
     It also makes a backfill run report its partition: ``check_run`` records a success, and every
     task gets :func:`record_backfill_failure` as an extra ``on_failure_callback`` (docs/backfills.md).
 
-    Parse cost: one TaskFlow task; the check's code is imported only when the task runs."""
+    Parse cost: one ``PythonOperator`` (not ``@task``: the dataset factory adds it to every
+    generated DAG, and TaskFlow's decorator doubled that file's parse CPU at 300 DAGs, measured
+    0.16 -> 0.33 s, vs 0.27 s with this operator); the check's code is imported only when it runs."""
     leaves = [t for t in target.tasks if not t.downstream_task_ids]
-
-    @task(task_id="check_run", trigger_rule="none_failed", dag=target, doc_md=CHECK_DOC)
-    def check_run(dag=None, run_id=None, dag_run=None) -> dict:
-        from greenlight.dagsupport.runcheck import check_own_run  # the check's code: at run time only
-
-        return check_own_run(dag, run_id, dag_run=dag_run)
-
-    check_run().operator.set_upstream(leaves)
+    check = PythonOperator(
+        task_id="check_run", python_callable=run_check, trigger_rule="none_failed", dag=target, doc_md=CHECK_DOC
+    )
+    check.set_upstream(leaves)
     for each in target.tasks:
         each.on_failure_callback = _with_callback(each.on_failure_callback, record_backfill_failure)
     return target

@@ -2,7 +2,7 @@
 
 Per dataset: ``{dataset_id}__update`` / ``{dataset_id}__validate`` for the primary version and
 ``staging__{dataset_id}__v{version_dashes}__update`` / ``__validate`` per staged version. Every DAG
-has one task (``update`` or ``validate``) in the version's pool, ``max_active_runs=1``, the
+has one job task (``update`` or ``validate``) in the version's pool, then greenlight's ``check_run``, ``max_active_runs=1``, the
 version as the task's ``version`` param (a one-value enum: a run conf cannot change it), the
 dataset's owner, the tags ``greenlight``, ``dataset``, ``dataset:<id>`` (+ ``staging`` and
 ``version:<v>`` on staged DAGs) and the dataset's own tags. A staged DAG's schedule is the
@@ -22,7 +22,7 @@ from airflow.providers.standard.operators.python import PythonOperator
 from airflow.sdk import DAG, Param
 
 from greenlight.dagsupport.datasets import run_job
-from greenlight.dagsupport.defaults import default_args
+from greenlight.dagsupport.defaults import add_run_check, default_args
 from greenlight.datasets import naming
 from greenlight.datasets.model import Dataset, DatasetsConfig, VersionSpec
 
@@ -125,7 +125,9 @@ def build_dag(dataset: Dataset, spec: VersionSpec, job: str, default_args: dict[
             pool=spec.pool,
             doc_md=dataset_job.__doc__,
         )
-    return dag
+    # check_run: the run's task manifests complete; in a backfill run it records the partition in
+    # the summary the runs write (docs/backfills.md)
+    return add_run_check(dag)
 
 
 def build_dags(config: DatasetsConfig) -> dict[str, DAG]:
