@@ -58,7 +58,7 @@ def test_manual_dags_run_green_under_the_scheduler(local_stack, stack_api):
     promoted = api.xcom("model_promotion", runs["model_promotion"], "promote_model")
     assert (promoted["model"], promoted["version"]) == (model["model"], model["version"]), promoted
 
-    # The dataset DAG (one task in its version's pool, created by the stack).
+    # The dataset DAG (its job task in its version's pool, created by the stack; then check_run).
     states = assert_succeeded(api, DATASET_DAG, runs[DATASET_DAG])
     assert states[("update", -1)] == "success"
 
