@@ -314,16 +314,18 @@ def test_factory_output():
         "version:0.4.0-rc1",
     }
     for dag in (primary, staged):
-        (task,) = dag.tasks
-        assert task.task_id == "update" and task.owner == "weather-team" and dag.max_active_runs == 1
-    (staged_task,) = staged.tasks
+        # the job, then the run check every greenlight DAG ends with
+        assert [t.task_id for t in dag.tasks] == ["update", "check_run"]
+        task = dag.get_task("update")
+        assert task.owner == "weather-team" and dag.max_active_runs == 1
+    staged_task = staged.get_task("update")
     assert staged_task.params["version"] == "0.4.0-rc1"
     assert staged_task.params.get_param("version").schema["enum"] == ["0.4.0-rc1"]
-    assert staged.tasks[0].pool == "dataset__noaa-gfs-forecast__v0-4-0-rc1"
-    assert primary.tasks[0].pool == "dataset__noaa-gfs-forecast__v0-2-0"
+    assert staged_task.pool == "dataset__noaa-gfs-forecast__v0-4-0-rc1"
+    assert primary.get_task("update").pool == "dataset__noaa-gfs-forecast__v0-2-0"
     assert "s3://prod-x/datasets/noaa-gfs-forecast/v0.4.0-rc1.zarr" in staged.doc_md
     assert "stage/noaa-gfs-forecast/v0.4.0-rc1" in staged.doc_md
-    assert dags["ecmwf-ifs__validate"].tasks[0].owner == "platform"  # the file's default owner
+    assert dags["ecmwf-ifs__validate"].get_task("validate").owner == "platform"  # the file's default owner
 
 
 def test_factory_manual_schedule_and_no_staged():
