@@ -180,22 +180,8 @@ class ManifestStore:
 
     def read(self, relpath: str) -> dict[str, Any] | None:
         """The document at ``relpath``, or None when there is none."""
-        if self.s3 is not None:
-            try:
-                response = get_if_exists(self.client, self.s3.bucket, self.s3.prefix + relpath)
-                if response is None:
-                    return None
-                body = response["Body"].read()
-            except Exception as exc:
-                raise ManifestError(f"could not read manifest {self.uri(relpath)}: {exc}") from exc
-        else:
-            path = self._local_path(relpath)
-            if path.is_dir():
-                raise ManifestInvalidError(f"{path} is a folder, not a manifest file")
-            if not path.exists():
-                return None
-            body = path.read_bytes()
-        return self._parse(relpath, body)
+        tagged = self.read_tagged(relpath)
+        return tagged[0] if tagged is not None else None
 
     def _parse(self, relpath: str, body: bytes) -> dict[str, Any]:
         try:
