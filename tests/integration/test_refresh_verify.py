@@ -13,7 +13,7 @@ from helpers import write_config
 from greenlight.cli import main
 
 pg_pair = refreshfixtures.pg_pair
-refresh_dbs = refreshfixtures.refresh_dbs
+refresh_dbs = refreshfixtures.refresh_dbs_each_reader
 
 
 def seed(dbs) -> None:
@@ -34,7 +34,7 @@ def seed(dbs) -> None:
 
 def run(tmp_path, capsys, dbs, **extra) -> tuple[int, dict, dict]:
     doc = {
-        "postgres": {"source_conn": dbs.source_conn, "target_conn": dbs.target_conn, **extra.pop("postgres", {})},
+        "postgres": dbs.postgres(**extra.pop("postgres", {})),
         "manifest_uri": str(tmp_path / "manifests"),
         **extra,
     }

@@ -11,8 +11,6 @@ import os
 import shlex
 import subprocess
 import time
-import urllib.error
-import urllib.request
 from typing import TYPE_CHECKING, Any
 
 from greenlight.errors import ConfigError, RefreshError
@@ -102,6 +100,11 @@ def _staging_version(r: Refresh, target: PgConn | None) -> str | None:
 
 
 def _http(url: str, method: str, timeout: float) -> tuple[int, bytes]:
+    # local: urllib.request pulls in http.client and email (~30 ms of every CLI start); only a
+    # configured health URL needs it
+    import urllib.error
+    import urllib.request
+
     req = urllib.request.Request(url, method=method, data=b"" if method != "GET" else None)  # noqa: S310
     try:
         with urllib.request.urlopen(req, timeout=timeout) as resp:  # noqa: S310 - URL from the config

@@ -154,6 +154,10 @@ class PostgresSection(StrictModel):
     mask: dict[str, MaskRule] = {}  # table.column or schema.table.column -> rule
     copy_format: Literal["auto", "binary", "text"] = "auto"
     workers: Annotated[int, Field(ge=1, le=32)] = 2
+    # What reads prod: psql (a child process per table, in C: faster), python (greenlight's own
+    # connection), or auto (psql when ``psql`` is found). ``psql``: its path, default ``psql`` on PATH.
+    reader: Literal["auto", "psql", "python"] = "auto"
+    psql: str | None = None
     # Verified by checksum after the copy (besides row counts): a list of tables (every copied
     # column) or a mapping table -> columns (e.g. the key columns); masked columns are left out.
     checksum: Annotated[list[str] | dict[str, list[str]], PlainValidator(_checksum)] = []

@@ -45,7 +45,7 @@ def _result(pgconn):
     import psycopg
 
     if pgconn.flush() != 0:
-        _flush(pgconn)
+        flush(pgconn)
     while pgconn.is_busy():
         select.select([pgconn.socket], [], [])
         pgconn.consume_input()
@@ -54,7 +54,7 @@ def _result(pgconn):
     return pgconn.get_result()
 
 
-def _flush(pgconn) -> None:
+def flush(pgconn) -> None:
     """Send everything libpq has queued (non-blocking socket), waiting in ``select()``."""
     # local: psycopg (~0.1-0.2 s to import) stays off DAG parse and `--help`
     import psycopg
@@ -96,14 +96,13 @@ def stream(src, dst, copy_out_sql: str, copy_in_sql: str) -> tuple[int, int, int
     as psycopg errors.
     """
     # local: psycopg (~0.1-0.2 s to import) stays off DAG parse and `--help`
-    import psycopg
     from psycopg import pq
 
     sp, dp = src.pgconn, dst.pgconn
     sp.nonblocking = dp.nonblocking = 1  # psycopg's own setting; every wait below is a select()
     start_copy(src, copy_out_sql, pq.ExecStatus.COPY_OUT)
     start_copy(dst, copy_in_sql, pq.ExecStatus.COPY_IN)
-    get, put = sp.get_copy_data, dp.put_copy_data
+    get = sp.get_copy_data
     src_socket = sp.socket
     nbytes = 0
     batch = bytearray()
@@ -111,10 +110,8 @@ def stream(src, dst, copy_out_sql: str, copy_in_sql: str) -> tuple[int, int, int
     def send() -> None:
         nonlocal nbytes
         nbytes += len(batch)
-        if put(batch) != 1:
-            raise psycopg.OperationalError(f"sending to staging failed: {dp.get_error_message()}")
+        put(dst, batch)
         batch.clear()
-        _flush(dp)
 
     copying_in = True
     try:
@@ -133,15 +130,46 @@ def stream(src, dst, copy_out_sql: str, copy_in_sql: str) -> tuple[int, int, int
         if batch:
             send()
         copying_in = False
-        if dp.put_copy_end(None) != 1:
-            raise psycopg.OperationalError(f"ending the COPY on staging failed: {dp.get_error_message()}")
-        _flush(dp)
-        rows_in = finish_copy(dst)  # raises staging's error (a constraint, a bad value)
+        rows_in = end_copy_in(dst)  # raises staging's error (a constraint, a bad value)
     except BaseException:
-        if copying_in and dp.status == pq.ConnStatus.OK:
-            dp.put_copy_end(b"greenlight: copy aborted")
-            _flush(dp)
-            while _result(dp) is not None:
-                pass
+        if copying_in:
+            abort_copy_in(dst)
         raise
     return rows_out, rows_in, nbytes
+
+
+def put(dst, data) -> None:
+    """Hand ``data`` to staging's COPY FROM STDIN and wait (GIL released) until libpq sent it all."""
+    # local: psycopg (~0.1-0.2 s to import) stays off DAG parse and `--help`
+    import psycopg
+
+    dp = dst.pgconn
+    if dp.put_copy_data(data) != 1:
+        raise psycopg.OperationalError(f"sending to staging failed: {dp.get_error_message()}")
+    flush(dp)
+
+
+def end_copy_in(dst) -> int:
+    """End staging's COPY FROM STDIN normally; returns the rows it took (or raises its error)."""
+    # local: psycopg (~0.1-0.2 s to import) stays off DAG parse and `--help`
+    import psycopg
+
+    dp = dst.pgconn
+    if dp.put_copy_end(None) != 1:
+        raise psycopg.OperationalError(f"ending the COPY on staging failed: {dp.get_error_message()}")
+    flush(dp)
+    return finish_copy(dst)
+
+
+def abort_copy_in(dst) -> None:
+    """End staging's COPY FROM STDIN with an error (its transaction can then be rolled back)."""
+    # local: psycopg (~0.1-0.2 s to import) stays off DAG parse and `--help`
+    from psycopg import pq
+
+    dp = dst.pgconn
+    if dp.status != pq.ConnStatus.OK:
+        return
+    dp.put_copy_end(b"greenlight: copy aborted")
+    flush(dp)
+    while _result(dp) is not None:
+        pass

@@ -23,6 +23,7 @@ from greenlight.refresh import tables as pg
 from greenlight.refresh.checks import health, migrate
 from greenlight.refresh.config import ALWAYS_SKIPPED, RefreshConfig, looks_like_prod
 from greenlight.refresh.connections import PgConn
+from greenlight.refresh.psqlreader import find_psql
 from greenlight.refresh.streamcopy import SplitClient
 from greenlight.storage.manifests import ManifestStore, safe_name
 
@@ -131,6 +132,7 @@ def preflight(r: Refresh) -> dict[str, Any]:
 def _postgres_preflight(r: Refresh, only_tables: set[str] | None) -> dict[str, Any]:
     section = r.config.postgres
     source, target = _connections(r)
+    psql = find_psql(section.reader, section.psql)  # refused here (exit 2) when psql is required but missing
     with pgcat.connect(source.conninfo, read_only=True) as src, pgcat.connect(target.conninfo) as dst:
         src_id, dst_id = pgcat.server_identity(src), pgcat.server_identity(dst)
         if pgcat.same_database(src_id, dst_id):
@@ -186,6 +188,7 @@ def _postgres_preflight(r: Refresh, only_tables: set[str] | None) -> dict[str, A
         log.info("skip %s: %s", t["table"], t["reason"])
     relation = _version_relation(r.config, versions["prod"], versions["staging"])
     log.info("schema versions: prod %s, staging %s (%s)", versions["prod"], versions["staging"], relation)
+    log.info("prod is read by %s", f"psql ({psql})" if psql else "python (greenlight's own connection)")
     return {
         "source": source.describe(),
         "target": target.describe(),
@@ -277,6 +280,7 @@ def copy_tables(
         snapshot=snapshot,
         pair=pair,
         serial_index_builds=pair is not None and section.workers > 1,
+        psql=find_psql(section.reader, section.psql),
     )
     return [res.as_dict() for res in results]
 

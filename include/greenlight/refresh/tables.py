@@ -28,7 +28,7 @@ from dataclasses import asdict, dataclass, field
 from typing import Any
 
 from greenlight.errors import RefreshError
-from greenlight.refresh import indexes, relay
+from greenlight.refresh import indexes, psqlreader, relay
 from greenlight.refresh.casts import NoSafeCastError, cast_expression, mask_expression, quote_ident
 from greenlight.refresh.catalog import Column, connect, count_rows, qualified
 
@@ -81,13 +81,15 @@ class TablePlan:
     def select_sql(self) -> str:
         return f"SELECT {', '.join(self.select)} FROM {qualified(self.table)}"  # noqa: S608
 
-    def copy_out_sql(self) -> str:
-        fmt = " (FORMAT BINARY)" if self.binary else ""
+    def copy_source(self) -> str:
+        """What ``COPY … TO STDOUT`` reads on prod: ``table (cols)`` or ``(SELECT …)``."""
         if not self.casts and not self.masked and self.source_kind != "p":
             # Nothing to convert: COPY the columns directly (cheaper than COPY over a query).
-            cols = ", ".join(quote_ident(c) for c in self.columns)
-            return f"COPY {qualified(self.table)} ({cols}) TO STDOUT{fmt}"
-        return f"COPY ({self.select_sql()}) TO STDOUT{fmt}"
+            return f"{qualified(self.table)} ({', '.join(quote_ident(c) for c in self.columns)})"
+        return f"({self.select_sql()})"
+
+    def copy_out_sql(self) -> str:
+        return f"COPY {self.copy_source()} TO STDOUT" + (" (FORMAT BINARY)" if self.binary else "")
 
     def copy_in_sql(self, *, freeze: bool = False) -> str:
         """``freeze``: the table was emptied by ``TRUNCATE`` in this transaction (see :func:`copy_group`)."""
@@ -237,6 +239,7 @@ class TableResult:
     indexes_rebuilt: list[str] = field(default_factory=list)  # set aside during the COPY (refresh.indexes)
     truncated: bool = False  # emptied by TRUNCATE: locked until the commit, so it then held rows_target rows
     foreign_keys_added_back: list[str] = field(default_factory=list)  # dropped during the group's COPY
+    reader: str | None = None  # what read prod: psql (a child process) or python (see copy_group)
 
     def as_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -317,13 +320,17 @@ def copy_group(
     snapshot: str | None = None,
     pair: ConnPair | None = None,
     serial_index_builds: bool = False,
+    psql: str | None = None,
 ) -> list[TableResult]:
     """Copy one FK group (``plans`` ordered parents first) in one staging transaction.
 
     Prod is read in one ``REPEATABLE READ, READ ONLY`` transaction: its own snapshot, or the
     exported ``snapshot`` shared by every group of the run. ``pair``: open connections to reuse
     (a worker of the CLI); otherwise two are opened and closed here. ``serial_index_builds``: other
-    groups are being copied at the same time, so indexes rebuilt here use no parallel workers. Returns one result per table;
+    groups are being copied at the same time, so indexes rebuilt here use no parallel workers.
+    ``psql``: the psql binary that reads prod (:mod:`greenlight.refresh.psqlreader`), in this
+    group's snapshot; None, or a connection psql cannot be given, reads in Python
+    (:func:`greenlight.refresh.relay.stream`). Returns one result per table;
     when any table fails, every table of the group is reported failed and staging keeps all its
     old rows (the transaction is rolled back).
     """
@@ -358,6 +365,8 @@ def copy_group(
                 if not _SNAPSHOT.match(snapshot):
                     raise ValueError(f"not a snapshot id: {snapshot!r}")
                 scur.execute(f"SET TRANSACTION SNAPSHOT '{snapshot}'")
+            elif psql:
+                snapshot, psql = _own_snapshot(src, psql)  # psql's COPY reads as of this transaction
             # synchronous_commit off for this transaction only: staging is a copy that a rerun rebuilds.
             # A crash right after the commit can lose the transaction, but only as a whole (WAL replay
             # never applies part of one): staging then holds the old rows, as after a failed refresh.
@@ -405,11 +414,12 @@ def copy_group(
                 # once after the COPY instead of row by row. Neither changes what a reader sees.
                 plain = truncated and p.kind == "r"
                 aside = indexes.set_aside(dst, p.table) if plain and p.size >= indexes.MIN_BYTES else []
-                rows_out, rows_in, nbytes = relay.stream(src, dst, p.copy_out_sql(), p.copy_in_sql(freeze=plain))
+                rows_out, rows_in, nbytes, used = _read(p, src, source_uri, snapshot, dst, plain, psql)
                 # A duplicate key fails the rebuild: rolled back with the rows.
                 indexes.rebuild(dst, aside, serial=serial_index_builds)
                 r = results[p.table]
                 r.rows_source, r.rows_target, r.bytes = rows_out, rows_in, nbytes
+                r.reader = "psql" if used else "python"
                 r.indexes_rebuilt = [i.index for i in aside]
                 r.truncated = truncated
                 r.duration_s = round(time.monotonic() - started, 3)
@@ -419,11 +429,12 @@ def copy_group(
                     # Same snapshot as the rows just copied, through the same casts.
                     r.checksum_source = scur.execute(p.checksum_source_sql()).fetchone()[1]
                 log.info(
-                    "copied %s: %d rows, %d bytes (%s) in %.2fs%s%s",
+                    "copied %s: %d rows, %d bytes (%s, read by %s) in %.2fs%s%s",
                     p.table,
                     rows_in,
                     nbytes,
                     r.format,
+                    r.reader,
                     r.duration_s,
                     f"; casts: {p.casts}" if p.casts else "",
                     f"; indexes rebuilt: {', '.join(r.indexes_rebuilt)}" if r.indexes_rebuilt else "",
@@ -461,6 +472,41 @@ def copy_group(
         results[p.table].status = "synced"
         results[p.table].reason = notes(p)
     return [results[p.table] for p in plans]
+
+
+def _own_snapshot(src, psql: str) -> tuple[str | None, str | None]:
+    """Export the snapshot of the group's prod transaction (its first statement) for psql to adopt.
+
+    Returns (snapshot, psql); (None, None) when the server cannot export one (the transaction is
+    then rolled back before it read anything, and the group is read in Python)."""
+    # local: psycopg (~0.1-0.2 s to import) stays off DAG parse and `--help`
+    import psycopg
+
+    try:
+        exported = src.execute("SELECT pg_export_snapshot()").fetchone()[0]
+    except psycopg.Error as exc:
+        src.rollback()
+        log.warning("prod cannot export a snapshot (%s): reading this FK group in Python", _describe(exc))
+        return None, None
+    if not _SNAPSHOT.match(exported):
+        raise ValueError(f"not a snapshot id: {exported!r}")
+    return exported, psql
+
+
+def _read(plan: TablePlan, src, source_uri: str, snapshot: str | None, dst, freeze: bool, psql: str | None):
+    """One table's COPY, read by psql when given (else, or when psql cannot be used, in Python).
+
+    Returns (rows read, rows written, bytes, the psql used or None)."""
+    copy_in = plan.copy_in_sql(freeze=freeze)
+    if psql and snapshot:
+        try:
+            rows = psqlreader.stream(
+                psql, src, source_uri, snapshot, dst, plan.copy_source(), copy_in, binary=plan.binary
+            )
+            return (*rows, psql)
+        except psqlreader.PsqlUnsupported as exc:  # raised before anything started
+            log.info("%s: read in Python (%s)", plan.table, exc)
+    return (*relay.stream(src, dst, plan.copy_out_sql(), copy_in), None)
 
 
 def _count_unchanged(target_uri: str, failed: list[TableResult]) -> None:
