@@ -179,3 +179,41 @@ def test_a_group_is_all_or_nothing(s3, root):
         lease(s3, root, "someone").acquire().release()
     finally:
         other.release()
+
+
+def test_a_group_taken_after_waiting_for_one_lease_keeps_renewing_all(s3, root):
+    """The group's first attempt takes the free lease and finds the other held: it gives the free
+    one back, then takes both in order, waiting. The lease it gave back and took again must still
+    be renewed in the background (a lease taken twice keeps its renewals)."""
+    csv = "s3://prod-x/area/csv/"
+    other = Lease(s3, root, csv, run_id="holder", operation="promote").acquire()
+    threading.Timer(1.0, other.release).start()
+    group = Leases(
+        [
+            lease(s3, root, "group", ttl=1.5, wait=20),
+            Lease(s3, root, csv, run_id="group", operation="x", ttl=1.5, wait=20),
+        ]
+    )
+    group.acquire()
+    try:
+        time.sleep(3.5)  # more than twice the TTL: only renewals keep them
+        for resource in ("s3://prod-x/area/zarr/", csv):
+            with pytest.raises(LeaseHeldError, match="'group'"):
+                Lease(s3, root, resource, run_id="intruder", operation="promote").acquire()
+        group.check()
+    finally:
+        group.release()
+    assert stored(s3, root)["released_at"]
+
+
+def test_a_free_group_is_taken_at_once_and_given_back_whole(s3, root):
+    csv = "s3://prod-x/area/csv/"
+    group = Leases([lease(s3, root, "free-group"), Lease(s3, root, csv, run_id="free-group", operation="promote")])
+    with group:
+        assert [row["took_over_from"] for row in group.report()] == [None, None]
+        with pytest.raises(LeaseHeldError, match="'free-group'"):
+            Lease(s3, root, csv, run_id="intruder", operation="promote").acquire()
+        with pytest.raises(LeaseHeldError, match="'free-group'"):
+            lease(s3, root, "intruder").acquire()
+    lease(s3, root, "after").acquire().release()
+    Lease(s3, root, csv, run_id="after", operation="promote").acquire().release()

@@ -80,3 +80,19 @@ def test_tuned_client_parses_pages_with_the_fast_parser(s3, plain_client, bucket
     s3mod.tune_client(s3)  # tuning twice registers the hook once
     s3.list_objects_v2(Bucket=qa, Prefix=area)
     assert len(pages) == 2
+
+
+def test_list_prefix_with_expected_keys_equals_the_plain_listing(s3, buckets, area):
+    """Expected keys only decide which sub-prefixes are listed at once: keys under sub-prefixes
+    nobody expected, top-level keys and expected sub-prefixes that are gone change nothing."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    qa, _ = buckets
+    for key in ("a/1", "a/deep/2", "b/3", "new/4", "top.txt", "z-last/5"):
+        put(s3, qa, area + key, key)
+    uri = parse_s3_uri(f"s3://{qa}/{area}")
+    expected = ["a/1", "b/3", "gone/9", "top.txt", "z-last/5"]
+    with ThreadPoolExecutor(4) as pool:
+        known = list_prefix(s3, uri, pool=pool, expect=expected)
+    assert known == list_prefix(s3, uri)
+    assert sorted(known) == ["a/1", "a/deep/2", "b/3", "new/4", "top.txt", "z-last/5"]

@@ -10,6 +10,7 @@ from __future__ import annotations
 import argparse
 import importlib
 import logging
+import os
 import sys
 
 from greenlight.cli.output import emit
@@ -48,7 +49,15 @@ def _parser(argv: list[str] | None = None) -> argparse.ArgumentParser:
     return parser
 
 
+#: Set for the CLI's own process unless the user set it (``PYDANTIC_DISABLE_PLUGINS=`` empty keeps
+#: every plugin): pydantic otherwise scans every installed distribution for plugins when the first
+#: config model is built (~20 ms of each CLI start, measured 2026-12-03), and the only models a
+#: CLI process validates are greenlight's own config and contracts. DAG tasks are not affected.
+PYDANTIC_PLUGINS = ("PYDANTIC_DISABLE_PLUGINS", "__all__")
+
+
 def main(argv: list[str] | None = None) -> int:
+    os.environ.setdefault(*PYDANTIC_PLUGINS)
     args = _parser(argv).parse_args(argv)
     logging.basicConfig(
         level=logging.DEBUG if args.verbose else logging.INFO,

@@ -15,7 +15,7 @@ from __future__ import annotations
 import logging
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from concurrent.futures import ThreadPoolExecutor, as_completed
 from datetime import UTC, datetime, timedelta
 from typing import Any
@@ -32,7 +32,7 @@ from greenlight.errors import (
 from greenlight.promotion import records
 from greenlight.promotion.config import PrefixConfig, PromotionConfig
 from greenlight.promotion.copier import EndpointUnreachableError, ObjectCopier, decisive_error, is_unreachable
-from greenlight.promotion.gates import pointer_path, publish_pointer, read_pointer
+from greenlight.promotion.gates import UNREAD, pointer_path, publish_pointer, read_pointer
 from greenlight.promotion.plan import PrefixPlan, PrefixResult, contract_record, diff
 from greenlight.promotion.progress import Progress
 from greenlight.promotion.qa import running_runs
@@ -270,12 +270,15 @@ class Engine:
         record: dict[str, Any] | None = None,
         manifest_rel: str | None = None,
         checked: bool = False,
+        applied: Callable[[], None] | None = None,
     ) -> PrefixResult:
         """Carry out a checked plan; returns the result, raises SyncFailedError if anything failed.
 
         ``record`` (e.g. the contract the prefix passed) is kept in the prefix's manifest.
         ``manifest_rel`` / ``checked``: a shard's manifest part, and a part of a plan whose whole
-        prefix the caller already checked (:mod:`greenlight.promotion.shards`)."""
+        prefix the caller already checked (:mod:`greenlight.promotion.shards`). ``applied`` is
+        called once every copy and delete succeeded, before their outcome is recorded (the CLI
+        starts its read-only verify listing there, beside the manifest write)."""
         p = plan.prefix
         started = time.monotonic()
         result = PrefixResult(
@@ -409,6 +412,8 @@ class Engine:
             error = SyncFailedError(f"{p.label}: {len(failures)} deletes failed; first: {failures[0]}")
             error.result = result
             raise error
+        if applied is not None:
+            applied()
         self._finish_manifest(manifest_rel, doc, "complete", result)
         return result
 
@@ -454,15 +459,21 @@ class Engine:
         self._guard(self.config.manifest_uri.bucket)
         return self.run_index.update(run_id, results, **extra)
 
-    def pointer_moves(self, prefix: PrefixConfig, manifest: str | None) -> bool:
+    def current_pointer(self, prefix: PrefixConfig) -> dict[str, Any] | None:
+        """The prefix's current pointer (None: there is none, or no manifest store)."""
+        return read_pointer(self.manifests, prefix)
+
+    def pointer_moves(self, prefix: PrefixConfig, manifest: str | None, *, current: Any = UNREAD) -> bool:
         """Whether a verified run with this promotion manifest moves the prefix's current pointer.
 
         A verified run that changed nothing (no manifest) moves it only when the contract version
         changed: the pointer keeps naming the promotion that made prod what it is, so rolling that
-        promotion back also restores the pointer before it."""
+        promotion back also restores the pointer before it. ``current``: the pointer, when the
+        caller already read it (:meth:`current_pointer`)."""
         if not self.manifests:
             return False
-        current = read_pointer(self.manifests, prefix)
+        if current is UNREAD:
+            current = self.current_pointer(prefix)
         record = contract_record(prefix)
         return not (manifest is None and current and all(current.get(k) == v for k, v in record.items()))
 
@@ -475,26 +486,52 @@ class Engine:
         *,
         moves: bool | None = None,
         parts: list[str] | None = None,
+        current: Any = UNREAD,
     ) -> str | None:
         """Move the prefix's current pointer to this verified promotion (see :mod:`greenlight.promotion.gates`),
         when :meth:`pointer_moves` says so (``moves``: its answer, when the caller already asked);
-        ``parts``: every shard's manifest part of a sharded prefix. Returns the pointer's location."""
+        ``parts``: every shard's manifest part of a sharded prefix; ``current``: the pointer it
+        replaces, when the caller already read it under the prefix's lease (read once, not twice).
+        Returns the pointer's location."""
         if not self.manifests:
             return None
-        if not (self.pointer_moves(prefix, manifest) if moves is None else moves):
+        if not (self.pointer_moves(prefix, manifest, current=current) if moves is None else moves):
             return self.manifests.uri(pointer_path(prefix))
         self._guard(self.config.manifest_uri.bucket)
         record = contract_record(prefix)
         shards = {"manifests": list(parts)} if parts else {}
         return publish_pointer(
-            self.manifests, prefix, run_id=run_id, manifest=manifest, objects=objects, **record, **shards
+            self.manifests,
+            prefix,
+            replacing=current,
+            run_id=run_id,
+            manifest=manifest,
+            objects=objects,
+            **record,
+            **shards,
         )
 
-    def verify(self, prefix: PrefixConfig, snapshot: dict[str, tuple[int, str]] | None = None) -> dict[str, Any]:
+    def list_destination(self, prefix: PrefixConfig, expected: Iterable[str] = ()) -> dict[str, ObjectInfo]:
+        """Every object under the prefix's destination (keyed by path under it), the sign-off marker
+        left out. ``expected``: the keys prod should hold (the gated snapshot's): their first-level
+        sub-prefixes are listed at once, beside the top-level listing that finds any other."""
+        with ThreadPoolExecutor(max_workers=16, thread_name_prefix="gl-list") as pool:
+            dest = list_prefix(self.data, prefix.destination, pool=pool, expect=expected)
+        dest.pop(prefix.settings.signoff_marker or "", None)  # QA process state, never promoted
+        return dest
+
+    def verify(
+        self,
+        prefix: PrefixConfig,
+        snapshot: dict[str, tuple[int, str]] | None = None,
+        *,
+        listed: dict[str, ObjectInfo] | None = None,
+    ) -> dict[str, Any]:
         """Prove the destination equals the source for this prefix (:class:`VerificationError` if not).
 
         With ``snapshot`` (rel -> (size, ETag): the QA listing this run planned and gated, which
-        every copy was conditional on) only the destination is listed and compared with it.
+        every copy was conditional on) only the destination is listed and compared with it
+        (``listed``: that listing, when the caller took it after the prefix's last change).
         Without one, both sides are listed again."""
         if snapshot is None:
             plan = self.plan(prefix)
@@ -502,9 +539,7 @@ class Engine:
             problems += [f"extra in destination: {d.rel}" for d in plan.deletes]
             objects = plan.source_count
         else:
-            with ThreadPoolExecutor(max_workers=16, thread_name_prefix="gl-list") as pool:
-                dest = list_prefix(self.data, prefix.destination, pool=pool)
-            dest.pop(prefix.settings.signoff_marker or "", None)  # QA process state, never promoted
+            dest = self.list_destination(prefix, snapshot) if listed is None else listed
             problems = [
                 f"missing or different: {rel}"
                 for rel, state in sorted(snapshot.items())

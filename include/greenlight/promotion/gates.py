@@ -96,14 +96,20 @@ def read_pointer(store: ManifestStore | None, prefix: PrefixConfig) -> dict[str,
     return stored_pointer(store, prefix) if store is not None else None
 
 
-def publish_pointer(store: ManifestStore, prefix: PrefixConfig, **fields: Any) -> str:
+#: ``publish_pointer(..., replacing=UNREAD)``: the caller has not read the current pointer.
+UNREAD: Any = object()
+
+
+def publish_pointer(store: ManifestStore, prefix: PrefixConfig, *, replacing: Any = UNREAD, **fields: Any) -> str:
     """Point ``current/<prefix>.json`` at a verified promotion, keeping the pointer it replaces.
 
     One PUT (or temp + rename), so readers see the old or the new pointer, never half of one.
     Rolling back the pointer is writing ``previous`` back (see :func:`restore_pointer`).
+    ``replacing``: the current pointer (None: there is none) when the caller already read it
+    while holding the prefix's lease (no second read); otherwise it is read here.
     """
     rel = pointer_path(prefix)
-    old = stored_pointer(store, prefix)
+    old = stored_pointer(store, prefix) if replacing is UNREAD else replacing
     if old and fields.get("run_id") is not None and old.get("run_id") == fields.get("run_id"):
         # Retry category B: a publishing step does not run twice under one run id. A rerun that
         # would publish the very same outputs is a no-op; anything else is refused, unchanged.

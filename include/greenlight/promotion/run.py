@@ -12,7 +12,7 @@ from __future__ import annotations
 import logging
 import time
 from collections.abc import Callable
-from concurrent.futures import ThreadPoolExecutor
+from concurrent.futures import Future, ThreadPoolExecutor
 from typing import Any
 
 from greenlight.errors import QAChangedError, StalePrefixError, SyncFailedError, VerificationError
@@ -83,14 +83,19 @@ def failed_gates(gates: list[dict[str, Any]]) -> list[str]:
     return [g["name"] or g["prefix"] for g in gates if not g["passed"]]
 
 
-def promote_prefix(engine: Engine, planned: PrefixPlan, run_id: str, *, dry_run: bool) -> dict[str, Any]:
+def promote_prefix(
+    engine: Engine, planned: PrefixPlan, run_id: str, *, dry_run: bool, applied: Callable[[], None] | None = None
+) -> dict[str, Any]:
     """Copy and delete one checked prefix, recording the manifest before anything changes.
 
     Raises :class:`SyncFailedError` when a copy or delete failed (retryable: a rerun does only
     what is still missing), :class:`QAChangedError` when a QA object no longer has the planned
-    ETag (never retried). Either way the run index lists the prefix and its partial manifest."""
+    ETag (never retried). Either way the run index lists the prefix and its partial manifest.
+    ``applied``: see :meth:`Engine.execute`."""
     try:
-        result = engine.execute(planned, run_id, dry_run=dry_run, record=contract_record(planned.prefix))
+        result = engine.execute(
+            planned, run_id, dry_run=dry_run, record=contract_record(planned.prefix), applied=applied
+        )
     except (SyncFailedError, QAChangedError) as exc:
         if exc.result is not None and exc.result.manifest:
             engine.write_run_index(run_id, [failed_row(exc)], status="failed")
@@ -116,34 +121,53 @@ def check_stale(engine: Engine, planned: PrefixPlan, *, dry_run: bool) -> None:
 
 
 def verify_prefix(
-    engine: Engine, prefix: PrefixConfig, row: dict[str, Any], run_id: str, *, planned: PrefixPlan | None = None
+    engine: Engine,
+    prefix: PrefixConfig,
+    row: dict[str, Any],
+    run_id: str,
+    *,
+    planned: PrefixPlan | None = None,
+    listing: Future | None = None,
 ) -> dict[str, Any]:
     """Runbook §4: prove prod equals QA object by object, then move the prefix's current pointer.
 
     ``planned`` is the plan the promotion ran on: when it had nothing to do, its own listings
-    already proved both sides equal and nothing is listed again."""
+    already proved both sides equal and nothing is listed again. ``listing``: prod's listing
+    (:meth:`Engine.list_destination`), started by the caller after the prefix's last change."""
     unchanged = planned is not None and not planned.copies and not planned.deletes
-    if unchanged:
-        check = planned.verified()
-    else:  # prod against the QA snapshot this run gated: only prod is listed again
-        snapshot = planned.snapshot if planned is not None else engine.read_snapshot(run_id, prefix)
-        check = engine.verify(prefix, snapshot)
+    manifest = row.get("manifest")
+    # Reads only, beside the listing (the prefix's lease keeps other writers out meanwhile): the
+    # current pointer, read once for both the decision and the "previous" it keeps, and the run's
+    # manifest when a cleared and rerun promote returned none (an earlier try changed prod, and
+    # this run still has to move the pointer).
+    with ThreadPoolExecutor(max_workers=2, thread_name_prefix="gl-verify") as side:
+        pointer = side.submit(engine.current_pointer, prefix)
+        earlier = side.submit(_run_manifest, engine, run_id, prefix) if manifest is None else None
+        if unchanged:
+            check = planned.verified()
+        else:  # prod against the QA snapshot this run gated: only prod is listed again
+            snapshot = planned.snapshot if planned is not None else engine.read_snapshot(run_id, prefix)
+            check = engine.verify(prefix, snapshot, listed=listing.result() if listing is not None else None)
+        current = pointer.result()
+        manifest = manifest if earlier is None else earlier.result()
     check["asset_name"] = prefix.asset_name
     log.info("verified %s: %d objects equal in %s", prefix.label, check["objects"], prefix.destination)
-    # A promote that was cleared and rerun after an earlier try changed prod returns no manifest:
-    # the run's manifest still exists, and this run still has to move the pointer.
-    manifest = row.get("manifest")
-    if manifest is None and engine.manifests is not None:
-        rel = engine.manifest_path(run_id, prefix)
-        manifest = engine.manifests.uri(rel) if engine.manifests.read(rel) is not None else None
     # ``changed``: whether this run must leave the pointer naming it (what ``check-run`` verifies).
-    check["changed"] = engine.pointer_moves(prefix, manifest)
+    check["changed"] = engine.pointer_moves(prefix, manifest, current=current)
     # A sharded prefix (``row`` merged from its shard rows): the pointer names every shard's part.
     parts = row.get("manifests") if row.get("shards") else None
     check["pointer"] = engine.publish_verified(
-        prefix, run_id, manifest, check["objects"], moves=check["changed"], parts=parts
+        prefix, run_id, manifest, check["objects"], moves=check["changed"], parts=parts, current=current
     )
     return check
+
+
+def _run_manifest(engine: Engine, run_id: str, prefix: PrefixConfig) -> str | None:
+    """The location of this run's manifest of ``prefix``, None when there is none."""
+    if engine.manifests is None:
+        return None
+    rel = engine.manifest_path(run_id, prefix)
+    return engine.manifests.uri(rel) if engine.manifests.read(rel) is not None else None
 
 
 def summary(
@@ -223,10 +247,17 @@ def _promote(engine: Engine, *, run_id: str, dry_run: bool, progress, started: f
     verified: list[dict[str, Any]] = []
     errors: list[str] = []
 
-    def run_one(planned: PrefixPlan) -> None:
+    def run_one(planned: PrefixPlan, side: ThreadPoolExecutor) -> None:
         if leases is not None:
             leases.check()
         ranges = shards.ranges_for(planned)
+        listing: list[Future] = []
+
+        def applied() -> None:
+            # Prod's re-list for verify starts once the last copy and delete are done: it reads
+            # only, so it runs beside the manifest's outcome write and the run-index update.
+            listing.append(side.submit(engine.list_destination, planned.prefix, planned.snapshot))
+
         try:
             if len(ranges) > 1 and not dry_run:
                 # A huge prefix: its key-range shards copy side by side, then the deletes run.
@@ -235,7 +266,7 @@ def _promote(engine: Engine, *, run_id: str, dry_run: bool, progress, started: f
                 row = shards.merged(parts)
                 log.info("promoted %s in %d shards", prefix_line(row), len(parts))
             else:
-                row = promote_prefix(engine, planned, run_id, dry_run=dry_run)
+                row = promote_prefix(engine, planned, run_id, dry_run=dry_run, applied=applied)
                 rows.append(row)
         except (SyncFailedError, QAChangedError) as exc:
             errors.append(str(exc))
@@ -250,12 +281,17 @@ def _promote(engine: Engine, *, run_id: str, dry_run: bool, progress, started: f
         if dry_run:
             return
         try:
-            verified.append(verify_prefix(engine, planned.prefix, row, run_id, planned=planned))
+            verified.append(
+                verify_prefix(engine, planned.prefix, row, run_id, planned=planned, listing=next(iter(listing), None))
+            )
         except VerificationError as exc:
             errors.append(str(exc))
 
-    with ThreadPoolExecutor(max_workers=min(4, len(plans)) or 1, thread_name_prefix="gl-prefix") as pool:
-        list(pool.map(run_one, plans))
+    with (
+        ThreadPoolExecutor(max_workers=min(4, len(plans)) or 1, thread_name_prefix="gl-prefix") as pool,
+        ThreadPoolExecutor(max_workers=min(4, len(plans)) or 1, thread_name_prefix="gl-relist") as side,
+    ):
+        list(pool.map(lambda planned: run_one(planned, side), plans))
     if progress:
         progress.finish()
     total = summary(

@@ -196,11 +196,16 @@ class Lease:
             return f"its process {pid} on this host is gone"
         return None
 
-    def acquire(self) -> Lease:
+    def acquire(self, *, wait: float | None = None) -> Lease:
+        """Take the lease (:class:`LeaseHeldError` when another writer holds it for longer than
+        ``wait`` seconds; default: the lease's own ``wait``) and renew it in the background."""
         # The lease object is read first: it usually exists (released by the resource's last
         # writer), so taking it is a GET and one PUT conditional on that ETag. Either PUT is
         # conditional (If-Match / If-None-Match), so two writers never both win.
+        wait = self.wait if wait is None else max(0.0, float(wait))
         started = time.monotonic()
+        self.took_over = None
+        self._stop = threading.Event()  # a lease given back (see Leases.acquire) may be taken again
         while True:
             current = self._read()
             if current is None:
@@ -234,10 +239,10 @@ class Lease:
                     )
                 break
             self.waited = time.monotonic() - started
-            if self.waited >= self.wait:
-                raise LeaseHeldError(self.resource, holder, self.waited if self.wait else 0.0)
+            if self.waited >= wait:
+                raise LeaseHeldError(self.resource, holder, self.waited if wait else 0.0)
             left = float(holder.get("expires_epoch", 0)) - time.time()
-            time.sleep(max(0.05, min(self.poll, self.wait - self.waited, left + 0.05)))
+            time.sleep(max(0.05, min(self.poll, wait - self.waited, left + 0.05)))
         self.waited = time.monotonic() - started
         log.info(
             "lease %s acquired by %s run %r (expires in %.0f s)", self.resource, self.operation, self.run_id, self.ttl
@@ -346,6 +351,13 @@ class Leases:
         self.leases = sorted(leases, key=lambda lease: lease.key)
 
     def acquire(self) -> Leases:
+        """Take every lease or none. First one attempt at each side by side, waiting for none
+        (independent records, each taken by its own conditional PUT): the usual case, every lease
+        free, costs the round trips of one. If any is held (or an attempt failed), those taken are
+        given back and the leases are taken one after the other in sorted order, waiting where
+        allowed: two runs racing for the same prefixes then never both give up."""
+        if len(self.leases) > 1 and self._acquire_together():
+            return self
         held: list[Lease] = []
         try:
             for lease in self.leases:
@@ -355,6 +367,24 @@ class Leases:
                 lease.release()
             raise
         return self
+
+    def _acquire_together(self) -> bool:
+        def attempt(lease: Lease) -> bool:
+            try:
+                lease.acquire(wait=0)
+            except Exception as exc:  # noqa: BLE001 - the one-by-one pass decides (and raises)
+                log.info("lease %s not taken at once (%s): taking the leases one by one", lease.resource, exc)
+                return False
+            return True
+
+        with ThreadPoolExecutor(max_workers=min(8, len(self.leases)), thread_name_prefix="gl-lease") as pool:
+            taken = list(pool.map(attempt, self.leases))
+        if all(taken):
+            return True
+        given_back = [lease for lease, ok in zip(self.leases, taken, strict=True) if ok]
+        for lease in given_back:
+            lease.release()
+        return False
 
     def check(self) -> None:
         for lease in self.leases:

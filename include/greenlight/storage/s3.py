@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import re
+from collections.abc import Iterable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from datetime import datetime
@@ -342,26 +343,36 @@ def _list_flat(client, bucket: str, prefix: str, base: str) -> list[ObjectInfo]:
     return [info for infos, _ in info_pages(client, bucket, prefix, base) for info in infos]
 
 
-def list_prefix(client, uri: S3Uri, *, pool: ThreadPoolExecutor | None = None) -> dict[str, ObjectInfo]:
+def list_prefix(
+    client, uri: S3Uri, *, pool: ThreadPoolExecutor | None = None, expect: Iterable[str] = ()
+) -> dict[str, ObjectInfo]:
     """All objects under ``uri`` (every page), keyed by path relative to the prefix.
 
     With a ``pool``, the first level of sub-prefixes is listed in parallel: a zarr store or a
     dated delivery tree lists in the time of its largest sub-prefix instead of the sum.
+    ``expect``: keys (relative) the caller expects there, e.g. those of an earlier listing. Their
+    first-level sub-prefixes are listed at once, beside the top-level listing (``Delimiter='/'``)
+    instead of after it; any other sub-prefix that listing finds is listed too. Every listing
+    reads to its last page, so the result does not depend on the order the server lists keys in.
     """
     if pool is None:
         objs = _list_flat(client, uri.bucket, uri.prefix, uri.prefix)
         return {o.rel: o for o in objs if o.rel or o.etag}  # not the prefix's own empty directory
 
+    def sub_listing(sub: str):
+        return pool.submit(_list_flat, client, uri.bucket, sub, uri.prefix)
+
+    known = {uri.prefix + rel[: rel.index("/") + 1] for rel in expect if "/" in rel}
+    listings = [sub_listing(sub) for sub in sorted(known)]
     result: dict[str, ObjectInfo] = {}
-    subprefixes: list[str] = []
     for infos, prefixes in info_pages(client, uri.bucket, uri.prefix, uri.prefix, delimiter="/"):
         for info in infos:
             if not info.rel and not info.etag:
                 continue  # SeaweedFS lists the prefix's own empty directory (no ETag): not an object
             result[info.rel] = info
-        subprefixes.extend(prefixes)
-    for chunk in pool.map(lambda p: _list_flat(client, uri.bucket, p, uri.prefix), subprefixes):
-        for info in chunk:
+        listings += [sub_listing(sub) for sub in prefixes if sub not in known]
+    for listing in listings:
+        for info in listing.result():
             result[info.rel] = info
     return result
 
