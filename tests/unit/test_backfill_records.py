@@ -31,16 +31,9 @@ BACKFILL = {
 
 
 def record(day: str, state: str, observed: str, **extra) -> dict:
-    doc = rec.partition_record(
-        airflow_id=7,
-        dag_id="backfill_probe",
-        run_id=f"backfill__{day}",
-        logical_date=day,
-        state=state,
-        seen_by="check_run" if state == "success" else "task failure",
-        **extra,
-    )
-    doc["observed"] = observed
+    run = {"dag_id": "backfill_probe", "run_id": f"backfill__{day}", "run_type": "backfill", "logical_date": day}
+    doc = rec.partition_record(run, state, seen_by="check_run" if state == "success" else "task failure", **extra)
+    doc.update(airflow_backfill_id=7, observed=observed)  # (the hook learns the id from the REST API)
     return doc
 
 
