@@ -6,13 +6,22 @@ real scheduler the hook is tests/e2e/test_backfill_scheduler.py."""
 from __future__ import annotations
 
 import json
+import time
 
 import pendulum
 from airflow.sdk import dag, task
 
-from greenlight.backfill.records import is_backfill_run, partition_record
+from greenlight.backfill.records import (
+    SummaryFiles,
+    airflow_summary,
+    finish,
+    is_backfill_run,
+    observe_in_flight,
+    partition_record,
+)
 from greenlight.dagsupport.backfillsummary import report_partition
 from greenlight.dagsupport.defaults import add_run_check, default_args, record_backfill_failure
+from greenlight.storage.manifests import ManifestStore
 
 
 def build():
@@ -107,3 +116,34 @@ def test_a_backfill_run_writes_its_record_under_its_airflow_backfill(monkeypatch
         ("2026-01-01T00:00:00Z", "success", 1),
         ("2026-01-02T00:00:00Z", "running", None),
     ]
+
+
+def test_a_run_listed_in_flight_while_its_record_was_on_the_way_still_ends_with_its_verdict(monkeypatch, tmp_path):
+    """Another run of the backfill lists this run as running while this run's hook is asking the
+    REST API which backfill it belongs to (seen under the scheduler): the record, written after
+    that, must win over that older "running", or the summary keeps the partition running forever."""
+    monkeypatch.setenv("GREENLIGHT_TASK_MANIFEST_ROOT", str(tmp_path))
+    backfill = {"id": 5, "dag_id": "hook_probe", "from_date": "2026-01-01T00:00:00Z", "to_date": "2026-01-02T00:00:00Z"}
+    this_run = {"dag_run_id": "backfill__1", "logical_date": "2026-01-01T00:00:00Z", "run_type": "backfill"}
+    files = SummaryFiles(ManifestStore(str(tmp_path)))
+
+    def other_run_lists_this_one_running(current):
+        summary = airflow_summary(backfill, current)
+        observe_in_flight(summary, [{**this_run, "state": "running"}], exclude_run="backfill__2")
+        return finish(summary)
+
+    class SlowApi:  # stands in for the REST client; the other run writes while it is asked
+        def get(self, path):
+            if path.startswith("/api/v2/backfills?"):
+                time.sleep(0.01)
+                files.update("backfills/airflow-5/summary.json", other_run_lists_this_one_running)
+                time.sleep(0.01)
+                return {"backfills": [backfill]}
+            return {"dag_runs": [], "total_entries": 0}
+
+    run = {"dag_id": "hook_probe", "run_id": "backfill__1", "run_type": "backfill", "logical_date": "2026-01-01"}
+    record = partition_record(run, "success", seen_by="check_run")
+    assert report_partition(record, api=SlowApi()) is not None
+    summary = json.loads((tmp_path / "backfills" / "airflow-5" / "summary.json").read_text())
+    assert [(p["partition"], p["state"]) for p in summary["partitions"]] == [("2026-01-01T00:00:00Z", "success")]
+    assert summary["status"] == "succeeded"

@@ -62,7 +62,8 @@ class Airflow:
         try:
             if method == "GET":
                 return self._get(path)
-            return self.api.post(path, body)  # never repeated: a create must not be sent twice
+            send = {"POST": self.api.post, "PUT": self.api.put}[method]
+            return send(path, body)  # never repeated: a create must not be sent twice
         except AirflowApiError as exc:
             text = str(exc)
             if "HTTP 401" in text or "HTTP 403" in text:
@@ -89,6 +90,10 @@ class Airflow:
 
     def create(self, body: dict) -> dict:
         return self._call("POST", "/api/v2/backfills", body, what=f"backfill of {body['dag_id']}")
+
+    def cancel(self, backfill_id: int) -> dict:
+        """``PUT /backfills/{id}/cancel``: fails its queued runs and marks it complete."""
+        return self._call("PUT", f"/api/v2/backfills/{int(backfill_id)}/cancel", {}, what=f"backfill {backfill_id}")
 
     def runs(self, dag_id: str, start: str, end: str) -> list[dict]:
         """Every run of ``dag_id`` whose logical date is in ``[start, end]`` (all pages)."""

@@ -86,8 +86,9 @@ def partition_record(
 
     ``view`` is :func:`greenlight.backfill.plan.manifest_view` of the run's manifests (timings,
     tries, what is missing); ``first_error`` the failed task and its error when a task failed.
-    ``airflow_backfill_id`` stays None until the run's Airflow backfill is known
-    (:func:`greenlight.dagsupport.backfillsummary.report_partition` asks the REST API)."""
+    ``airflow_backfill_id`` stays None until the run's Airflow backfill is known, and ``observed``
+    is stamped again when the record is written
+    (:func:`greenlight.dagsupport.backfillsummary.report_partition` asks the REST API, then writes)."""
     if not is_backfill_run(dag_run):
         return None
     view = view or {}

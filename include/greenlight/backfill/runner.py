@@ -177,7 +177,7 @@ class Backfill:
         if bf is None or bf.get("completed_at") or self._unfinished(bf):
             return False
         try:
-            self.airflow._call("PUT", f"/api/v2/backfills/{int(airflow_id)}/cancel", {}, what=f"backfill {airflow_id}")
+            self.airflow.cancel(airflow_id)
         except GreenlightError as exc:  # already completed meanwhile (409), or the API is busy: Airflow closes it
             say(f"backfill {airflow_id}: not closed now ({exc}); Airflow's scheduler will")
             return False

@@ -70,7 +70,9 @@ def report_partition(record: dict[str, Any] | None, *, api: Any = None) -> str |
             log.warning("backfill summary: no Airflow backfill of %s covers %s", dag_id, record["partition"])
             return None
         files = SummaryFiles(store_for(root))
-        record = {**record, "airflow_backfill_id": int(backfill["id"])}
+        # Observed as it is written (not when it was built, before the REST call above): another
+        # run that lists this run as in flight after this moment must not outrank the record.
+        record = {**record, "airflow_backfill_id": int(backfill["id"]), "observed": utcnow()}
         files.write_record(record)
         asked = utcnow()
         runs = airflow.runs(dag_id, iso(backfill["from_date"]), iso(backfill["to_date"]))
