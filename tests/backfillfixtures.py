@@ -12,6 +12,7 @@ import secrets
 import shutil
 import subprocess
 import sys
+import time
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -19,6 +20,7 @@ from e2ehelpers import Api, wait_for
 
 from greenlight.dev import devstack
 from greenlight.dev.featurestack import start_postgres
+from greenlight.storage.manifests import safe_name
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -29,6 +31,10 @@ class BackfillAirflow:
     cli_env: dict[str, str]  # the environment an operator's `greenlight backfill` runs with
     manifests: Path
     dags: Path
+
+    def task_manifest(self, dag_id: str, run_id: str, task: str) -> dict:
+        """The task manifest of ``task`` (``name.<map index>`` for a mapped one) in run ``run_id``."""
+        return json.loads((self.manifests / dag_id / safe_name(run_id) / f"{task}.json").read_text())
 
 
 @contextlib.contextmanager
@@ -102,3 +108,21 @@ def airflow_summary(manifests: Path, airflow_id: int) -> dict | None:
 
 def states_of(summary: dict | None) -> list[tuple[str, str]]:
     return [(p["partition"], p["state"]) for p in (summary or {}).get("partitions", ())]
+
+
+def backfill_succeeds(stack: BackfillAirflow, dag_id: str, start: str, end: str, partitions: list[str]) -> dict:
+    """``greenlight backfill --dag-id DAG --start START --end END --max-parallel 2``, checked as an
+    operator would: exit 0, exactly ``partitions`` ran, each a success in the summary file and in the
+    summary the backfill's runs wrote themselves. Returns the summary file's content."""
+    started = time.monotonic()
+    args = ("--dag-id", dag_id, "--start", start, "--end", end, "--max-parallel", "2")
+    code, out, err = greenlight_backfill(stack.cli_env, stack.dags, *args)
+    print(f"\nbackfill of {len(partitions)} partition(s) of {dag_id}: {time.monotonic() - started:.0f}s")
+    assert code == 0, err[-3000:]
+    assert out["ran"] == partitions and out["counts"] == {"success": len(partitions)}, out
+    succeeded = [(p, "success") for p in partitions]
+    summary = json.loads(Path(out["summary"]).read_text())
+    assert summary["status"] == "succeeded" and states_of(summary) == succeeded, summary
+    (airflow_id,) = out["airflow_backfill_ids"]
+    assert states_of(airflow_summary(stack.manifests, airflow_id)) == succeeded
+    return summary

@@ -21,20 +21,17 @@ past days do not include).
 from __future__ import annotations
 
 import json
-import time
 import uuid
 from datetime import UTC, date, datetime, timedelta
-from pathlib import Path
 
 import pytest
 import yaml
-from backfillfixtures import ROOT, airflow_summary, backfill_airflow, greenlight_backfill, states_of
+from backfillfixtures import ROOT, backfill_airflow, backfill_succeeds
 
 from greenlight.datasets.config import CONFIG_ENV, load_config
 from greenlight.dev import devstack
 from greenlight.dev.airflowstack import dataset_pools
 from greenlight.dev.datasets_demo import SOURCE_CONFIG
-from greenlight.storage.manifests import safe_name
 from greenlight.storage.s3 import parse_s3_uri
 
 pytestmark = [pytest.mark.e2e, pytest.mark.timeout(1800)]
@@ -65,10 +62,6 @@ def dataset_airflow(s3env, tmp_path_factory):
         yield stack, config.dataset(DATASET).primary.store_path, client
 
 
-def manifest(stack, run_id: str, name: str) -> dict:
-    return json.loads((stack.manifests / DAG / safe_name(run_id) / f"{name}.json").read_text())
-
-
 def written_as_of(client, store_path: str) -> list[str]:
     """``as_of`` of every version of the store's ``.zattrs`` (oldest first)."""
     uri = parse_s3_uri(store_path.rstrip("/") + "/", what="store path")
@@ -89,30 +82,17 @@ def test_two_past_days_backfilled_each_writing_its_day(dataset_airflow):
     days = [today - timedelta(days=n) for n in (3, 2)]  # past days, before the latest scheduled run
     partitions = [f"{d.isoformat()}T06:00:00Z" for d in days]
 
-    started = time.monotonic()
-    code, out, err = greenlight_backfill(
-        stack.cli_env,
-        stack.dags,
-        *("--dag-id", DAG, "--start", days[0].isoformat(), "--end", days[-1].isoformat(), "--max-parallel", "2"),
-    )
-    print(f"\nbackfill of {len(partitions)} daily partitions: {time.monotonic() - started:.0f}s")
-    assert code == 0, err[-3000:]
-    assert out["ran"] == partitions and out["counts"] == {"success": len(partitions)}, out
-
-    summary = json.loads(Path(out["summary"]).read_text())
-    assert summary["status"] == "succeeded" and states_of(summary) == [(p, "success") for p in partitions]
-    (airflow_id,) = out["airflow_backfill_ids"]
-    assert states_of(airflow_summary(stack.manifests, airflow_id)) == [(p, "success") for p in partitions]
+    summary = backfill_succeeds(stack, DAG, days[0].isoformat(), days[-1].isoformat(), partitions)
 
     for day, entry in zip(days, summary["partitions"], strict=True):
         assert entry["run_id"].startswith("backfill__") and entry["manifests_complete"], entry
-        update = manifest(stack, entry["run_id"], "update")
+        update = stack.task_manifest(DAG, entry["run_id"], "update")
         assert update["state"] == "success", update
         result = update["outputs"]
         assert (result["store_path"], result["version"], result["role"]) == (store_path, "0.2.0", "primary"), result
         # the run's partition, not the day it ran: a backfill of a past day writes that day
         assert result["result"]["as_of"] == day.isoformat() and result["result"]["uploaded"] > 0, result
-        assert manifest(stack, entry["run_id"], "check_run")["state"] == "success"
+        assert stack.task_manifest(DAG, entry["run_id"], "check_run")["state"] == "success"
 
     # Each partition rewrote the version's one store: its object versions hold each day's write
     # (besides the latest scheduled run's, of today or yesterday; the pool's one slot orders them).

@@ -19,18 +19,14 @@ from __future__ import annotations
 
 import contextlib
 import io
-import json
-import time
 from datetime import UTC, datetime, timedelta
-from pathlib import Path
 from urllib.parse import quote
 
 import pytest
-from backfillfixtures import ROOT, airflow_summary, backfill_airflow, greenlight_backfill, states_of
+from backfillfixtures import ROOT, backfill_airflow, backfill_succeeds
 
 from greenlight.dev.airflowstack import feature_connections
 from greenlight.dev.featurestack import start_stack
-from greenlight.storage.manifests import safe_name
 
 pytestmark = [pytest.mark.e2e, pytest.mark.timeout(1800)]
 
@@ -56,30 +52,13 @@ def feature_airflow(s3env, tmp_path_factory):
         features.stop()
 
 
-def manifest(stack, run_id: str, name: str) -> dict:
-    return json.loads((stack.manifests / DAG / safe_name(run_id) / f"{name}.json").read_text())
-
-
 def test_hourly_windows_backfilled_with_the_feature_stack(feature_airflow):
     stack, settings = feature_airflow
     hour = datetime.now(UTC).replace(minute=0, second=0, microsecond=0)
     windows = [hour - timedelta(hours=h) for h in (3, 2)]  # logical dates whose hour has passed
     partitions = [w.strftime("%Y-%m-%dT%H:%M:%SZ") for w in windows]
 
-    started = time.monotonic()
-    code, out, err = greenlight_backfill(
-        stack.cli_env,
-        stack.dags,
-        *("--dag-id", DAG, "--start", partitions[0], "--end", partitions[-1], "--max-parallel", "2"),
-    )
-    print(f"\nbackfill of {len(partitions)} hourly windows: {time.monotonic() - started:.0f}s")
-    assert code == 0, err[-3000:]
-    assert out["ran"] == partitions and out["counts"] == {"success": len(partitions)}, out
-
-    summary = json.loads(Path(out["summary"]).read_text())
-    assert summary["status"] == "succeeded" and [p["partition"] for p in summary["partitions"]] == partitions
-    (airflow_id,) = out["airflow_backfill_ids"]
-    assert states_of(airflow_summary(stack.manifests, airflow_id)) == [(p, "success") for p in partitions]
+    summary = backfill_succeeds(stack, DAG, partitions[0], partitions[-1], partitions)
 
     overlap = settings.overlap
     intervals = []
@@ -93,17 +72,17 @@ def test_hourly_windows_backfilled_with_the_feature_stack(feature_airflow):
         # The run's window: its data interval plus the overlap. Airflow 3.3's @hourly is a cron
         # trigger (an empty data interval at the logical date): then the window is the hour before.
         begins = (start if start < end else end - timedelta(hours=1)) - overlap
-        gate = manifest(stack, entry["run_id"], "check_source_freshness")["outputs"]["window"]
+        gate = stack.task_manifest(DAG, entry["run_id"], "check_source_freshness")["outputs"]["window"]
         assert (gate["start"], gate["end"]) == (begins.isoformat(), end.isoformat()), gate
         for index in (0, 1):
-            done = manifest(stack, entry["run_id"], f"materialize.{index}")
+            done = stack.task_manifest(DAG, entry["run_id"], f"materialize.{index}")
             assert done["state"] == "success", done
             result = done["outputs"]
             assert (result["start"], result["end"]) == (gate["start"], gate["end"]), result
             assert result["rows"] > 0 and result["entities"] == 5, result
             assert begins < datetime.fromisoformat(result["newest"]) <= end, result
             # parity raises on any mismatch: a success compared every sampled entity as of the end
-            checked = manifest(stack, entry["run_id"], f"parity.{index}")
+            checked = stack.task_manifest(DAG, entry["run_id"], f"parity.{index}")
             assert checked["state"] == "success" and checked["outputs"]["checked"] == 5, checked
             assert checked["outputs"]["as_of"] == end.isoformat() and checked["outputs"]["view"] == result["view"]
     # Consecutive hourly windows, none the same.

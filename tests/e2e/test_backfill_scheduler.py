@@ -21,13 +21,12 @@ from pathlib import Path
 from urllib.parse import quote
 
 import pytest
-from backfillfixtures import airflow_summary, backfill_airflow, greenlight_backfill, states_of
+from backfillfixtures import ROOT, airflow_summary, backfill_airflow, greenlight_backfill, states_of
 from e2ehelpers import wait_for
 
 # One scenario on one stack: the resume cases continue the first backfill (--reverse keeps the order).
 pytestmark = [pytest.mark.e2e, pytest.mark.story, pytest.mark.timeout(900)]
 
-ROOT = Path(__file__).resolve().parents[2]
 PROBES = ROOT / "tests" / "dag_probes"
 DAG = "backfill_probe"
 DAYS = [f"2026-01-0{d}T00:00:00Z" for d in range(1, 7)]
@@ -53,10 +52,35 @@ def summary_of(manifests: Path) -> dict:
     return json.loads((manifests / "backfills" / f"{DAG}__2026-01-01__2026-01-06" / "summary.json").read_text())
 
 
+def run_of(api, day: str) -> dict:
+    """The probe's run of logical date ``day`` (the backfills here make one per day)."""
+    return api.get(f"/dags/{DAG}/dagRuns?logical_date_gte={day}&logical_date_lte={day}")["dag_runs"][0]
+
+
 def tries_in_airflow(api, day: str) -> int:
-    run = api.get(f"/dags/{DAG}/dagRuns?logical_date_gte={day}&logical_date_lte={day}")["dag_runs"][0]
-    (ti,) = [t for t in api.task_instances(DAG, run["dag_run_id"]) if t["task_id"] == "work"]
+    (ti,) = [t for t in api.task_instances(DAG, run_of(api, day)["dag_run_id"]) if t["task_id"] == "work"]
     return ti["try_number"]
+
+
+def create_like_the_ui_form(api, start: str, end: str, *, max_active_runs: int) -> dict:
+    """Once Airflow marked the earlier backfills of the probe complete (one active backfill per DAG),
+    POST the body the UI's Backfill form sends (Airflow 3.3's UI bundle) to /api/v2/backfills."""
+    wait_for(
+        lambda: all(b.get("completed_at") for b in api.get(f"/backfills?dag_id={DAG}")["backfills"]),
+        120,
+        "earlier backfills to be marked complete",
+    )
+    body = {
+        "dag_id": DAG,
+        "from_date": f"{start}T00:00:00.000Z",
+        "to_date": f"{end}T00:00:00.000Z",
+        "dag_run_conf": {},
+        "max_active_runs": max_active_runs,
+        "reprocess_behavior": "none",
+        "run_backwards": False,
+        "run_on_latest_version": True,
+    }
+    return api.post("/backfills", body)
 
 
 def test_six_partitions_two_fail_then_resume_reruns_only_those(stack):
@@ -137,11 +161,11 @@ def test_resume_goes_by_manifests_where_airflow_disagrees(stack):
     if not (manifests / "backfills").is_dir():
         pytest.skip("needs the backfill of the test above")
     day3, day4 = DAYS[2], DAYS[3]
-    run3 = api.get(f"/dags/{DAG}/dagRuns?logical_date_gte={day3}&logical_date_lte={day3}")["dag_runs"][0]
+    run3 = run_of(api, day3)
     api.client._request(
         "PATCH", f"/api/v2/dags/{DAG}/dagRuns/{quote(run3['dag_run_id'], safe='')}", {"state": "failed"}
     )
-    run4 = api.get(f"/dags/{DAG}/dagRuns?logical_date_gte={day4}&logical_date_lte={day4}")["dag_runs"][0]
+    run4 = run_of(api, day4)
     (folder,) = [p for p in (manifests / DAG).iterdir() if p.name.startswith("backfill__2026-01-04")]
     shutil.rmtree(folder)
     tries4 = tries_in_airflow(api, day4)
@@ -160,27 +184,10 @@ def test_resume_goes_by_manifests_where_airflow_disagrees(stack):
 
 
 def test_a_backfill_started_like_the_ui_form_is_followed(stack):
-    """The UI's Backfill form POSTs this body to /api/v2/backfills (Airflow 3.3's UI bundle)."""
+    """A backfill created with the UI form's request, paused, refuses a second one; ``--follow`` follows it."""
     api, env, manifests = stack
-    wait_for(
-        lambda: all(b.get("completed_at") for b in api.get(f"/backfills?dag_id={DAG}")["backfills"]),
-        120,
-        "earlier backfills to be marked complete",
-    )
     started = time.monotonic()
-    created = api.post(
-        "/backfills",
-        {
-            "dag_id": DAG,
-            "from_date": "2026-01-07T00:00:00.000Z",
-            "to_date": "2026-01-08T00:00:00.000Z",
-            "dag_run_conf": {},
-            "max_active_runs": 1,
-            "reprocess_behavior": "none",
-            "run_backwards": False,
-            "run_on_latest_version": True,
-        },
-    )
+    created = create_like_the_ui_form(api, "2026-01-07", "2026-01-08", max_active_runs=1)
     # Paused at once (as from the UI's banner), its runs stay queued: a second backfill of the DAG
     # is refused, naming the running one and how to follow it.
     api.client._request("PUT", f"/api/v2/backfills/{created['id']}/pause", {})
@@ -196,10 +203,7 @@ def test_a_backfill_started_like_the_ui_form_is_followed(stack):
     assert out["backfill_id"] == f"airflow-{created['id']}" and out["airflow_backfill_ids"] == [created["id"]]
     assert out["summary"] == str(manifests / "backfills" / f"airflow-{created['id']}" / "summary.json")
     summary = json.loads(Path(out["summary"]).read_text())
-    assert [(p["partition"], p["state"]) for p in summary["partitions"]] == [
-        ("2026-01-07T00:00:00Z", "success"),
-        ("2026-01-08T00:00:00Z", "success"),
-    ]
+    assert states_of(summary) == [("2026-01-07T00:00:00Z", "success"), ("2026-01-08T00:00:00Z", "success")]
     assert summary["attempts"][0]["mode"] == "follow"
 
 
@@ -208,27 +212,10 @@ def test_a_backfill_from_the_ui_form_writes_its_summary_without_follow(stack):
     UI form's request) write ``backfills/airflow-<N>/summary.json`` themselves, one partition
     failing. A ``--follow`` afterwards finds the same file and the same verdict."""
     api, env, manifests = stack
-    wait_for(
-        lambda: all(b.get("completed_at") for b in api.get(f"/backfills?dag_id={DAG}")["backfills"]),
-        120,
-        "earlier backfills to be marked complete",
-    )
     api.post("/variables", {"key": "backfill_probe_fail_dates", "value": json.dumps(["2026-01-10"])})
     days = ["2026-01-09T00:00:00Z", "2026-01-10T00:00:00Z", "2026-01-11T00:00:00Z"]
     started = time.monotonic()
-    created = api.post(
-        "/backfills",
-        {
-            "dag_id": DAG,
-            "from_date": "2026-01-09T00:00:00.000Z",
-            "to_date": "2026-01-11T00:00:00.000Z",
-            "dag_run_conf": {},
-            "max_active_runs": 3,
-            "reprocess_behavior": "none",
-            "run_backwards": False,
-            "run_on_latest_version": True,
-        },
-    )
+    created = create_like_the_ui_form(api, "2026-01-09", "2026-01-11", max_active_runs=3)
     finished = wait_for(
         lambda: (s := airflow_summary(manifests, created["id"])) and s["status"] in ("succeeded", "failed") and s,
         600,

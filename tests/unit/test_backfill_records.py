@@ -11,9 +11,12 @@ from __future__ import annotations
 import json
 import multiprocessing
 
+import pytest
+
 from greenlight.backfill import records as rec
-from greenlight.backfill.airflowapi import backfill_of_run
+from greenlight.backfill.airflowapi import Airflow, BackfillRefused, backfill_of_run
 from greenlight.backfill.plan import summary_relpath
+from greenlight.dagsupport.api import AirflowApiError
 from greenlight.storage.manifests import ManifestStore
 
 DAYS = [f"2026-01-0{d}T00:00:00Z" for d in range(1, 7)]
@@ -31,16 +34,9 @@ BACKFILL = {
 
 
 def record(day: str, state: str, observed: str, **extra) -> dict:
-    doc = rec.partition_record(
-        airflow_id=7,
-        dag_id="backfill_probe",
-        run_id=f"backfill__{day}",
-        logical_date=day,
-        state=state,
-        seen_by="check_run" if state == "success" else "task failure",
-        **extra,
-    )
-    doc["observed"] = observed
+    run = {"dag_id": "backfill_probe", "run_id": f"backfill__{day}", "run_type": "backfill", "logical_date": day}
+    doc = rec.partition_record(run, state, seen_by="check_run" if state == "success" else "task failure", **extra)
+    doc.update(airflow_backfill_id=7, observed=observed)  # (the hook learns the id from the REST API)
     return doc
 
 
@@ -124,3 +120,34 @@ def test_parallel_runs_on_a_local_root_lose_no_partition(tmp_path):
     assert [e["partition"] for e in summary["partitions"]] == days
     assert summary["counts"] == {"success": 16} and summary["status"] == "succeeded"
     assert len(list((tmp_path / "backfills" / "airflow-7" / "partitions").glob("*.json"))) == 16
+
+
+def test_backfill_calls_use_the_right_method_and_refusals_name_the_backfill():
+    """GETs, the create (POST) and the close (PUT .../cancel) each go out with their own HTTP method
+    (a PUT sent as POST is refused by Airflow with 405); Airflow's 409 becomes a refusal (exit 2)
+    naming the backfill and Airflow's own detail. The REST client is a stand-in that records calls."""
+    sent = []
+
+    class RecordingApi:
+        def get(self, path):
+            sent.append(("GET", path))
+            return {"id": 7, "completed_at": None}
+
+        def post(self, path, body):
+            sent.append(("POST", path))
+            return {"id": 8}
+
+        def put(self, path, body):
+            sent.append(("PUT", path))
+            raise AirflowApiError(f"PUT http://x{path}: HTTP 409 " + '{"detail": "backfill 7 is already complete"}')
+
+    airflow = Airflow(RecordingApi())
+    assert airflow.backfill(7)["id"] == 7 and airflow.create({"dag_id": "backfill_probe"}) == {"id": 8}
+    with pytest.raises(BackfillRefused) as refused:
+        airflow.cancel(7)
+    assert sent == [
+        ("GET", "/api/v2/backfills/7"),
+        ("POST", "/api/v2/backfills"),
+        ("PUT", "/api/v2/backfills/7/cancel"),
+    ]
+    assert str(refused.value) == "backfill 7: backfill 7 is already complete" and refused.value.exit_code == 2

@@ -19,11 +19,6 @@ from pathlib import Path
 
 PACKAGE = Path(__file__).resolve().parents[2] / "include" / "greenlight"
 
-# Files whose uncommented local imports are tolerated for now (none: keep it that way).
-# Remove an entry once its file is clean; test_allowlist_is_current fails when an entry is stale.
-LOCAL_IMPORT_ALLOWLIST: frozenset[str] = frozenset()
-PRIVATE_IMPORT_ALLOWLIST: frozenset[str] = frozenset()
-
 # Comments that say nothing about why the import is local.
 _TOOL_PRAGMAS = ("noqa", "type:", "pragma", "pylint:", "fmt:")
 
@@ -122,8 +117,6 @@ def _sources():
 def test_local_imports_say_why():
     offenders = []
     for rel, source in _sources():
-        if rel in LOCAL_IMPORT_ALLOWLIST:
-            continue
         offenders += [f"include/greenlight/{rel}:{line}" for line in uncommented_local_imports(source)]
     assert not offenders, (
         "function-local imports without a comment saying why (move them to the top of the module, or keep "
@@ -134,20 +127,10 @@ def test_local_imports_say_why():
 def test_no_private_names_imported_across_greenlight_modules():
     offenders = []
     for rel, source in _sources():
-        if rel in PRIVATE_IMPORT_ALLOWLIST:
-            continue
         offenders += [
             f"include/greenlight/{rel}:{line} imports {name}" for line, name in private_greenlight_imports(source)
         ]
     assert not offenders, "private names imported from another module (make them public):\n" + "\n".join(offenders)
-
-
-def test_allowlists_are_current():
-    """An allowlisted file that is now clean (or gone) must leave the list, so the list only shrinks."""
-    sources = dict(_sources())
-    stale = sorted(rel for rel in LOCAL_IMPORT_ALLOWLIST if not uncommented_local_imports(sources.get(rel, "")))
-    stale += sorted(rel for rel in PRIVATE_IMPORT_ALLOWLIST if not private_greenlight_imports(sources.get(rel, "")))
-    assert not stale, f"clean now, remove from the allowlist: {stale}"
 
 
 SYNTHETIC = """\

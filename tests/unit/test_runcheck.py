@@ -4,6 +4,13 @@ run ids, pointers. The same rules on real runs: tests/dags/test_check_run.py."""
 
 from __future__ import annotations
 
+import json
+
+import pytest
+
+from greenlight.cli import main
+from greenlight.dagsupport.taskmanifest import cli_root
+from greenlight.errors import ConfigError
 from greenlight.runcheck import check_run, expected_instances, format_table
 
 STRUCTURE = [
@@ -135,3 +142,17 @@ def test_a_rollback_moved_the_pointer_when_it_names_the_rollback_run():
     assert report["missing"] == [
         "restore: current pointer s3://m/current/models/x.json did not move to run rb1 (it names 'p1')"
     ]
+
+
+def test_cli_commands_refuse_when_task_manifests_are_turned_off(monkeypatch, tmp_path, capsys):
+    """check-run, backfill and model check-consumer read the manifests: with them turned off and no
+    root given, refused (exit 2) naming the variable and the flag to pass; a flag wins over the env."""
+    monkeypatch.setenv("GREENLIGHT_TASK_MANIFEST_ROOT", "off")
+    assert main(["check-run", "--dag-id", "any_dag"]) == 2
+    error = json.loads(capsys.readouterr().out.strip().splitlines()[-1])["error"]
+    assert error == "task manifests are turned off (GREENLIGHT_TASK_MANIFEST_ROOT=off): pass --root"
+    with pytest.raises(ConfigError, match=r"=off\): pass --manifest-root$"):
+        cli_root(None, "--manifest-root")
+    assert cli_root(str(tmp_path)) == str(tmp_path)
+    monkeypatch.setenv("GREENLIGHT_TASK_MANIFEST_ROOT", "s3://bucket/manifests/")
+    assert cli_root(None) == "s3://bucket/manifests/"

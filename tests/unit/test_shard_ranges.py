@@ -6,7 +6,8 @@ import random
 
 import pytest
 
-from greenlight.promotion.shards import KeyRange, split_ranges
+from greenlight.promotion.shards import KeyRange, list_range, split_ranges
+from greenlight.storage.s3 import S3Uri
 
 
 def _owner(ranges: list[KeyRange], key: str) -> list[int]:
@@ -107,9 +108,6 @@ class _EchoingStartAfter:
 
 
 def test_a_range_never_lists_its_start_after_key_even_if_the_server_echoes_it():
-    from greenlight.promotion.shards import list_range
-    from greenlight.storage.s3 import S3Uri
-
     keys = [f"p/k{i:02d}" for i in range(10)]
     client = _EchoingStartAfter(keys)
     ranges = split_ranges([k.removeprefix("p/") for k in keys], 4)

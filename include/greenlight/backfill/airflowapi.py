@@ -22,6 +22,7 @@ import urllib.parse
 from typing import Any
 
 from greenlight.backfill.plan import iso
+from greenlight.dagsupport.api import AirflowApiError, AirflowApiUnavailable
 from greenlight.errors import GreenlightError
 
 
@@ -49,25 +50,20 @@ class Airflow:
     GET_TRIES = 6
 
     def _get(self, path: str) -> Any:
-        from greenlight.dagsupport.api import AirflowApiUnavailable  # 130 ms: every CLI command imports this module
-
-        for attempt in range(1, self.GET_TRIES + 1):
+        for attempt in range(1, self.GET_TRIES):
             try:
                 return self.api.get(path)
             except AirflowApiUnavailable as exc:
-                if attempt == self.GET_TRIES:
-                    raise
                 say(f"Airflow API busy or unreachable ({str(exc)[-80:]}): asking again")
                 time.sleep(min(2.0 * attempt, 10.0))
-        return None
+        return self.api.get(path)  # the last try: its error goes to the caller
 
     def _call(self, method: str, path: str, body: dict | None = None, *, what: str) -> Any:
-        from greenlight.dagsupport.api import AirflowApiError  # 130 ms: see above
-
         try:
             if method == "GET":
                 return self._get(path)
-            return self.api._request(method, path, body)  # never repeated: a create must not be sent twice
+            send = {"POST": self.api.post, "PUT": self.api.put}[method]
+            return send(path, body)  # never repeated: a create must not be sent twice
         except AirflowApiError as exc:
             text = str(exc)
             if "HTTP 401" in text or "HTTP 403" in text:
@@ -89,12 +85,15 @@ class Airflow:
         return list(page.get("backfills") or [])
 
     def dry_run(self, body: dict) -> list[str]:
-
         answer = self._call("POST", "/api/v2/backfills/dry_run", body, what=f"--dag-id {body['dag_id']}")
         return [iso(b["logical_date"]) for b in answer.get("backfills") or () if b.get("logical_date")]
 
     def create(self, body: dict) -> dict:
         return self._call("POST", "/api/v2/backfills", body, what=f"backfill of {body['dag_id']}")
+
+    def cancel(self, backfill_id: int) -> dict:
+        """``PUT /backfills/{id}/cancel``: fails its queued runs and marks it complete."""
+        return self._call("PUT", f"/api/v2/backfills/{int(backfill_id)}/cancel", {}, what=f"backfill {backfill_id}")
 
     def runs(self, dag_id: str, start: str, end: str) -> list[dict]:
         """Every run of ``dag_id`` whose logical date is in ``[start, end]`` (all pages)."""

@@ -9,9 +9,10 @@ the backfill writes one record for its partition,
 
 (its final ``check_run`` task on success, the task that failed on failure; see
 :mod:`greenlight.dagsupport.backfillsummary`), then folds every record into the summary. Parallel
-runs update the one summary object safely: the read-modify-write is conditional (S3 ``If-Match`` on
-the ETag read, ``If-None-Match: *`` for the first write, retried on ``412``; a lock file on a local
-root), and whoever writes last has listed the records after every earlier writer's own record was
+runs update the one summary object safely: the read-modify-write is conditional
+(:meth:`greenlight.storage.manifests.ManifestStore.write_if`: S3 ``If-Match`` on the ETag read,
+``If-None-Match: *`` for the first write; the same compare-and-write under a lock file on a local
+root) and retried when another run wrote first, and whoever writes last has listed the records after every earlier writer's own record was
 in place, so no partition is lost. The records stay the truth: a reader that merges them again
 (``greenlight backfill --follow N``) gets the same summary.
 
@@ -23,8 +24,6 @@ undo a newer verdict.
 
 from __future__ import annotations
 
-import fcntl
-import json
 import random
 import time
 from collections.abc import Callable
@@ -33,14 +32,12 @@ from typing import Any
 
 from greenlight.backfill.plan import finish_counts, iso, new_summary, overall, partition_entry
 from greenlight.errors import ManifestError
-from greenlight.redact import redact_text
 from greenlight.storage.manifests import ManifestStore, safe_name, utcnow
-from greenlight.storage.s3 import error_code, list_pages
+from greenlight.storage.s3 import list_pages
 
 RECORD_SCHEMA = "greenlight.backfill-partition/1"
 #: Conditional writes tried before giving up (each conflict means another run just wrote).
 UPDATE_TRIES = 12
-_CONFLICT = ("PreconditionFailed", "412", "ConditionalRequestConflict", "409")
 #: ``seen_by`` of the entries that come from a run's own record.
 RECORD_SOURCES = ("check_run", "task failure")
 #: What a record sets in the partition's summary entry.
@@ -61,29 +58,46 @@ def record_relpath(airflow_id: int, partition: str) -> str:
 
 
 # ------------------------------------------------------------------------------- plain logic
+def run_value(dag_run: Any, name: str) -> Any:
+    """Field ``name`` of a DAG run (Airflow's object from the task context, or a REST API dict)."""
+    value = dag_run.get(name) if isinstance(dag_run, dict) else getattr(dag_run, name, None)
+    return getattr(value, "value", value)  # enums (run type) as their string
+
+
+def is_backfill_run(dag_run: Any) -> bool:
+    return (
+        dag_run is not None
+        and run_value(dag_run, "run_type") == "backfill"
+        and bool(run_value(dag_run, "logical_date"))
+    )
+
+
 def partition_record(
-    *,
-    airflow_id: int,
-    dag_id: str,
-    run_id: str,
-    logical_date: Any,
+    dag_run: Any,
     state: str,
+    *,
     seen_by: str,
     view: dict[str, Any] | None = None,
     first_error: dict[str, Any] | None = None,
     tries: int | None = None,
-) -> dict[str, Any]:
-    """One partition's record: ``state`` is ``success`` (the run check passed) or ``failed``.
+) -> dict[str, Any] | None:
+    """The record of ``dag_run``'s partition: ``state`` is ``success`` (the run check passed) or
+    ``failed``; None when the run is no ``backfill`` run (nothing to record).
 
     ``view`` is :func:`greenlight.backfill.plan.manifest_view` of the run's manifests (timings,
-    tries, what is missing); ``first_error`` the failed task and its error when a task failed."""
+    tries, what is missing); ``first_error`` the failed task and its error when a task failed.
+    ``airflow_backfill_id`` stays None until the run's Airflow backfill is known, and ``observed``
+    is stamped again when the record is written
+    (:func:`greenlight.dagsupport.backfillsummary.report_partition` asks the REST API, then writes)."""
+    if not is_backfill_run(dag_run):
+        return None
     view = view or {}
     return {
         "schema": RECORD_SCHEMA,
-        "airflow_backfill_id": int(airflow_id),
-        "dag_id": dag_id,
-        "partition": iso(logical_date),
-        "run_id": run_id,
+        "airflow_backfill_id": None,
+        "dag_id": run_value(dag_run, "dag_id"),
+        "partition": iso(run_value(dag_run, "logical_date")),
+        "run_id": run_value(dag_run, "run_id"),
         "state": state,
         "tries": tries if tries is not None else view.get("tries"),
         "start": view.get("start"),
@@ -203,42 +217,12 @@ class SummaryFiles:
 
     def update(self, relpath: str, mutate: Callable[[dict[str, Any] | None], dict[str, Any]]) -> dict[str, Any]:
         """Read ``relpath``, ``mutate`` it (None: no document yet), write it back only if nobody
-        wrote in between; on a conflict read again and repeat. Returns what was written."""
-        if self.store.s3 is None:
-            return self._update_local(relpath, mutate)
-        client, bucket, key = self.store.client, self.store.s3.bucket, self.store.s3.prefix + relpath
+        wrote in between (:meth:`ManifestStore.write_if`); on a conflict read again and repeat.
+        Returns what was written."""
         for attempt in range(UPDATE_TRIES):
-            current, etag = None, None
-            try:
-                response = client.get_object(Bucket=bucket, Key=key)
-                current, etag = json.loads(response["Body"].read()), response.get("ETag")
-            except Exception as exc:
-                if error_code(exc) not in ("NoSuchKey", "404", "NotFound"):
-                    raise ManifestError(f"could not read {self.store.uri(relpath)}: {exc}") from exc
+            current, etag = self.store.read_tagged(relpath) or (None, None)
             doc = mutate(current)
-            condition = {"IfMatch": etag} if etag else {"IfNoneMatch": "*"}
-            try:
-                client.put_object(Bucket=bucket, Key=key, Body=_body(doc), ContentType="application/json", **condition)
+            if self.store.write_if(relpath, doc, etag=etag) is not None:
                 return doc
-            except Exception as exc:
-                if error_code(exc) not in _CONFLICT:
-                    raise ManifestError(f"could not write {self.store.uri(relpath)}: {exc}") from exc
             time.sleep(random.uniform(0.05, 0.2) * (attempt + 1))  # another run wrote: read again
         raise ManifestError(f"{self.store.uri(relpath)} kept changing: not updated after {UPDATE_TRIES} tries")
-
-    def _update_local(self, relpath: str, mutate) -> dict[str, Any]:
-        target = Path(self.store.uri(relpath))
-        target.parent.mkdir(parents=True, exist_ok=True)
-        with open(target.parent / ".summary.lock", "a+") as lock:  # one writer at a time on this host
-            fcntl.flock(lock, fcntl.LOCK_EX)
-            try:
-                doc = mutate(self.store.read(relpath))
-                self.store.write(relpath, doc)
-                return doc
-            finally:
-                fcntl.flock(lock, fcntl.LOCK_UN)
-
-
-def _body(doc: dict[str, Any]) -> bytes:
-    """The JSON the summary is stored as (the same redaction as every manifest)."""
-    return redact_text(json.dumps(doc, indent=2, sort_keys=True, default=str), json_escaped=True).encode()

@@ -13,7 +13,6 @@ decisions themselves are plain functions in :mod:`greenlight.backfill.plan`; the
 from __future__ import annotations
 
 import argparse
-import os
 import time
 from datetime import UTC, datetime
 from typing import Any
@@ -39,8 +38,10 @@ from greenlight.backfill.plan import (
     update_partition,
 )
 from greenlight.backfill.records import SummaryFiles, airflow_summary, airflow_summary_id, finish, merge_records
+from greenlight.cli.checkrun import dags_folder, load_dag
 from greenlight.cli.output import emit
-from greenlight.dagsupport.taskmanifest import default_root, store_for
+from greenlight.dagsupport.runcheck import dag_structure
+from greenlight.dagsupport.taskmanifest import cli_root, store_for
 from greenlight.errors import ConfigError, GreenlightError
 from greenlight.runcheck import ManifestRoot, check_run, read_json_uri
 from greenlight.storage.manifests import safe_name, utcnow
@@ -65,7 +66,6 @@ class Manifests:
     """Task manifests of one DAG, judged per partition by the run check (``check-run``'s logic)."""
 
     def __init__(self, dag_id: str, root: str, structure: list[dict] | None):
-
         self.dag_id = dag_id
         self.root = root
         self.structure = structure
@@ -79,13 +79,11 @@ class Manifests:
         return self.structure is not None
 
     def _pointer(self, uri: str):
-
         if uri.startswith("s3://") and self.client is None:
             self.client = make_client(max_pool=8)
         return read_json_uri(uri, self.client)
 
     def view(self, run_id: str, docs: dict[str, dict]) -> dict[str, Any]:
-
         report = check_run(self.dag_id, run_id, self.structure, docs, read_pointer=self._pointer)
         return manifest_view(report, docs)
 
@@ -99,7 +97,6 @@ class Manifests:
         return {p: self.view(rid, docs) for p, (rid, docs) in runs_by_partition(runs).items() if start <= p <= end}
 
     def of_run(self, run_id: str) -> dict[str, Any] | None:
-
         if not self.enabled:
             return None
         docs = self.reader.read_run(self.dag_id, safe_name(run_id))
@@ -110,24 +107,10 @@ def _structure(dag_id: str, tags: list, folder: str | None) -> list[dict] | None
     """The DAG's task structure for the run check; None for a DAG that writes no manifests."""
     if "greenlight" not in tags:
         return None
-    from greenlight.cli.checkrun import dags_folder, load_dag  # Airflow's DagBag: only when a run is checked
-
-    # local: dagsupport.runcheck imports this package's records (a cycle at import time)
-    from greenlight.dagsupport.runcheck import dag_structure
-
     return dag_structure(load_dag(dag_id, dags_folder(folder)))
 
 
-def manifest_root(value: str | None) -> str:
-
-    root = value or os.environ.get("GREENLIGHT_TASK_MANIFEST_ROOT") or default_root()
-    if root.strip().lower() in ("none", "off", "false", "0", "disabled"):
-        raise ConfigError("task manifests are turned off (GREENLIGHT_TASK_MANIFEST_ROOT=none): pass --root")
-    return root
-
-
 def checked_range(start_text: str, end_text: str):
-
     try:
         start = parse_bound(start_text, end=False, what="--start")
         end = parse_bound(end_text, end=True, what="--end")
@@ -145,7 +128,6 @@ class Backfill:
 
     # --------------------------------------------------------------- checks (all before any change)
     def _range(self):
-
         if self.args.follow is not None:
             bf = self.airflow.backfill(self.args.follow)
             if bf is None:
@@ -181,7 +163,6 @@ class Backfill:
         return {b["id"] for b in getattr(self, "summary", {}).get("airflow_backfills", ())}
 
     def _unfinished(self, bf: dict) -> list[str]:
-
         runs = self.airflow.runs(bf["dag_id"], iso(bf["from_date"]), iso(bf["to_date"]))
         return [r["dag_run_id"] for r in runs if r.get("run_type") == "backfill" and r.get("state") in IN_FLIGHT]
 
@@ -196,7 +177,7 @@ class Backfill:
         if bf is None or bf.get("completed_at") or self._unfinished(bf):
             return False
         try:
-            self.airflow._call("PUT", f"/api/v2/backfills/{int(airflow_id)}/cancel", {}, what=f"backfill {airflow_id}")
+            self.airflow.cancel(airflow_id)
         except GreenlightError as exc:  # already completed meanwhile (409), or the API is busy: Airflow closes it
             say(f"backfill {airflow_id}: not closed now ({exc}); Airflow's scheduler will")
             return False
@@ -235,13 +216,12 @@ class Backfill:
 
     # ---------------------------------------------------------------------------------- main
     def go(self) -> int:
-
         self.followed = None
         start, end = self._range()
         dag_id = self.args.dag_id
         dag = self._dag()
         self.start, self.end = iso(start), iso(end)
-        root = manifest_root(self.args.root)
+        root = cli_root(self.args.root)
         tags = [t.get("name") if isinstance(t, dict) else t for t in dag.get("tags") or []]  # {"name": ...}
         self.manifests = Manifests(dag_id, root, _structure(dag_id, tags, self.args.dags_folder))
         if self.args.follow is not None:  # the summary the backfill's own runs write (records.py)
@@ -362,7 +342,6 @@ class Backfill:
         return body
 
     def _plan(self, partitions: list[str], runs: dict, views: dict) -> dict[str, Any]:
-
         state = {p: (runs[p].get("state") if p in runs else None) for p in partitions}
         if self.followed is not None:
             bf = self.followed
@@ -397,7 +376,6 @@ class Backfill:
         }
 
     def _create(self, dag_id: str, step: dict) -> int:
-
         body = self._body(dag_id, step["from"], step["to"], step["reprocess_behavior"])
         if self.summary["attempts"][-1]["airflow_backfill_ids"]:
             self._no_other_backfill(dag_id)  # the previous stretch's backfill, until Airflow closes it
@@ -431,7 +409,6 @@ class Backfill:
         return bf["id"]
 
     def _adopt(self, dag_id: str, step: dict, error: Exception) -> dict:
-
         for candidate in self.airflow.backfills(dag_id):
             if (
                 not candidate.get("completed_at")
@@ -490,7 +467,6 @@ class Backfill:
             time.sleep(self.args.poll)
 
     def _refresh_all(self, partitions, runs, views, *, skipped=frozenset(), todo=frozenset()) -> None:
-
         for p in partitions:
             entry = partition_entry(self.summary, p)
             self._update(entry, runs.get(p), views.get(p))

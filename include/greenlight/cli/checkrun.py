@@ -20,7 +20,7 @@ from pathlib import Path
 
 from greenlight.cli.output import emit
 from greenlight.dagsupport.runcheck import dag_structure
-from greenlight.dagsupport.taskmanifest import default_root
+from greenlight.dagsupport.taskmanifest import cli_root
 from greenlight.errors import ConfigError
 from greenlight.runcheck import ManifestRoot, check_run, format_table, read_json_uri
 from greenlight.storage.s3 import make_client
@@ -70,9 +70,7 @@ def load_dag(dag_id: str, folder: Path):
 def run(args: argparse.Namespace) -> int:
     if args.date and not re.fullmatch(r"\d{4}-\d{2}-\d{2}", args.date):
         raise ConfigError(f"--date {args.date!r}: expected YYYY-MM-DD")
-    root = args.root or os.environ.get("GREENLIGHT_TASK_MANIFEST_ROOT") or default_root()
-    if root.strip().lower() in ("none", "off", "false", "0", "disabled"):
-        raise ConfigError("task manifests are turned off (GREENLIGHT_TASK_MANIFEST_ROOT=none): pass --root")
+    root = cli_root(args.root)
     client = None
     if root.startswith("s3://"):
         client = make_client(max_pool=8)

@@ -25,7 +25,7 @@ import sys
 import time
 
 from greenlight.cli.output import default_run_id, emit
-from greenlight.dagsupport.taskmanifest import default_root
+from greenlight.dagsupport.taskmanifest import cli_root
 from greenlight.errors import ConfigError
 from greenlight.runcheck import ManifestRoot
 from greenlight.storage.s3 import make_client
@@ -99,9 +99,7 @@ def check_consumer(config, model, s3, args: argparse.Namespace) -> int:
 
     if args.wait < 0:
         raise ConfigError(f"--wait {args.wait}: expected seconds >= 0")
-    root = args.manifest_root or os.environ.get("GREENLIGHT_TASK_MANIFEST_ROOT") or default_root()
-    if root.strip().lower() in ("none", "off", "false", "0", "disabled"):
-        raise ConfigError("task manifests are turned off (GREENLIGHT_TASK_MANIFEST_ROOT=none): pass --manifest-root")
+    root = cli_root(args.manifest_root, "--manifest-root")
     manifests = ManifestRoot(root, s3 if root.startswith("s3://") else None)
     store = promotion.pointer_store(config, s3)
     deadline = time.monotonic() + args.wait

@@ -83,6 +83,10 @@ class AirflowApi:
         """POST ``body`` as JSON to ``path`` (e.g. ``/api/v2/dags/x/dagRuns``)."""
         return self._request("POST", path, body)
 
+    def put(self, path: str, body: dict) -> Any:
+        """PUT ``body`` as JSON to ``path`` (e.g. ``/api/v2/backfills/7/cancel``)."""
+        return self._request("PUT", path, body)
+
     def get_dag(self, dag_id: str) -> dict[str, Any] | None:
         return self.get(f"/api/v2/dags/{urllib.parse.quote(dag_id, safe='')}")
 

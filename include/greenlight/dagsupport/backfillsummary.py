@@ -34,6 +34,7 @@ from greenlight.backfill.records import (
     airflow_summary,
     airflow_summary_id,
     finish,
+    is_backfill_run,
     merge_records,
     observe_in_flight,
     partition_record,
@@ -47,33 +48,16 @@ from greenlight.triage import classify
 log = logging.getLogger("greenlight.dagsupport.backfillsummary")
 
 
-def _value(thing: Any, name: str) -> Any:
-    value = thing.get(name) if isinstance(thing, dict) else getattr(thing, name, None)
-    return getattr(value, "value", value)  # enums (run type) as their string
+def report_partition(record: dict[str, Any] | None, *, api: Any = None) -> str | None:
+    """Write a partition's record (:func:`greenlight.backfill.records.partition_record`) under the
+    Airflow backfill its run belongs to, and fold it into that backfill's summary.
 
-
-def is_backfill_run(dag_run: Any) -> bool:
-    return dag_run is not None and _value(dag_run, "run_type") == "backfill" and _value(dag_run, "logical_date")
-
-
-def record_partition(
-    dag_run: Any,
-    state: str,
-    *,
-    seen_by: str,
-    view: dict[str, Any] | None = None,
-    first_error: dict[str, Any] | None = None,
-    tries: int | None = None,
-    api: Any = None,
-) -> str | None:
-    """Write this run's partition record and fold it into its Airflow backfill's summary.
-
-    Returns the summary's location; None when the run is no backfill run or nothing could be
-    written (logged). ``api``: an :class:`greenlight.dagsupport.api.AirflowApi` (default: from the
-    ``airflow_api`` connection)."""
-    if not is_backfill_run(dag_run):
+    Returns the summary's location; None when there is no record (not a backfill run) or nothing
+    could be written (logged). ``api``: an :class:`greenlight.dagsupport.api.AirflowApi` (default:
+    from the ``airflow_api`` connection)."""
+    if record is None:
         return None
-    dag_id, run_id, logical_date = (_value(dag_run, k) for k in ("dag_id", "run_id", "logical_date"))
+    dag_id, run_id = record["dag_id"], record["run_id"]
     try:
         root = manifest_root()
         if root is None:
@@ -81,22 +65,14 @@ def record_partition(
         if api is None:
             api = airflow_api()
         airflow = Airflow(api)
-        backfill = backfill_of_run(airflow.backfills(dag_id), logical_date)
+        backfill = backfill_of_run(airflow.backfills(dag_id), record["partition"])
         if backfill is None:
-            log.warning("backfill summary: no Airflow backfill of %s covers %s", dag_id, iso(logical_date))
+            log.warning("backfill summary: no Airflow backfill of %s covers %s", dag_id, record["partition"])
             return None
         files = SummaryFiles(store_for(root))
-        record = partition_record(
-            airflow_id=backfill["id"],
-            dag_id=dag_id,
-            run_id=run_id,
-            logical_date=logical_date,
-            state=state,
-            seen_by=seen_by,
-            view=view,
-            first_error=first_error,
-            tries=tries,
-        )
+        # Observed as it is written (not when it was built, before the REST call above): another
+        # run that lists this run as in flight after this moment must not outrank the record.
+        record = {**record, "airflow_backfill_id": int(backfill["id"]), "observed": utcnow()}
         files.write_record(record)
         asked = utcnow()
         runs = airflow.runs(dag_id, iso(backfill["from_date"]), iso(backfill["to_date"]))
@@ -110,7 +86,13 @@ def record_partition(
         rel = summary_relpath(airflow_summary_id(backfill["id"]))
         summary = files.update(rel, mutate)
         where = files.store.uri(rel)
-        log.info("backfill summary %s: partition %s %s (%s)", where, record["partition"], state, summary.get("counts"))
+        log.info(
+            "backfill summary %s: partition %s %s (%s)",
+            where,
+            record["partition"],
+            record["state"],
+            summary.get("counts"),
+        )
         return where
     except Exception as exc:  # noqa: BLE001 - the summary must never fail the run it describes
         log.warning("backfill summary not updated for %s %s: %s", dag_id, run_id, clean_message(exc))
@@ -127,7 +109,6 @@ def on_task_failure(context: Any) -> None:
     task_id = getattr(ti, "task_id", None)
     map_index = getattr(ti, "map_index", -1)
     name = f"{task_id}.{map_index}" if isinstance(map_index, int) and map_index >= 0 else task_id
-    kind = None
     try:
         kind = classify(error).kind
     except Exception:  # noqa: BLE001 - the error's class is a detail of the record
@@ -143,11 +124,13 @@ def on_task_failure(context: Any) -> None:
     view = {"start": iso(start), "end": iso(end)}
     if isinstance(start, datetime):
         view["duration_s"] = round((end - start).total_seconds(), 3)  # the failed task's own time
-    record_partition(
-        dag_run,
-        "failed",
-        seen_by="task failure",
-        view=view,
-        first_error=first_error,
-        tries=getattr(ti, "try_number", None),
+    report_partition(
+        partition_record(
+            dag_run,
+            "failed",
+            seen_by="task failure",
+            view=view,
+            first_error=first_error,
+            tries=getattr(ti, "try_number", None),
+        )
     )

@@ -215,5 +215,4 @@ def asset_event(result: dict[str, Any], report: dict[str, Any], *, project: str,
 
 
 def project_name() -> str:
-
     return os.environ.get("GREENLIGHT_FEAST_PROJECT", "greenlight")

@@ -12,7 +12,8 @@ import time
 from typing import Any
 
 from greenlight.backfill.plan import manifest_view
-from greenlight.dagsupport.backfillsummary import is_backfill_run, record_partition
+from greenlight.backfill.records import is_backfill_run, partition_record
+from greenlight.dagsupport.backfillsummary import report_partition
 from greenlight.dagsupport.runtime import s3_client
 from greenlight.dagsupport.taskmanifest import manifest_root
 from greenlight.errors import ConfigError, GreenlightError
@@ -103,7 +104,7 @@ def check_own_run(
     """Body of the final ``check_run`` task: check this run's manifests (except its own).
 
     A complete ``backfill`` run (``dag_run`` from the task context) also records its partition in
-    its backfill's summary (:func:`greenlight.dagsupport.backfillsummary.record_partition`).
+    its backfill's summary (:func:`greenlight.dagsupport.backfillsummary.report_partition`).
 
     With task manifests turned off there is nothing to check: the task skips itself (the run's
     state is then its other tasks' alone). A manifest that is missing or still says ``running``
@@ -138,6 +139,8 @@ def check_own_run(
         log.info("%s", line)
     if not report["complete"]:
         raise RunIncompleteError(f"run {run_id} of {dag.dag_id} is incomplete: " + "; ".join(report["missing"][:20]))
-    if is_backfill_run(dag_run):
-        record_partition(dag_run, "success", seen_by="check_run", view=manifest_view(report, manifests))
+    if is_backfill_run(dag_run):  # (the manifest view is only worth building for a backfill run)
+        report_partition(
+            partition_record(dag_run, "success", seen_by="check_run", view=manifest_view(report, manifests))
+        )
     return {"complete": True, "tasks": len(report["tasks"]), "pointers": len(report["pointers"])}

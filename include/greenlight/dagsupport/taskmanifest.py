@@ -37,6 +37,7 @@ from pathlib import Path, PurePath
 from typing import Any
 
 from greenlight.dagsupport.runtime import s3_client
+from greenlight.errors import ConfigError
 
 # Redaction lives in greenlight.redact (no Airflow imports); these names stay importable from here.
 from greenlight.redact import REDACTED, airflow_redact, clean_message, redact_text, sensitive_key
@@ -65,12 +66,25 @@ def default_root() -> str:
     return str(Path(home) / "greenlight" / "task_manifests")
 
 
+#: Values of ``GREENLIGHT_TASK_MANIFEST_ROOT`` that turn task manifests off.
+OFF_VALUES = ("none", "off", "false", "0", "disabled")
+
+
 def manifest_root() -> str | None:
     """The configured root, or None when task manifests are turned off (``none``/``off``/``false``)."""
     value = os.environ.get(ROOT_ENV, "").strip()
-    if value.lower() in ("none", "off", "false", "0", "disabled"):
+    if value.lower() in OFF_VALUES:
         return None
     return value or default_root()
+
+
+def cli_root(value: str | None, flag: str = "--root") -> str:
+    """The root a CLI command reads: ``value`` (its ``flag``), else ``$GREENLIGHT_TASK_MANIFEST_ROOT``,
+    else the default; refused (exit 2) when that turns task manifests off."""
+    root = value or os.environ.get(ROOT_ENV) or default_root()
+    if root.strip().lower() in OFF_VALUES:
+        raise ConfigError(f"task manifests are turned off ({ROOT_ENV}={root}): pass {flag}")
+    return root
 
 
 def relpath(dag_id: str, run_id: str, task_id: str, map_index: int | None) -> str:

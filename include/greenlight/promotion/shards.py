@@ -27,7 +27,7 @@ from greenlight.errors import QAChangedError, SyncFailedError
 from greenlight.promotion.config import PrefixConfig
 from greenlight.promotion.engine import Engine
 from greenlight.promotion.plan import PrefixPlan, contract_record, diff
-from greenlight.storage.s3 import ObjectInfo, S3Uri, list_pages, normalize_etag
+from greenlight.storage.s3 import S3Uri, list_pages, object_info
 
 log = logging.getLogger("greenlight.promotion.shards")
 
@@ -108,12 +108,7 @@ def list_range(client, uri: S3Uri, rng: KeyRange) -> dict[str, Any]:
     start = uri.join(rng.start_after) if rng.start_after is not None else None
     for page in list_pages(client, uri.bucket, uri.prefix, start_after=start):
         for obj in page.get("Contents", ()):
-            info = ObjectInfo(
-                rel=obj["Key"][len(uri.prefix) :],
-                size=int(obj["Size"]),
-                etag=normalize_etag(obj.get("ETag")),
-                last_modified=obj.get("LastModified"),
-            )
+            info = object_info(obj, uri.prefix)
             if rng.end is not None and info.rel > rng.end:
                 return out
             if rng.contains(info.rel):  # StartAfter is exclusive, but some servers echo the key itself

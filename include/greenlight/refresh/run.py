@@ -478,7 +478,7 @@ def summarize(
             "detail": {"tables": tables, "verification": verification},
             **summary,
         }
-        summary["manifest"] = store.write(f"{MANIFEST_DIR}/{_safe(r.run_id)}/summary.json", doc)
+        summary["manifest"] = store.write(f"{MANIFEST_DIR}/{safe_name(r.run_id)}/summary.json", doc)
         if not failed and not problems:
             # The next run's 0-row trap compares against the last complete refresh of each table
             # (merged, so a run with ``only`` does not forget the other tables).
@@ -492,10 +492,6 @@ def summarize(
             }
             store.write(f"{MANIFEST_DIR}/latest.json", latest)
     return summary
-
-
-def _safe(text: str) -> str:
-    return safe_name(text)
 
 
 def table_lines(rows: list[dict[str, Any]]) -> list[str]:

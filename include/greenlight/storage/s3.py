@@ -145,7 +145,7 @@ def parse_list_v2(body: bytes) -> dict[str, Any]:
 def parse_list_v2_infos(body: bytes, base: str) -> tuple[list[ObjectInfo], list[str], str | None]:
     """One ListObjectsV2 page straight to what a listing needs: the objects as :class:`ObjectInfo`
     (``rel`` = key minus ``base``), the common prefixes, and the continuation token (None on the
-    last page). The same fields as :func:`parse_list_v2` + :func:`_info`, without the
+    last page). The same fields as :func:`parse_list_v2` + :func:`object_info`, without the
     intermediate dicts (~30 % less CPU per 1,000-key page); ``encoding-type=url`` keys decoded."""
     # local: ElementTree (~10-25 ms to import) loads only when a response is parsed
     from urllib.parse import unquote_plus
@@ -315,7 +315,8 @@ def list_pages(client, bucket: str, prefix: str, *, delimiter: str | None = None
         kwargs["ContinuationToken"] = page["NextContinuationToken"]
 
 
-def _info(obj: dict, base: str) -> ObjectInfo:
+def object_info(obj: dict, base: str) -> ObjectInfo:
+    """One ``Contents`` entry of a listing page as :class:`ObjectInfo` (``rel`` = key minus ``base``)."""
     return ObjectInfo(
         rel=obj["Key"][len(base) :],
         size=int(obj["Size"]),
@@ -334,7 +335,7 @@ def info_pages(client, bucket: str, prefix: str, base: str, *, delimiter: str | 
         return
     for page in list_pages(client, bucket, prefix, delimiter=delimiter):
         yield (
-            [_info(obj, base) for obj in page.get("Contents", ())],
+            [object_info(obj, base) for obj in page.get("Contents", ())],
             [cp["Prefix"] for cp in page.get("CommonPrefixes", ())],
         )
 
