@@ -16,6 +16,15 @@ import sys
 from greenlight.cli.output import emit
 from greenlight.errors import GreenlightError
 from greenlight.redact import RedactingFilter
+from greenlight.triage import classify
+
+#: What to do when a command fails for want of credentials or configuration (the CLI's own
+#: settings: env vars, not the Airflow connections the DAGs use).
+CLI_HINTS = {
+    "permission": "the CLI reads S3 credentials from the standard AWS env vars (AWS_ACCESS_KEY_ID and "
+    "AWS_SECRET_ACCESS_KEY, or AWS_PROFILE; AWS_ENDPOINT_URL for MinIO/SeaweedFS): check they are set "
+    "and allowed (README, 'The CLI')",
+}
 
 #: Subcommand name -> its module, in the order ``--help`` lists them. A module is imported only
 #: when needed: ``greenlight refresh`` does not pay for the imports of ``promote`` or ``features``.
@@ -75,8 +84,14 @@ def main(argv: list[str] | None = None) -> int:
         emit({"error": str(exc), "kind": exc.kind, "exit_code": exc.exit_code})
         return exc.exit_code
     except Exception as exc:  # noqa: BLE001 - the CLI reports every failure as exit 1
+        triage = classify(exc)
+        error = f"{type(exc).__name__}: {exc}"
+        if triage.kind in CLI_HINTS:  # e.g. no S3 credentials in the env: what to set, not a traceback
+            logging.getLogger("greenlight").error("%s failed: %s; %s", args.command, error, CLI_HINTS[triage.kind])
+            emit({"error": error, "kind": triage.kind, "hint": CLI_HINTS[triage.kind], "exit_code": 1})
+            return 1
         logging.getLogger("greenlight").exception("%s failed", args.command)
-        emit({"error": f"{type(exc).__name__}: {exc}", "kind": "unknown", "exit_code": 1})
+        emit({"error": error, "kind": triage.kind, "exit_code": 1})
         return 1
 
 

@@ -379,6 +379,20 @@ def datasets_setup(workdir: Path, *, schedules: bool) -> Path:
     return path
 
 
-def dataset_pools(config, api) -> list[str]:
-    """Every dataset version's pool (a DAG whose pool is missing never starts its task)."""
-    return [f"{name} {outcome}" for name, outcome in ensure_pools(config, api).items()]
+def dataset_pools(config, api, *, attempts: int = 6, pause: float = 2.0) -> list[str]:
+    """Every dataset version's pool (a DAG whose pool is missing never starts its task).
+
+    ``make airflow`` keeps the schedules, so the scheduler starts the scheduled DAGs as soon as
+    ``airflow standalone`` is healthy; on SQLite their first task-state writes can hold the
+    metadata DB's lock for seconds and the API then answers 500 ("database is locked"). Creating
+    a pool is idempotent (read, then create or update), so a 5xx is retried with a growing pause.
+    """
+    for attempt in range(1, attempts):
+        try:
+            outcomes = ensure_pools(config, api)
+        except AirflowApiUnavailable as exc:
+            log.warning("dataset pools: %s; retrying (%d/%d)", exc, attempt, attempts - 1)
+            time.sleep(pause * attempt)
+        else:
+            return [f"{name} {outcome}" for name, outcome in outcomes.items()]
+    return [f"{name} {outcome}" for name, outcome in ensure_pools(config, api).items()]  # last try: errors raise
