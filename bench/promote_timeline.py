@@ -38,6 +38,7 @@ sys.path.insert(0, str(REPO / "include"))
 from greenlight.cli import main as cli_main  # noqa: E402
 from greenlight.dev.localstack import start_seaweedfs  # noqa: E402
 from greenlight.storage import fast as fast_module  # noqa: E402
+from greenlight.storage.s3 import make_client  # noqa: E402
 
 SEED = 20261122
 
@@ -120,6 +121,13 @@ def seed(client, bucket: str, n_small: int) -> list[str]:
     return sorted(keys)
 
 
+def overwrite_same_size(client, bucket: str, keys: list[str], rng: random.Random) -> None:
+    """New content of the same size for ``keys`` (the benchmark's "changed" scenario)."""
+    for key in keys:
+        size = client.head_object(Bucket=bucket, Key=key)["ContentLength"]
+        client.put_object(Bucket=bucket, Key=key, Body=rng.randbytes(size))
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--small", type=int, default=5000)
@@ -128,20 +136,16 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--cli", type=int, default=0, metavar="N", help="also time N CLI subprocess runs of each")
     args = parser.parse_args(argv)
 
-    import boto3
-    from botocore.config import Config
-
     tmp = Path(tempfile.mkdtemp(prefix="greenlight-timeline-"))
     server = start_seaweedfs(tmp / "seaweedfs", "tlkey", "tlsecret-0123456789")
     try:
         os.environ.update(server.env())
-        client = boto3.client(
-            "s3",
+        client = make_client(
             endpoint_url=server.endpoint_url,
-            aws_access_key_id=server.access_key,
-            aws_secret_access_key=server.secret_key,
-            region_name="us-east-1",
-            config=Config(max_pool_connections=32, s3={"addressing_style": "path"}),
+            access_key=server.access_key,
+            secret_key=server.secret_key,
+            region="us-east-1",
+            max_pool=32,
         )
         qa, prod = "qa-timeline", "prod-timeline"
         client.create_bucket(Bucket=qa)
@@ -166,10 +170,7 @@ def main(argv: list[str] | None = None) -> int:
         for repeat in range(args.repeats):
             for scenario in ("noop", "changed"):
                 if scenario == "changed":
-                    rng = random.Random(f"{SEED}:{repeat}")
-                    for key in changed:
-                        size = client.head_object(Bucket=qa, Key=key)["ContentLength"]
-                        client.put_object(Bucket=qa, Key=key, Body=rng.randbytes(size))
+                    overwrite_same_size(client, qa, changed, random.Random(f"{SEED}:{repeat}"))
                 recorder.reset()
                 started = time.monotonic()
                 rc = cli_main(cmd)
@@ -182,10 +183,7 @@ def main(argv: list[str] | None = None) -> int:
             for repeat in range(args.cli):
                 for scenario in ("noop", "changed"):
                     if scenario == "changed":
-                        rng = random.Random(f"{SEED}:cli:{repeat}")
-                        for key in changed:
-                            size = client.head_object(Bucket=qa, Key=key)["ContentLength"]
-                            client.put_object(Bucket=qa, Key=key, Body=rng.randbytes(size))
+                        overwrite_same_size(client, qa, changed, random.Random(f"{SEED}:cli:{repeat}"))
                     started = time.perf_counter()
                     subprocess.run(
                         [sys.executable, "-m", "greenlight", *cmd],

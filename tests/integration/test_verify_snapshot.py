@@ -13,20 +13,21 @@ from greenlight.promotion.config import parse_config
 from greenlight.promotion.engine import Engine
 
 
-def promoted(s3, buckets, area):
-    qa, _prod = buckets
-    for name in ("a.csv", "b.csv", "c/d.csv"):
-        put(s3, qa, f"{area}v/{name}", f"{name}\n")
+def promoted(s3, buckets, area, names=("a.csv", "b.csv", "c/d.csv"), folder="v"):
+    """QA ``<area><folder>/`` holding ``names`` promoted to prod by run ``<folder>-1``."""
+    qa, prod = buckets
+    for name in names:
+        put(s3, qa, f"{area}{folder}/{name}", f"{name}\n")
     cfg = parse_config(
         {
-            "prefixes": [f"s3://{qa}/{area}v/"],
-            "manifest_uri": f"s3://{buckets[1]}/_greenlight/{area}",
+            "prefixes": [f"s3://{qa}/{area}{folder}/"],
+            "manifest_uri": f"s3://{prod}/_greenlight/{area}",
             "defaults": {"stale_after_hours": None},
         }
     )
     engine = Engine(cfg, s3)
-    (planned,) = run.plan(engine, run_id="v-1", dry_run=False)
-    engine.execute(planned, "v-1")
+    (planned,) = run.plan(engine, run_id=f"{folder}-1", dry_run=False)
+    engine.execute(planned, f"{folder}-1")
     return engine, planned
 
 
@@ -57,19 +58,9 @@ def test_verify_finds_every_difference_whichever_sub_prefix_it_is_in(s3, buckets
     """Prod is listed per first-level sub-prefix, the ones the snapshot names beside the top-level
     listing: a difference is found in the first and the last of them, at the top level, and in a
     sub-prefix the snapshot does not know."""
-    qa, prod = buckets
-    for name in ("a/1.csv", "a/2.csv", "m/3.csv", "z/4.csv", "z/5.csv", "top.csv"):
-        put(s3, qa, f"{area}w/{name}", f"{name}\n")
-    cfg = parse_config(
-        {
-            "prefixes": [f"s3://{qa}/{area}w/"],
-            "manifest_uri": f"s3://{prod}/_greenlight/{area}",
-            "defaults": {"stale_after_hours": None},
-        }
-    )
-    engine = Engine(cfg, s3)
-    (planned,) = run.plan(engine, run_id="w-1", dry_run=False)
-    engine.execute(planned, "w-1")
+    _qa, prod = buckets
+    names = ("a/1.csv", "a/2.csv", "m/3.csv", "z/4.csv", "z/5.csv", "top.csv")
+    engine, planned = promoted(s3, buckets, area, names, folder="w")
     assert engine.verify(planned.prefix, planned.snapshot)["objects"] == 6
 
     put(s3, prod, f"{area}w/a/1.csv", "A/1.csv\n")  # first sub-prefix: same size, other content
