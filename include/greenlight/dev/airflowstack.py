@@ -25,7 +25,9 @@ All on 127.0.0.1, from pip packages, with its state under one work folder:
   plus ``MLFLOW_TRACKING_URI``.
 
 No secret is written to a project file: the S3 keys live in the git-ignored credentials file
-(mode 600), the admin password in Airflow's own SimpleAuthManager password file. The
+(mode 600), the admin password in Airflow's own SimpleAuthManager password file. ``cli.env`` in
+the work folder (mode 600, git-ignored like it) holds everything the ``greenlight`` CLI needs to
+act on the stack as the DAGs do (:meth:`LocalStack.cli_env`). The
 ``make airflow`` launcher is :func:`greenlight.dev.demo.cmd_airflow`; the end-to-end tests start the
 same stack in a temporary folder.
 """
@@ -37,7 +39,9 @@ import datetime as dt
 import io
 import json
 import logging
+import os
 import secrets
+import shlex
 import threading
 import time
 from collections.abc import Callable
@@ -123,6 +127,7 @@ class LocalStack:
     datasets_config: Path | None = None
     model: dict[str, Any] = field(default_factory=dict)
     timings: dict[str, float] = field(default_factory=dict)
+    cli_env_file: Path | None = None
 
     @property
     def url(self) -> str:
@@ -135,6 +140,35 @@ class LocalStack:
 
     def admin_password(self) -> str:
         return self.standalone.admin_password()
+
+    def cli_env(self) -> dict[str, str]:
+        """What the ``greenlight`` CLI needs to act on this stack as the DAGs do: the S3 endpoint and
+        keys, the MLflow store, ``AIRFLOW_HOME`` (task manifests), each config, PostgreSQL and Redis
+        of the features demo, the refresh demo's two connections and ``airflow_api``."""
+        names = (
+            "AIRFLOW_HOME",
+            "MLFLOW_TRACKING_URI",
+            "GREENLIGHT_PROMOTION_CONFIG",
+            "GREENLIGHT_RECONCILE_CONFIG",
+            "GREENLIGHT_REFRESH_CONFIG",
+            "GREENLIGHT_DATASETS_CONFIG",
+        )
+        env = {name: self.env[name] for name in names if name in self.env}
+        env.update(self.s3.env())
+        env.update(self.features.env())
+        env.update({k: v for k, v in self.env.items() if k.startswith("AIRFLOW_CONN_")})
+        return env
+
+    def write_cli_env(self, path: Path) -> Path:
+        """:meth:`cli_env` as a shell file for ``set -a; . FILE; set +a`` (mode 600: it holds the
+        stack's S3 keys and admin password, like the credentials file)."""
+        path.parent.mkdir(parents=True, exist_ok=True)
+        text = "".join(f"{k}={shlex.quote(v)}\n" for k, v in sorted(self.cli_env().items()))
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+        with os.fdopen(fd, "w") as fh:
+            fh.write(text)
+        path.chmod(0o600)
+        return path
 
     def client(self):
         return make_client(
@@ -339,6 +373,7 @@ def start(
         timings["standalone"] = time.monotonic() - started
         pools = dataset_pools(load_datasets(stack.datasets_config), stack.api())
         progress(f"dataset pools (REST API): {', '.join(pools)}")
+        stack.cli_env_file = stack.write_cli_env(workdir / "cli.env")
         timings["total"] = time.monotonic() - t0
         stack.timings = timings
         return stack

@@ -178,7 +178,9 @@ def show_rollback(client, index: dict) -> bool:
         f"5. rolling back step 2's promotion from its manifest: {restores} object(s) to restore to their "
         f"recorded version, {len(plan['plan_lines']) - restores} to remove (they did not exist before)"
     )
-    say(f"   (the same as: python -m greenlight rollback --manifest {index['location']})")
+    say(
+        f"   (the CLI's equivalent, with the demo's S3 env vars set: greenlight rollback --manifest {index['location']})"
+    )
     done = rollback(index["location"], client, config=config)
     say(
         f"   prod restored and verified object by object: restored={done['restored']} deleted={done['deleted']} "
@@ -373,6 +375,14 @@ def cmd_run(args: argparse.Namespace) -> int:
         s3.stop()
 
 
+def shown_path(path) -> str:
+    """``path`` relative to the project folder when it is inside it (as the README's commands run)."""
+    try:
+        return str(Path(path).relative_to(devstack.ROOT))
+    except ValueError:
+        return str(path)
+
+
 def cmd_airflow(args: argparse.Namespace) -> int:
     """Start everything each DAG needs (:mod:`greenlight.dev.airflowstack`) and ``airflow standalone``."""
     say("greenlight local Airflow: S3, PostgreSQL, Redis, MLflow store, a DVC repo and airflow standalone on 127.0.0.1")
@@ -385,6 +395,9 @@ def cmd_airflow(args: argparse.Namespace) -> int:
         for line in stack.describe():
             say(line)
         say(f"S3 credentials: {devstack.LOCAL / 'credentials.env'}")
+        say(
+            f"The CLI against this stack (another shell, project folder): set -a; . {shown_path(stack.cli_env_file)}; set +a"
+        )
         say("Every greenlight DAG runs here: the scheduler starts the latest interval of each scheduled one.")
         say("Ctrl-C stops everything.")
         while stack.standalone.proc and stack.standalone.proc.poll() is None:
