@@ -53,6 +53,7 @@ def test_n_shards_asked_n_shards_made_every_key_in_exactly_one(s3, buckets, area
     assert planned.deletes == [] and planned.dest_count == 0  # an empty directory is not an object
     ranges = shards.ranges_for(planned)
     assert len(ranges) == asked, [(r.start_after, r.end) for r in ranges]
+    assert all(r.bounded for r in ranges)  # no key that byte order and a directory walk disagree on
 
     # Each range lists (StartAfter, stopping past its end) only its own keys: together, every key once.
     (prefix_config,) = engine.config.prefixes

@@ -2,12 +2,15 @@
 
 from __future__ import annotations
 
+import logging
 import random
 
 import pytest
 
-from greenlight.promotion.shards import KeyRange, list_range, split_ranges
-from greenlight.storage.s3 import S3Uri
+from greenlight.promotion.config import parse_config
+from greenlight.promotion.plan import PrefixPlan
+from greenlight.promotion.shards import KeyRange, list_range, order_hazard, ranges_for, split_ranges
+from greenlight.storage.s3 import S3Uri, list_prefix
 
 
 def _owner(ranges: list[KeyRange], key: str) -> list[int]:
@@ -115,3 +118,84 @@ def test_a_range_never_lists_its_start_after_key_even_if_the_server_echoes_it():
     assert [len(x) for x in listed] == [4, 4, 2]  # 10 keys at 4 per shard: 3 ranges
     flat = [k for part in listed for k in part]
     assert sorted(flat) == sorted(k.removeprefix("p/") for k in keys) and len(flat) == len(set(flat))
+
+
+def _walk_order_agrees(keys: list[str]) -> bool:
+    """The model behind :func:`order_hazard`: a directory walk (SeaweedFS's filer) lists keys in the
+    order of their '/'-separated parts; StartAfter on a key that is also a directory skips it."""
+    dirs = {k[:i] for k in keys for i, ch in enumerate(k) if ch == "/"}
+    return sorted(keys) == sorted(keys, key=lambda k: k.split("/")) and not dirs & set(keys)
+
+
+@pytest.mark.parametrize(
+    ("keys", "flagged"),
+    [
+        (["part-0001.bin", "d1/x.bin", "d10/y.bin", "d1x", "a_b", "a0/c"], False),
+        (["a/x", "a/y", "ab", "a0", "a_b", "a~"], False),  # siblings that sort above '/'
+        (["a/x", "a-b"], True),
+        (["a/x", "a.c"], True),
+        (["a/x", "a b/c"], True),
+        (["n/d/a/x.bin", "n/d/a.c"], True),  # nested, inside one sub-prefix
+        (["a", "a/x"], True),  # an object and a directory: StartAfter='a' skips a/
+        (["a/", "a/x"], False),  # a directory marker is listed before its contents either way
+    ],
+)
+def test_order_hazard_names_keys_a_directory_walk_lists_out_of_byte_order(keys, flagged):
+    why = order_hazard(keys)
+    assert (why is not None) is flagged, why
+    assert _walk_order_agrees(keys) is not flagged
+    if flagged:
+        assert any(repr(k) in why for k in keys), why
+
+
+def test_order_hazard_agrees_with_the_directory_walk_model_on_random_keys():
+    rng = random.Random(11)
+    for _ in range(400):
+        keys = list(
+            {"".join(rng.choice("ab/-._") for _ in range(rng.randint(1, 6))).strip("/") or "a" for _ in range(6)}
+        )
+        assert (order_hazard(keys) is None) is _walk_order_agrees(keys), keys
+
+
+def _plan(keys: list[str], *, byte_ordered: bool = True) -> PrefixPlan:
+    config = parse_config({"prefixes": ["s3://qa-x/huge/"], "defaults": {"shard_objects": 2}})
+    snapshot = dict.fromkeys(keys, (1, "e"))
+    return PrefixPlan(prefix=config.prefixes[0], snapshot=snapshot, byte_ordered=byte_ordered)
+
+
+def test_ranges_are_unbounded_when_the_keys_or_the_listing_are_not_in_byte_order(caplog):
+    clean = [f"d{i}/k{j}" for i in range(3) for j in range(2)]
+    with caplog.at_level(logging.INFO, logger="greenlight.promotion.shards"):
+        assert all(r.bounded for r in ranges_for(_plan(clean)))
+        assert "each shard lists its own key range" in caplog.text
+        caplog.clear()
+        mixed = ranges_for(_plan([*clean, "d1-old", "d1.c"]))
+        assert len(mixed) == 4 and not any(r.bounded for r in mixed)
+        assert "each shard lists the whole prefix" in caplog.text and "'d1.c'" in caplog.text
+        caplog.clear()
+        assert not any(r.bounded for r in ranges_for(_plan(clean, byte_ordered=False)))
+        assert "listed it out of byte order" in caplog.text
+    # The mode survives XCom; a range from before the field existed is bounded, as it was listed then.
+    r = mixed[1]
+    assert KeyRange.from_dict(r.as_dict()) == r and r.as_dict()["bounded"] is False
+    old = {k: v for k, v in r.as_dict().items() if k != "bounded"}
+    assert KeyRange.from_dict(old).bounded is True
+
+
+class _WalkOrder:
+    """A stand-in for a server that lists a flat prefix in directory-walk order (the real SeaweedFS
+    does so too: tests/integration/test_shard_order.py); here to check the listing's own verdict
+    without a server. ``list_objects_v2`` without Delimiter, one page."""
+
+    def __init__(self, keys: list[str]):
+        self.keys = sorted(keys, key=lambda k: k.split("/"))
+
+    def list_objects_v2(self, *, Bucket, Prefix, MaxKeys):  # noqa: N803, ARG002
+        return {"Contents": [{"Key": k, "Size": 1, "ETag": '"e"'} for k in self.keys if k.startswith(Prefix)]}
+
+
+def test_a_listing_tells_whether_it_came_back_in_byte_order():
+    uri = S3Uri("qa-x", "p/")
+    assert list_prefix(_WalkOrder(["p/a/x", "p/b", "p/c/d"]), uri).byte_ordered is True
+    walked = list_prefix(_WalkOrder(["p/a/x", "p/a-b", "p/a.c"]), uri)
+    assert walked.byte_ordered is False and sorted(walked) == ["a-b", "a.c", "a/x"]

@@ -153,7 +153,9 @@ class Engine:
         finally:
             if own:
                 pool.shutdown()
-        return diff(source, dest, prefix)
+        planned = diff(source, dest, prefix)
+        planned.byte_ordered = source.byte_ordered and dest.byte_ordered
+        return planned
 
     def plan_all(self) -> list[PrefixPlan]:
         with (

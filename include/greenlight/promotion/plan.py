@@ -34,6 +34,9 @@ class PrefixPlan:
     snapshot: dict[str, tuple[int, str]] = field(default_factory=dict)
     source_bytes: int = 0
     dest_bytes: int = 0
+    #: both sides' listings came back in UTF-8 byte order (S3's); False on a server that lists in
+    #: another order (SeaweedFS walks its directories): a shard must not list its range by StartAfter
+    byte_ordered: bool = True
 
     @property
     def bytes_to_copy(self) -> int:

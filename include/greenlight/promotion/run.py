@@ -250,7 +250,7 @@ def _promote(engine: Engine, *, run_id: str, dry_run: bool, progress, started: f
     def run_one(planned: PrefixPlan, side: ThreadPoolExecutor) -> None:
         if leases is not None:
             leases.check()
-        ranges = shards.ranges_for(planned)
+        ranges = shards.ranges_for(planned, listed=False)  # its shards copy from this plan: no listing
         listing: list[Future] = []
 
         def applied() -> None:

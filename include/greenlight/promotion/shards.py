@@ -3,8 +3,16 @@
 A prefix holding more than ``shard_objects`` objects (source and destination together, per-prefix
 setting, default 250,000) is split at plan time into ``ceil(n / shard_objects)`` **key ranges** of
 about equal size, cut at keys of the plan's own listing. Range ``i`` holds the keys ``k`` with
-``start_after < k <= end`` (``None``: open), the ranges partition the key space, and S3 lists a
-range with ``StartAfter`` and stops past ``end``, so a shard never lists the whole prefix.
+``start_after < k <= end`` (``None``: open, compared in UTF-8 byte order), and the ranges
+partition the key space whatever order a server lists keys in.
+
+A shard lists its range with ``StartAfter`` and stops past ``end`` (it never lists the whole
+prefix) only when that is safe: S3 lists in byte order, but SeaweedFS walks its filer's
+directories (``a/x`` before ``a-b``, though '-' sorts below '/'), and its ``StartAfter='a-b'``
+resumes that walk, skipping ``a/*``. So when the plan's listings did not come back in byte order,
+or its keys hold a directory beside a name that continues with a character below '/' (or a key
+that is also a directory), each range is marked unbounded (:attr:`KeyRange.bounded`) and its shard
+lists the whole prefix and keeps its own keys: slower, never missing one. The plan logs which.
 
 Each shard is promoted on its own (one mapped ``promote`` task in the DAG, one thread in the CLI):
 it re-lists its range, checks it against the run's QA snapshot, and **copies only**, recording
@@ -27,19 +35,23 @@ from greenlight.errors import QAChangedError, SyncFailedError
 from greenlight.promotion.config import PrefixConfig
 from greenlight.promotion.engine import Engine
 from greenlight.promotion.plan import PrefixPlan, contract_record, diff
-from greenlight.storage.s3 import S3Uri, list_pages, object_info
+from greenlight.storage.s3 import S3Uri, list_pages, list_prefix, object_info
 
 log = logging.getLogger("greenlight.promotion.shards")
 
 
 @dataclass(frozen=True)
 class KeyRange:
-    """Keys ``k`` (relative to the prefix) with ``start_after < k <= end``; ``None`` is open."""
+    """Keys ``k`` (relative to the prefix) with ``start_after < k <= end``; ``None`` is open.
+
+    ``bounded``: the range may be listed with ``StartAfter`` and an early stop (the server lists
+    this prefix in byte order); False: list the whole prefix and keep the range's keys."""
 
     index: int
     count: int
     start_after: str | None = None
     end: str | None = None
+    bounded: bool = True
 
     def contains(self, rel: str) -> bool:
         return (self.start_after is None or rel > self.start_after) and (self.end is None or rel <= self.end)
@@ -57,20 +69,27 @@ class KeyRange:
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> KeyRange:
-        return cls(int(data["index"]), int(data["count"]), data.get("start_after"), data.get("end"))
+        return cls(
+            int(data["index"]),
+            int(data["count"]),
+            data.get("start_after"),
+            data.get("end"),
+            bool(data.get("bounded", True)),
+        )
 
 
 WHOLE = KeyRange(0, 1)
 
 
-def split_ranges(keys: Iterable[str], shard_objects: int) -> list[KeyRange]:
+def split_ranges(keys: Iterable[str], shard_objects: int, *, bounded: bool = True) -> list[KeyRange]:
     """Cut the sorted ``keys`` into ``ceil(n / shard_objects)`` ranges of about equal size.
 
     ``n <= shard_objects`` gives one open range (no sharding). Boundaries are keys of the listing
-    itself, so a key added later falls in exactly one range (the ranges cover everything)."""
+    itself, so a key added later falls in exactly one range (the ranges cover everything).
+    ``bounded``: see :class:`KeyRange`."""
     if shard_objects < 1:
         raise ValueError(f"shard_objects must be at least 1, got {shard_objects}")
-    ordered = sorted(set(keys))
+    ordered = sorted(dict.fromkeys(keys))
     n = len(ordered)
     if n <= shard_objects:
         return [WHOLE]
@@ -80,7 +99,7 @@ def split_ranges(keys: Iterable[str], shard_objects: int) -> list[KeyRange]:
     ends = list(dict.fromkeys(ends))  # never two ranges with the same end
     count = len(ends) + 1
     bounds = [None, *ends, None]
-    return [KeyRange(i, count, bounds[i], bounds[i + 1]) for i in range(count)]
+    return [KeyRange(i, count, bounds[i], bounds[i + 1], bounded) for i in range(count)]
 
 
 def plan_keys(planned: PrefixPlan) -> set[str]:
@@ -88,22 +107,65 @@ def plan_keys(planned: PrefixPlan) -> set[str]:
     return set(planned.snapshot) | {d.rel for d in planned.deletes}
 
 
-def ranges_for(planned: PrefixPlan) -> list[KeyRange]:
-    """The shards of a planned prefix (one open range below its ``shard_objects``)."""
-    ranges = split_ranges(plan_keys(planned), planned.prefix.settings.shard_objects)
-    if len(ranges) > 1:
+def order_hazard(keys: Iterable[str]) -> str | None:
+    """Why these keys could be listed out of byte order by a server that walks directories (so
+    ``StartAfter`` could skip some), or None when byte order and any directory walk agree on them.
+
+    Two shapes: a directory beside a name that continues with a character below '/' (``a/x`` and
+    ``a-b``, ``a.c``, ``a b``), and a key that is also a directory (``a`` and ``a/x``: SeaweedFS's
+    ``StartAfter='a'`` skips the directory ``a/``). In byte order either shows up as two neighbours
+    ``a < b`` whose first difference is a '/' in ``b``, so one pass over the sorted keys finds it."""
+    ordered = sorted(dict.fromkeys(keys))  # linear when the caller sorted them already
+    for a, b in zip(ordered, ordered[1:], strict=False):
+        cut = b.rfind("/") + 1
+        if cut == 0 or a.startswith(b[:cut]):
+            continue  # they first differ after b's last '/' (the usual neighbours: one directory)
+        at = next((i for i, (x, y) in enumerate(zip(a, b, strict=False)) if x != y), len(a))
+        if b[at] != "/":
+            continue
+        if at == len(a):
+            return f"{a!r} is an object and a directory ({b!r})"
+        return f"{b!r} and {a!r}: byte order lists {a!r} first, a directory walk second"
+    return None
+
+
+def ranges_for(planned: PrefixPlan, *, listed: bool = True) -> list[KeyRange]:
+    """The shards of a planned prefix (one open range below its ``shard_objects``).
+
+    Logs once whether its shards list their own ranges (``StartAfter``) or the whole prefix, and
+    why; not with ``listed=False`` (the CLI cuts its shards from its in-memory plan: no listing)."""
+    keys = sorted(plan_keys(planned))  # sorted once: both below go through it in linear time
+    limit = planned.prefix.settings.shard_objects
+    if len(keys) <= limit:
+        return [WHOLE]
+    why = order_hazard(keys) if planned.byte_ordered else "the server listed it out of byte order"
+    ranges = split_ranges(keys, limit, bounded=why is None)
+    log.info(
+        "plan %s: %d objects, above shard_objects=%d: %d shards",
+        planned.prefix.label,
+        len(keys),
+        limit,
+        len(ranges),
+    )
+    if listed and why is None:
         log.info(
-            "plan %s: %d objects, above shard_objects=%d: %d shards",
+            "plan %s: each shard lists its own key range (StartAfter, the keys are in byte order)", planned.prefix.label
+        )
+    elif listed:
+        log.warning(
+            "plan %s: each shard lists the whole prefix and keeps its own keys (a listing from StartAfter "
+            "could skip keys): %s",
             planned.prefix.label,
-            len(plan_keys(planned)),
-            planned.prefix.settings.shard_objects,
-            len(ranges),
+            why,
         )
     return ranges
 
 
-def list_range(client, uri: S3Uri, rng: KeyRange) -> dict[str, Any]:
-    """The objects of one key range under ``uri`` (StartAfter, stopping past ``end``)."""
+def list_range(client, uri: S3Uri, rng: KeyRange, *, pool: ThreadPoolExecutor | None = None) -> dict[str, Any]:
+    """The objects of one key range under ``uri``: from ``StartAfter``, stopping past ``end`` when
+    the range is ``bounded``; else the whole prefix's listing (sub-prefixes in ``pool``), filtered."""
+    if not rng.bounded:
+        return {rel: info for rel, info in list_prefix(client, uri, pool=pool).items() if rng.contains(rel)}
     out: dict[str, Any] = {}
     start = uri.join(rng.start_after) if rng.start_after is not None else None
     for page in list_pages(client, uri.bucket, uri.prefix, start_after=start):
@@ -117,10 +179,15 @@ def list_range(client, uri: S3Uri, rng: KeyRange) -> dict[str, Any]:
 
 
 def plan_range(engine: Engine, prefix: PrefixConfig, rng: KeyRange) -> PrefixPlan:
-    """Plan one shard from listings of its range only (both sides in parallel)."""
-    with ThreadPoolExecutor(max_workers=2, thread_name_prefix="gl-shard-list") as sides:
-        src = sides.submit(list_range, engine.data, prefix.source, rng)
-        dst = sides.submit(list_range, engine.data, prefix.destination, rng)
+    """Plan one shard from listings of its range (both sides in parallel; an unbounded range's
+    sub-prefixes in parallel too, as the whole-prefix plan lists them)."""
+    with (
+        ThreadPoolExecutor(max_workers=2, thread_name_prefix="gl-shard-list") as sides,
+        ThreadPoolExecutor(max_workers=16, thread_name_prefix="gl-shard-sub") as subs,
+    ):
+        pool = None if rng.bounded else subs
+        src = sides.submit(list_range, engine.data, prefix.source, rng, pool=pool)
+        dst = sides.submit(list_range, engine.data, prefix.destination, rng, pool=pool)
         return diff(src.result(), dst.result(), prefix)
 
 

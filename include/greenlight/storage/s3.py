@@ -344,9 +344,20 @@ def _list_flat(client, bucket: str, prefix: str, base: str) -> list[ObjectInfo]:
     return [info for infos, _ in info_pages(client, bucket, prefix, base) for info in infos]
 
 
-def list_prefix(
-    client, uri: S3Uri, *, pool: ThreadPoolExecutor | None = None, expect: Iterable[str] = ()
-) -> dict[str, ObjectInfo]:
+def in_byte_order(infos: list[ObjectInfo]) -> bool:
+    """True when one listing's objects came back strictly ascending in UTF-8 byte order (S3's
+    order; Python's ``str`` order is the same). SeaweedFS walks its directories instead."""
+    return all(a.rel < b.rel for a, b in zip(infos, infos[1:], strict=False))
+
+
+class Listing(dict):
+    """A :func:`list_prefix` result (rel -> :class:`ObjectInfo`) that also tells whether every
+    listing it was read from came back in byte order (``byte_ordered``)."""
+
+    byte_ordered: bool = True
+
+
+def list_prefix(client, uri: S3Uri, *, pool: ThreadPoolExecutor | None = None, expect: Iterable[str] = ()) -> Listing:
     """All objects under ``uri`` (every page), keyed by path relative to the prefix.
 
     With a ``pool``, the first level of sub-prefixes is listed in parallel: a zarr store or a
@@ -354,27 +365,36 @@ def list_prefix(
     ``expect``: keys (relative) the caller expects there, e.g. those of an earlier listing. Their
     first-level sub-prefixes are listed at once, beside the top-level listing (``Delimiter='/'``)
     instead of after it; any other sub-prefix that listing finds is listed too. Every listing
-    reads to its last page, so the result does not depend on the order the server lists keys in.
+    reads to its last page, so the result does not depend on the order the server lists keys in;
+    whether each came back in byte order is kept in the result's ``byte_ordered``.
     """
+    result = Listing()
     if pool is None:
         objs = _list_flat(client, uri.bucket, uri.prefix, uri.prefix)
-        return {o.rel: o for o in objs if o.rel or o.etag}  # not the prefix's own empty directory
+        result.update((o.rel, o) for o in objs if o.rel or o.etag)  # not the prefix's own empty directory
+        result.byte_ordered = in_byte_order(objs)
+        return result
 
     def sub_listing(sub: str):
         return pool.submit(_list_flat, client, uri.bucket, sub, uri.prefix)
 
     known = {uri.prefix + rel[: rel.index("/") + 1] for rel in expect if "/" in rel}
     listings = [sub_listing(sub) for sub in sorted(known)]
-    result: dict[str, ObjectInfo] = {}
+    top: list[ObjectInfo] = []
     for infos, prefixes in info_pages(client, uri.bucket, uri.prefix, uri.prefix, delimiter="/"):
+        top += infos
         for info in infos:
             if not info.rel and not info.etag:
                 continue  # SeaweedFS lists the prefix's own empty directory (no ETag): not an object
             result[info.rel] = info
         listings += [sub_listing(sub) for sub in prefixes if sub not in known]
+    ordered = in_byte_order(top)
     for listing in listings:
-        for info in listing.result():
+        infos = listing.result()
+        ordered = ordered and in_byte_order(infos)
+        for info in infos:
             result[info.rel] = info
+    result.byte_ordered = ordered
     return result
 
 
