@@ -17,7 +17,10 @@ migrations and a health check by hand). Manual only: trigger it when staging nee
 | `check_run` | the operations runbook's daily check of this run (last; trigger rule `none_failed`): every task has its success/skipped manifest, the `current` pointers moved, one run id throughout |
 
 **Params** — `dry_run` (row counts and bucket sizes per pair, nothing written), `only` (table
-names or bucket mapping names), `skip_migrations`. **Config** — `include/config/staging_refresh.yaml`
+names or bucket mapping names), `skip_migrations`, `lease_wait` (seconds to wait when another run
+holds a staging target's lease; 0 = refuse at once). **Leases** — the run holds the lease of every
+bucket target (the same lease a promotion into that prefix takes) and of the staging database from
+`preflight` to `summary`; a failed run releases them. **Config** — `include/config/staging_refresh.yaml`
 (or `$GREENLIGHT_REFRESH_CONFIG`), see `docs/refresh.md`. **Connections** — the config's
 `postgres.source_conn` / `target_conn` (postgres provider) and `aws_conn`.
 """
@@ -36,12 +39,18 @@ def steps():
     return refresh
 
 
+def release_leases(context):
+    """A failed run ends its hold on the staging targets at once (not after the leases' expiry)."""
+    steps().release_after_failure(context)
+
+
 @manual_dag(
     "staging_refresh",
     __doc__,
     tags=["refresh", "staging", "postgres"],
     retries=2,
     retry_delay_s=30,
+    on_failure_callback=release_leases,
     params={
         "dry_run": Param(
             False, type="boolean", description="Report row counts and bucket sizes of each pair; write nothing."
@@ -55,6 +64,14 @@ def steps():
             "source URI). Empty = everything configured.",
         ),
         "skip_migrations": Param(False, type="boolean", description="Do not run the configured migrations."),
+        "lease_wait": Param(
+            0,
+            type="integer",
+            minimum=0,
+            maximum=21600,
+            description="Seconds to wait when another run (a CLI refresh, a promotion) is writing one of the "
+            "staging bucket targets or the staging database; 0 = fail at once naming it.",
+        ),
     },
 )
 def staging_refresh():

@@ -3,10 +3,14 @@ postgres provider's ``PostgresHook`` from ``AIRFLOW_CONN_*``), real SeaweedFS (`
 
 from __future__ import annotations
 
+import json
 import os
+import sys
+from pathlib import Path
 
 import pytest
 import refreshfixtures
+import yaml
 from dagrun import run_dag
 from helpers import put, rel_listing, write_config
 from refreshfixtures import seed_runbook_schema
@@ -88,3 +92,81 @@ def test_dag_zero_row_trap_fails_the_run_without_emptying_staging(refresh_setup)
     assert tasks["copy_tables.0"][0] == "success"  # the table's failure is reported, not retried
     assert tasks["summary"] == ("failed", 1)  # failed at once, no retry
     assert dbs.query("staging", "SELECT count(*) FROM eval_runbooks") == [(2,)]
+
+
+def test_dag_run_holds_its_targets_from_preflight_to_summary(refresh_setup, s3, monkeypatch):
+    """A CLI refresh holding the staging targets refuses the DAG run at ``preflight`` (no retry,
+    nothing copied); a CLI refresh started while the DAG run is between its tasks is refused; the
+    run's ``summary`` releases the bucket target's and the staging database's leases."""
+    from greenlight.refresh import checks, leases
+    from greenlight.refresh.config import load_config
+    from greenlight.refresh.connections import from_env
+    from greenlight.refresh.run import Refresh, refresh
+    from greenlight.storage.lease import LeaseHeldError
+
+    dbs, _, area = refresh_setup
+    target = f"s3://{STAGING_BUCKET}/{area}images/"
+
+    def cli(run_id: str) -> Refresh:
+        return Refresh(load_config(), run_id=run_id, resolve=from_env, s3=lambda: s3)
+
+    books_before = dbs.query("staging", "SELECT count(*) FROM books")
+    specs = leases.run_specs(cli("cli__by-hand"))
+    assert sorted(s["resource"].split(":")[0] for s in specs) == ["postgres", "s3"]
+    with leases.holding(s3, specs, run_id="cli__by-hand"):
+        state, tasks, _, _ = run_dag("staging_refresh", {"skip_migrations": True})
+        # The failed run's callback released only its own leases: the CLI still holds its own.
+        assert [lease_doc(s3, s)["run_id"] for s in specs] == ["cli__by-hand"] * len(specs)
+        assert not any(lease_doc(s3, s).get("released_at") for s in specs)
+    assert state == "failed"
+    assert tasks["preflight"] == ("failed", 1)  # refused at once, not retried
+    assert not any(k.startswith("copy_tables") and v[0] == "success" for k, v in tasks.items())
+    assert rel_listing(s3, STAGING_BUCKET, f"{area}images/") == {}
+    assert dbs.query("staging", "SELECT count(*) FROM books") == books_before
+
+    refused: list[str] = []
+    real_health = checks.health
+
+    def health_while_a_cli_refresh_tries(r):
+        with pytest.raises(LeaseHeldError) as caught:
+            refresh(cli("cli__during"))
+        refused.append(str(caught.value))
+        return real_health(r)
+
+    monkeypatch.setattr(checks, "health", health_while_a_cli_refresh_tries)
+    state, tasks, xcoms, run_id = run_dag("staging_refresh", {"skip_migrations": True})
+
+    assert state == "success", tasks
+    assert len(refused) == 1 and f"refresh run {run_id!r}" in refused[0]
+    assert sorted(xcoms["summary"]["leases_released"]) == sorted(s["resource"] for s in specs)
+    assert target in xcoms["summary"]["leases_released"]
+
+
+def lease_doc(s3, spec: dict) -> dict:
+    from greenlight.storage.lease import lease_key
+    from greenlight.storage.s3 import parse_s3_uri
+
+    root = parse_s3_uri(spec["root"])
+    return json.loads(s3.get_object(Bucket=root.bucket, Key=lease_key(root, spec["resource"]))["Body"].read())
+
+
+def test_a_failed_dag_run_releases_its_leases(refresh_setup, s3):
+    """The migration fails after the copies: ``verify`` and ``summary`` never run, and the DAG's
+    failure callback ends the run's hold at once (not at the leases' expiry)."""
+    from greenlight.refresh import leases
+    from greenlight.refresh.config import load_config
+    from greenlight.refresh.connections import from_env
+    from greenlight.refresh.run import Refresh
+
+    path = os.environ["GREENLIGHT_REFRESH_CONFIG"]
+    doc = yaml.safe_load(Path(path).read_text())
+    doc["migrations"] = {"command": [sys.executable, "-c", "raise SystemExit('migration c3 failed')"]}
+    write_config(Path(path), doc)
+
+    state, tasks, _, run_id = run_dag("staging_refresh", {})
+
+    assert state == "failed" and tasks["migrate"][0] == "failed", tasks
+    assert tasks["summary"][0] == "upstream_failed"
+    specs = leases.run_specs(Refresh(load_config(), run_id="x", resolve=from_env, s3=lambda: s3))
+    docs = [lease_doc(s3, s) for s in specs]
+    assert [d["run_id"] for d in docs] == [run_id] * len(specs) and all(d.get("released_at") for d in docs)

@@ -94,11 +94,13 @@ def test_every_problem_is_reported_at_once():
 
 
 def test_defaults():
-    config = parse_config({**pg(), "buckets": [{"source": A, "target": B}], "migrations": {"http": {"conn_id": "api"}}})
-    assert (config.aws_conn, config.source_aws_conn, config.workers, config.manifest_uri) == (
+    raw = {**pg(), "buckets": [{"source": A, "target": B + "img/"}], "migrations": {"http": {"conn_id": "api"}}}
+    config = parse_config(raw)
+    assert (config.aws_conn, config.source_aws_conn, config.workers, config.manifest_uri, config.lease_uri) == (
         "aws_default",
         None,
         32,
+        None,
         None,
     )
     assert config.path == "<config>" and config.health is None
@@ -147,3 +149,25 @@ def test_cli_refuses_a_bad_config_with_exit_2(tmp_path, capsys):
     summary = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
     assert summary["exit_code"] == 2 and summary["kind"] == "config"
     assert f"{path}: postgres: target_conn 'prod_db' is named like prod" in summary["error"]
+
+
+def test_lease_roots():
+    """A target's lease lives where a promotion into that bucket keeps its leases by default; a
+    whole-bucket target needs an s3:// manifest_uri or lease_uri (else refused, naming the key)."""
+    prefix = parse_config({"buckets": [{"source": A, "target": B + "img/"}]})
+    assert str(prefix.lease_root(prefix.buckets[0])) == "s3://images-b/_greenlight/manifests/"
+    assert str(prefix.database_lease_root()) == "s3://images-b/_greenlight/manifests/"
+    whole = {"buckets": [{"source": A, "target": B}], "manifest_uri": "s3://refresh-records/_greenlight/"}
+    config = parse_config(whole)
+    assert str(config.lease_root(config.buckets[0])) == "s3://refresh-records/_greenlight/"
+    config = parse_config({**whole, "lease_uri": "s3://images-c/leases/"})
+    assert str(config.lease_root(config.buckets[0])) == "s3://images-c/leases/"
+    assert str(config.database_lease_root()) == "s3://images-c/leases/"
+    assert parse_config(pg()).database_lease_root() is None  # nowhere on S3: no database lease
+
+    text = refused({"buckets": [{"source": A, "target": B}], "manifest_uri": "/var/refresh"})
+    assert "buckets[0].target: no place for the lease of s3://images-b/" in text and "lease_uri" in text
+    text = refused({**whole, "lease_uri": B + "leases/"})
+    assert "lease_uri:" in text and "overlaps bucket target s3://images-b/" in text
+    assert "lease_uri: in a source bucket" in refused({**whole, "lease_uri": A + "leases/"})
+    assert "lease_uri: " in refused({**whole, "lease_uri": "/tmp/leases"})

@@ -4,7 +4,9 @@ PostgreSQL connections are the config's connection ids, resolved from the standa
 ``AIRFLOW_CONN_<ID>`` (URI or JSON); S3 from the standard AWS env vars (``AWS_ENDPOINT_URL``, …).
 Exit codes: 0 every table synced or skipped by config, 1 a table, the migration, a health check or
 verification failed, 2 refused or bad input (nothing changed). The last stdout line is the JSON
-summary (``tables``, ``rows_synced``, ``objects_copied``, ``bytes_copied``, ``manifest``).
+summary (``tables``, ``rows_synced``, ``objects_copied``, ``bytes_copied``, ``manifest``, ``leases``).
+Another run (the DAG, a promotion) holding a staging target's lease refuses the run with exit 2
+before anything changes, unless it lets go within ``--wait`` seconds.
 """
 
 from __future__ import annotations
@@ -30,6 +32,13 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
     parser.add_argument("--only", nargs="+", metavar="NAME", help="only these tables (schema.table) or bucket mappings")
     parser.add_argument("--skip-migrations", action="store_true", help="do not run the configured migrations")
     parser.add_argument("--run-id", help="run id of the manifest (default: cli__<UTC time>)")
+    parser.add_argument(
+        "--wait",
+        type=float,
+        default=0.0,
+        metavar="SECONDS",
+        help="wait up to SECONDS when another run holds a staging target's lease (default: refuse at once, exit 2)",
+    )
     parser.set_defaults(handler=run)
     return parser
 
@@ -46,6 +55,7 @@ def run(args: argparse.Namespace) -> int:
         only=list(args.only or ()),
         dry_run=bool(args.dry_run),
         skip_migrations=bool(args.skip_migrations),
+        wait=args.wait,
     )
     summary = refresh(r)
     emit(summary)

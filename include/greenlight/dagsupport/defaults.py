@@ -56,11 +56,12 @@ def documented(decorated):
     return decorated.override(doc_md=decorated.function.__doc__)
 
 
-def manual_dag(dag_id: str, doc: str, *, tags: list[str], params: dict, **args: Any):
+def manual_dag(dag_id: str, doc: str, *, tags: list[str], params: dict, on_failure_callback=None, **args: Any):
     """The ``@dag`` decorator of a manually triggered greenlight DAG (no schedule, one run at a
     time, no catchup, the tag ``greenlight`` first, ``doc_md`` from the file's docstring).
 
-    ``args`` go to :func:`default_args` (``retries``, ``retry_delay_s``, ``owner``)::
+    ``args`` go to :func:`default_args` (``retries``, ``retry_delay_s``, ``owner``);
+    ``on_failure_callback`` is the DAG's (called once when a run fails)::
 
         @manual_dag("staging_refresh", __doc__, tags=["refresh"], params={...}, retries=2)
         def staging_refresh(): ...
@@ -75,6 +76,7 @@ def manual_dag(dag_id: str, doc: str, *, tags: list[str], params: dict, **args: 
         default_args=default_args(**args),
         tags=["greenlight", *tags],
         params=params,
+        on_failure_callback=on_failure_callback,
     )
 
 

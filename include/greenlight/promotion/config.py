@@ -27,6 +27,8 @@ from greenlight.yamlfile import StrictModel, read_yaml, validate
 
 DEFAULT_CONFIG_PATH = INCLUDE_DIR / "config" / "promotion.yaml"
 CONFIG_ENV = "GREENLIGHT_PROMOTION_CONFIG"
+#: Manifests (and leases) of a config without ``manifest_uri``: this prefix of the first destination's bucket.
+DEFAULT_MANIFEST_PREFIX = "_greenlight/manifests/"
 
 
 @dataclass(frozen=True)
@@ -261,7 +263,7 @@ def parse_config(raw: Any, *, path: str = "<config>") -> PromotionConfig:
     if doc.manifest_uri is not None:
         manifest_uri = parse_s3_uri(doc.manifest_uri, what="manifest_uri")
     else:
-        manifest_uri = S3Uri(prefixes[0].destination.bucket, "_greenlight/manifests/")
+        manifest_uri = S3Uri(prefixes[0].destination.bucket, DEFAULT_MANIFEST_PREFIX)
     if manifest_uri.bucket in source_buckets:
         raise ConfigError(f"manifest_uri: {manifest_uri} is in a source bucket; the engine never writes to a source")
     for p in prefixes:

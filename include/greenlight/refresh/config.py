@@ -27,6 +27,7 @@ from pydantic import (
 
 from greenlight.errors import ConfigError
 from greenlight.paths import INCLUDE_DIR
+from greenlight.promotion.config import DEFAULT_MANIFEST_PREFIX
 from greenlight.storage.s3 import S3Uri, parse_s3_uri
 from greenlight.yamlfile import StrictModel, read_yaml, validate
 
@@ -259,6 +260,8 @@ class RefreshConfig(StrictModel):
     migrations: Migrations | None = None
     health: Health | None = None
     manifest_uri: str | None = None
+    # Where the leases of the bucket targets (and of the staging database) live; see lease_root().
+    lease_uri: str | None = None
     workers: Annotated[int, Field(ge=1, le=256)] = 32
     _path: str = PrivateAttr("")
 
@@ -294,7 +297,48 @@ class RefreshConfig(StrictModel):
             for b in self.buckets:
                 if b.target_uri.contains(m) or m.contains(b.target_uri):
                     raise ValueError(f"manifest_uri: overlaps bucket target {b.target}; the sync would delete it")
+        if self.lease_uri is not None:
+            try:
+                lease = parse_s3_uri(self.lease_uri, what="lease_uri")
+            except ConfigError as exc:
+                raise ValueError(str(exc)) from None
+            if lease.bucket in sources:
+                raise ValueError("lease_uri: in a source bucket; the refresh never writes to prod")
+        for i, b in enumerate(self.buckets):
+            root = self.lease_root(b)
+            clash = next((t.target for t in self.buckets if _overlap(root, t.target_uri)), None) if root else None
+            if root is None or clash:
+                where = "lease_uri" if self.lease_uri else f"buckets[{i}].target"
+                raise ValueError(
+                    f"{where}: no place for the lease of {b.target}"
+                    + (f" ({root} overlaps bucket target {clash}; the sync would delete it)" if clash else "")
+                    + "; set lease_uri to an s3:// prefix outside every target (the promotion config's "
+                    "manifest_uri, when a promotion writes the same prefix)"
+                )
         return self
+
+    # ---------------------------------------------------------------------------- leases
+    def lease_root(self, mapping: BucketMapping) -> S3Uri | None:
+        """Where the lease of ``mapping``'s target lives: ``lease_uri``; else ``_greenlight/manifests/``
+        in the target's bucket, where a promotion into that bucket keeps its leases by default (so
+        the two share one lease per prefix), unless a target covers it; else an s3:// ``manifest_uri``."""
+        if self.lease_uri:
+            return parse_s3_uri(self.lease_uri)
+        default = S3Uri(mapping.target_uri.bucket, DEFAULT_MANIFEST_PREFIX)
+        if not any(_overlap(default, b.target_uri) for b in self.buckets):
+            return default
+        if self.manifest_uri and self.manifest_uri.startswith("s3://"):
+            return parse_s3_uri(self.manifest_uri)
+        return None
+
+    def database_lease_root(self) -> S3Uri | None:
+        """Where the staging database's lease lives: ``lease_uri``, an s3:// ``manifest_uri``, or the
+        first bucket target's lease root; None (no lease) when the refresh has no S3 location at all."""
+        if self.lease_uri:
+            return parse_s3_uri(self.lease_uri)
+        if self.manifest_uri and self.manifest_uri.startswith("s3://"):
+            return parse_s3_uri(self.manifest_uri)
+        return self.lease_root(self.buckets[0]) if self.buckets else None
 
     # ---------------------------------------------------------------------------- selection
     def names(self) -> list[str]:
@@ -327,6 +371,10 @@ class RefreshConfig(StrictModel):
             known = ", ".join([b.label for b in self.buckets] + list(known_tables or []))
             raise ConfigError(f"only: {item!r} is neither a configured bucket mapping nor a table (known: {known})")
         return buckets, tables
+
+
+def _overlap(a: S3Uri, b: S3Uri) -> bool:
+    return a.contains(b) or b.contains(a)
 
 
 _MAPPING = "{where}: expected a mapping, got {value!r}"

@@ -19,6 +19,7 @@ from typing import Any
 
 from greenlight.errors import ConfigError, RefreshError, RefusedError, VerificationError
 from greenlight.refresh import catalog as pgcat
+from greenlight.refresh import leases
 from greenlight.refresh import tables as pg
 from greenlight.refresh.checks import health, migrate
 from greenlight.refresh.config import ALWAYS_SKIPPED, RefreshConfig, looks_like_prod
@@ -48,6 +49,7 @@ class Refresh:
     only: list[str] = field(default_factory=list)
     dry_run: bool = False
     skip_migrations: bool = False
+    wait: float = 0.0  # seconds to wait for another run's lease on a target (greenlight.refresh.leases)
 
     _client: Any = field(default=None, repr=False)
     _source_client: Any = field(default=None, repr=False)
@@ -521,8 +523,20 @@ def refresh(r: Refresh) -> dict[str, Any]:
     SNAPSHOT``), so tables copied side by side are as consistent as one ``pg_dump``. (The DAG's
     mapped tasks run in separate processes, possibly minutes apart: there each group reads its own
     snapshot.) The workers' staging connections then verify the counts and checksums side by side.
+
+    From after the preflight to after the summary the run holds the lease of every bucket target
+    and of the staging database (:mod:`greenlight.refresh.leases`): another run holding one refuses
+    this one (exit 2, nothing changed) unless it lets go within ``r.wait`` seconds.
     """
     pre = preflight(r)
+    specs = leases.run_specs(r)
+    with leases.holding(r.client() if specs else None, specs, run_id=r.run_id, wait=r.wait) as held:
+        summary = _refresh(r, pre, held)
+        summary["leases"] = held.report()
+    return summary
+
+
+def _refresh(r: Refresh, pre: dict[str, Any], held) -> dict[str, Any]:
     section = r.config.postgres
     plans = pre.get("plans") or {}
     groups = sorted(pre["groups"], key=lambda g: -sum((plans.get(t) or {}).get("size", 0) for t in g))
@@ -561,6 +575,7 @@ def refresh(r: Refresh) -> dict[str, Any]:
     migration = health_result = verification = None
     errors: list[str] = []
     try:
+        held.check()  # another writer took a lease over (ours expired): stop before migrating
         try:
             migration = migrate(r)
             health_result = health(r)
