@@ -35,6 +35,8 @@ os.environ.update(
         "MLFLOW_DISABLE_TELEMETRY": "true",
         "DO_NOT_TRACK": "true",
         "MPLCONFIGDIR": str(_TMP / "mpl"),
+        # the CLI's validated-config cache (greenlight.doccache): per test session, never the user's own
+        "GREENLIGHT_CACHE_DIR": str(_TMP / "config-cache"),
         "PYTHONPATH": os.pathsep.join(filter(None, [str(ROOT / "include"), os.environ.get("PYTHONPATH")])),
     }
 )

@@ -173,7 +173,8 @@ def test_defaults_and_overrides_combine_as_before():
 
 
 def test_settings_model_and_prefix_settings_have_the_same_keys():
-    from greenlight.promotion.config import PrefixSettings, SettingsModel
+    from greenlight.promotion.config import PrefixSettings
+    from greenlight.promotion.configschema import SettingsModel
 
     assert set(SettingsModel.model_fields) == set(PrefixSettings.__dataclass_fields__)
 

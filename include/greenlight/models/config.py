@@ -21,8 +21,9 @@ from typing import Any, Literal
 
 from pydantic import Field
 
+from greenlight.configmodel import StrictModel, validate
 from greenlight.errors import ConfigError
-from greenlight.yamlfile import StrictModel, read_yaml, validate
+from greenlight.yamlfile import read_yaml
 
 CONFIG_ENV = "GREENLIGHT_MODELS_CONFIG"
 DEFAULT_ALIAS = "champion"

@@ -6,29 +6,32 @@ The minimal valid file is::
       - s3://qa-<bucket>/<path>/
 
 Everything else has a default. Validation names the key, prefix or value at fault and never
-guesses: unknown keys, bad URIs, duplicates and overlapping prefixes are all errors.
+guesses: unknown keys, bad URIs, duplicates and overlapping prefixes are all errors. The file's
+shape is :mod:`greenlight.promotion.configschema` (pydantic, imported only when a document is
+validated); the engine's objects below are built from its normalized document.
 """
 
 from __future__ import annotations
 
 import math
 import os
+from collections.abc import Mapping
 from dataclasses import dataclass, field, replace
 from pathlib import Path
-from typing import Annotated, Any
+from typing import Any
 
-from pydantic import AfterValidator, Field, StringConstraints, model_validator
-
+from greenlight import doccache
 from greenlight.errors import ConfigError
 from greenlight.paths import INCLUDE_DIR
 from greenlight.storage import manifests
 from greenlight.storage.s3 import S3Uri, parse_s3_uri
-from greenlight.yamlfile import StrictModel, read_yaml, validate
+from greenlight.yamlfile import read_yaml
 
 DEFAULT_CONFIG_PATH = INCLUDE_DIR / "config" / "promotion.yaml"
 CONFIG_ENV = "GREENLIGHT_PROMOTION_CONFIG"
 #: Manifests (and leases) of a config without ``manifest_uri``: this prefix of the first destination's bucket.
 DEFAULT_MANIFEST_PREFIX = "_greenlight/manifests/"
+DEFAULT_WORKERS = 64
 
 
 @dataclass(frozen=True)
@@ -96,7 +99,7 @@ class PromotionConfig:
     prefixes: tuple[PrefixConfig, ...]
     rule: DestinationRule = field(default_factory=DestinationRule)
     manifest_uri: S3Uri | None = None
-    workers: int = 64
+    workers: int = DEFAULT_WORKERS
     path: str = ""
 
     def select(self, only: list[str] | None) -> PromotionConfig:
@@ -120,117 +123,68 @@ def _same_prefix(item: str, uri: S3Uri) -> bool:
         return False
 
 
-# ------------------------------------------------------------------------------ the file's schema
-_DAG_ID = r"^[A-Za-z0-9_.-]{1,250}$"
-NonEmpty = Annotated[str, StringConstraints(strip_whitespace=True, min_length=1)]
-
-
-def _relative_key(value: str | None) -> str | None:
-    if value is not None and (not value.strip() or value.startswith("/") or ".." in value.split("/")):
-        raise ValueError(f"expected a key relative to the prefix (e.g. _QA_SIGNED_OFF), got {value!r}")
-    return value
-
-
-class SettingsModel(StrictModel):
-    """``defaults:`` and the per-prefix overrides; a key left out inherits (see ``model_fields_set``)."""
-
-    allow_empty: bool = False
-    allow_unversioned: bool = False
-    max_delete_fraction: Annotated[float, Field(ge=0, le=1)] = 0.10
-    max_delete_count: Annotated[int, Field(ge=0)] = 1000
-    stale_after_hours: Annotated[float, Field(gt=0)] | None = 24.0
-    mlflow_experiments: list[NonEmpty] = []
-    signoff_marker: Annotated[str | None, AfterValidator(_relative_key)] = None
-    consumers: list[Annotated[str, StringConstraints(pattern=_DAG_ID)]] = []
-    shard_objects: Annotated[int, Field(ge=1)] = 250_000
-
-    def apply(self, base: PrefixSettings) -> PrefixSettings:
-        """``base`` with the keys this mapping sets."""
-        values: dict[str, Any] = {key: getattr(self, key) for key in self.model_fields_set & _SETTING_KEYS}
-        if "mlflow_experiments" in values:
-            values["mlflow_experiments"] = tuple(values["mlflow_experiments"])
-        if "consumers" in values:
-            values["consumers"] = tuple(dict.fromkeys(values["consumers"]))
-        return replace(base, **values)
-
-
-class PrefixModel(SettingsModel):
-    """One ``prefixes:`` entry: an ``s3://`` URI, or a mapping with ``source`` and overrides."""
-
-    source: str
-    destination: str | None = None
-    name: str | None = None
-    contract: Any = None
-
-    @model_validator(mode="before")
-    @classmethod
-    def _uri_shorthand(cls, data: Any) -> Any:
-        if isinstance(data, str):
-            return {"source": data}
-        if not isinstance(data, dict):
-            raise ValueError(f"expected an s3:// URI or a mapping with 'source', got {data!r}")
-        return data
-
-
-class RuleModel(StrictModel):
-    source_bucket_prefix: str = "qa-"
-    destination_bucket_prefix: str = "prod-"
-
-
-class PromotionFile(StrictModel):
-    """The whole ``promotion.yaml``."""
-
-    prefixes: Annotated[list[PrefixModel], Field(min_length=1)]
-    defaults: SettingsModel | None = None
-    destination_rule: RuleModel | None = None
-    manifest_uri: str | None = None
-    workers: Annotated[int, Field(ge=1, le=512)] = 64
-
-
-_SETTING_KEYS = set(PrefixSettings.__dataclass_fields__)
-
-# How a wrong value of each key is reported ({where}: the key path, {value}: what was found).
-MESSAGES = {
-    "": "{file}: expected a mapping with a 'prefixes' list at the top level",
-    "prefixes": "{file}: 'prefixes' must be a non-empty list of s3:// URIs, got {value!r}",
-    "defaults": "{file}: 'defaults' must be a mapping of per-prefix settings, got {value!r}",
-    "destination_rule": "{file}: 'destination_rule' must be a mapping, got {value!r}",
-    "workers": "{file}: 'workers' must be a whole number from 1 to 512, got {value!r}",
-    "manifest_uri": "manifest_uri: expected an s3:// URI string, got {value!r}",
-    "source_bucket_prefix": "{where}: expected a bucket name prefix such as 'qa-', got {value!r}",
-    "destination_bucket_prefix": "{where}: expected a bucket name prefix such as 'prod-', got {value!r}",
-    "source": "{where}: expected an s3:// URI string, got {value!r}",
-    "destination": "{where}: expected an s3:// URI string, got {value!r}",
-    "name": "{where}: expected a string, got {value!r}",
-    "allow_empty": "{where}: expected true or false, got {value!r}",
-    "allow_unversioned": "{where}: expected true or false, got {value!r}",
-    "max_delete_fraction": "{where}: expected a number between 0 and 1, got {value!r}",
-    "max_delete_count": "{where}: expected a whole number >= 0, got {value!r}",
-    "stale_after_hours": "{where}: expected a positive number of hours or null, got {value!r}",
-    "mlflow_experiments": "{where}: expected a list of MLflow experiment names, got {value!r}",
-    "consumers": "{where}: expected a list of Airflow dag ids, got {value!r}",
-    "signoff_marker": "{where}: expected a key relative to the prefix (e.g. _QA_SIGNED_OFF), got {value!r}",
-}
-
-
 # --------------------------------------------------------------------------- from file to objects
+#: The modules whose source decides what a valid document is: part of the validated-document cache's key.
+SCHEMA_SOURCES = ("greenlight.promotion.configschema", "greenlight.configmodel")
+SETTING_KEYS = frozenset(PrefixSettings.__dataclass_fields__)
+
+
+def validate_document(raw: Any, path: str) -> dict[str, Any]:
+    """The schema's verdict on a parsed ``promotion.yaml``: the normalized document (the keys it
+    sets, values as validated), or a :class:`ConfigError` naming every key at fault."""
+    # Local: the schema imports pydantic, ~0.13 s of CPU per CLI start (python -X importtime,
+    # 2026-12-03); a run whose document is in the validated-document cache never needs it.
+    from greenlight.promotion.configschema import normalize
+
+    return normalize(raw, file=path)
+
+
+def apply_settings(base: PrefixSettings, mapping: Mapping[str, Any]) -> PrefixSettings:
+    """``base`` with the settings a normalized ``defaults:`` or ``prefixes:`` entry sets (a key
+    it leaves out inherits from ``base``)."""
+    values: dict[str, Any] = {key: mapping[key] for key in SETTING_KEYS if key in mapping}
+    if "mlflow_experiments" in values:
+        values["mlflow_experiments"] = tuple(values["mlflow_experiments"])
+    if "consumers" in values:
+        values["consumers"] = tuple(dict.fromkeys(values["consumers"]))
+    return replace(base, **values)
+
+
 def parse_config(raw: Any, *, path: str = "<config>") -> PromotionConfig:
     """Validate a parsed YAML document and return a :class:`PromotionConfig`.
 
-    The model checks the shape and every value; what needs several keys at once (the destination
-    rule, overlapping prefixes, where manifests go) is checked here, each error naming its key.
+    The schema (:mod:`greenlight.promotion.configschema`) checks the shape and every value, unless
+    the validated-document cache (:mod:`greenlight.doccache`) holds its verdict on this exact
+    document and schema; what needs several keys at once (the destination rule, overlapping
+    prefixes, where manifests go, that a contract file exists) is checked here on every call, each
+    error naming its key. A document is cached only once all of that has passed.
     """
-    doc = validate(PromotionFile, raw, file=path, messages=MESSAGES)
-    rule_doc = doc.destination_rule or RuleModel()
-    rule = DestinationRule(rule_doc.source_bucket_prefix, rule_doc.destination_bucket_prefix)
+    slot = doccache.slot(raw, kind="promotion.yaml", sources=SCHEMA_SOURCES)
+    doc = slot.load()
+    if doc is None:
+        doc = validate_document(raw, path)
+    config = build_config(doc, path)
+    slot.store(doc)
+    return config
+
+
+def build_config(doc: Mapping[str, Any], path: str) -> PromotionConfig:
+    """The :class:`PromotionConfig` of a normalized document (:func:`validate_document`), after the
+    checks that need several keys at once."""
+    rule_doc = doc.get("destination_rule") or {}
+    default_rule = DestinationRule()
+    rule = DestinationRule(
+        rule_doc.get("source_bucket_prefix", default_rule.source_prefix),
+        rule_doc.get("destination_bucket_prefix", default_rule.destination_prefix),
+    )
     if not rule.source_prefix or not rule.destination_prefix or rule.source_prefix == rule.destination_prefix:
         raise ConfigError(f"{path}: destination_rule needs two different, non-empty bucket prefixes")
-    defaults = (doc.defaults or SettingsModel()).apply(PrefixSettings())
+    defaults = apply_settings(PrefixSettings(), doc.get("defaults") or {})
 
     prefixes: list[PrefixConfig] = []
-    for index, entry in enumerate(doc.prefixes):
+    for index, entry in enumerate(doc["prefixes"]):
         where = f"prefixes[{index}]"
-        source = parse_s3_uri(entry.source, what=f"{where}.source")
+        source = parse_s3_uri(entry["source"], what=f"{where}.source")
         if not source.prefix:
             raise ConfigError(f"{where}.source: {source} is a whole bucket; name a prefix inside it")
         mapped = rule.map_bucket(source.bucket)
@@ -239,8 +193,8 @@ def parse_config(raw: Any, *, path: str = "<config>") -> PromotionConfig:
                 f"{where}.source: bucket {source.bucket!r} does not start with {rule.source_prefix!r} "
                 "(destination_rule.source_bucket_prefix)"
             )
-        if entry.destination is not None:
-            destination = parse_s3_uri(entry.destination, what=f"{where}.destination")
+        if entry.get("destination") is not None:
+            destination = parse_s3_uri(entry["destination"], what=f"{where}.destination")
             if destination.bucket != mapped:
                 raise ConfigError(
                     f"{where}.destination: {destination} is outside the destination rule: "
@@ -250,18 +204,18 @@ def parse_config(raw: Any, *, path: str = "<config>") -> PromotionConfig:
                 raise ConfigError(f"{where}.destination: {destination} is a whole bucket; name a prefix")
         else:
             destination = S3Uri(mapped, source.prefix)
-        contract = entry.contract
+        contract = entry.get("contract")
         if contract is not None:
             contract = _contract_ref(contract, f"{where}.contract", base=Path(path).parent)
-        settings = entry.apply(defaults)
-        prefixes.append(PrefixConfig(source, destination, settings, entry.name or "", contract))
+        settings = apply_settings(defaults, entry)
+        prefixes.append(PrefixConfig(source, destination, settings, entry.get("name") or "", contract))
 
     _check_overlaps(prefixes)
     _check_file_names(prefixes)
     source_buckets = {p.source.bucket for p in prefixes}
 
-    if doc.manifest_uri is not None:
-        manifest_uri = parse_s3_uri(doc.manifest_uri, what="manifest_uri")
+    if doc.get("manifest_uri") is not None:
+        manifest_uri = parse_s3_uri(doc["manifest_uri"], what="manifest_uri")
     else:
         manifest_uri = S3Uri(prefixes[0].destination.bucket, DEFAULT_MANIFEST_PREFIX)
     if manifest_uri.bucket in source_buckets:
@@ -272,7 +226,7 @@ def parse_config(raw: Any, *, path: str = "<config>") -> PromotionConfig:
                 f"manifest_uri: {manifest_uri} overlaps destination {p.destination}; "
                 "a promotion would copy over or delete its own manifests"
             )
-    return PromotionConfig(tuple(prefixes), rule, manifest_uri, doc.workers, path)
+    return PromotionConfig(tuple(prefixes), rule, manifest_uri, doc.get("workers", DEFAULT_WORKERS), path)
 
 
 def _contract_ref(value: Any, where: str, base: Path) -> str:

@@ -22,10 +22,11 @@ from typing import Annotated, Any, Literal
 
 from pydantic import AfterValidator, Field, StringConstraints, model_validator
 
+from greenlight.configmodel import StrictModel, validate
 from greenlight.errors import ConfigError
 from greenlight.paths import INCLUDE_DIR
 from greenlight.storage.s3 import S3Uri, parse_s3_uri
-from greenlight.yamlfile import StrictModel, read_yaml, validate
+from greenlight.yamlfile import read_yaml
 
 DEFAULT_CONFIG_PATH = INCLUDE_DIR / "config" / "reconcile.yaml"
 CONFIG_ENV = "GREENLIGHT_RECONCILE_CONFIG"

@@ -1,11 +1,12 @@
 """``staging_refresh.yaml``: what the prod → staging refresh copies, and how it checks the result.
 
-Parsed like every greenlight config file, through :mod:`greenlight.yamlfile`: pydantic v2 models
-with ``extra="forbid"`` and no type coercion; every problem becomes one :class:`ConfigError`
-(exit 2) naming the file and the key path (``postgres.tables[2]: …``, ``postgres: unknown key
-'colour'``). The refusal rules (a target that is a source or is named like prod, a manifest inside
-a bucket target, …) are validators of the same models. Only connection *ids* appear here:
-credentials come from Airflow connections (``AIRFLOW_CONN_<ID>`` for the CLI).
+Parsed like every greenlight config file (:mod:`greenlight.yamlfile`, then
+:mod:`greenlight.configmodel`): pydantic v2 models with ``extra="forbid"`` and no type coercion;
+every problem becomes one :class:`ConfigError` (exit 2) naming the file and the key path
+(``postgres.tables[2]: …``, ``postgres: unknown key 'colour'``). The refusal rules (a target that
+is a source or is named like prod, a manifest inside a bucket target, …) are validators of the
+same models. Only connection *ids* appear here: credentials come from Airflow connections
+(``AIRFLOW_CONN_<ID>`` for the CLI).
 """
 
 from __future__ import annotations
@@ -25,11 +26,12 @@ from pydantic import (
     model_validator,
 )
 
+from greenlight.configmodel import StrictModel, validate
 from greenlight.errors import ConfigError
 from greenlight.paths import INCLUDE_DIR
 from greenlight.promotion.config import DEFAULT_MANIFEST_PREFIX
 from greenlight.storage.s3 import S3Uri, parse_s3_uri
-from greenlight.yamlfile import StrictModel, read_yaml, validate
+from greenlight.yamlfile import read_yaml
 
 DEFAULT_CONFIG_PATH = INCLUDE_DIR / "config" / "staging_refresh.yaml"
 CONFIG_ENV = "GREENLIGHT_REFRESH_CONFIG"
