@@ -40,14 +40,13 @@ from typing import Any
 
 from greenlight.errors import GreenlightError, RefusedError
 from greenlight.storage.manifests import safe_name
-from greenlight.storage.s3 import S3Uri, error_code, get_if_exists, normalize_etag
+from greenlight.storage.s3 import S3Uri, get_if_exists, is_write_conflict, normalize_etag
 
 log = logging.getLogger("greenlight.storage.lease")
 
 LEASE_KIND = "greenlight.lease/v1"
 #: Seconds a lease lives without renewal; renewals happen every third of it.
 DEFAULT_TTL = float(os.environ.get("GREENLIGHT_LEASE_TTL", "60"))
-_CONFLICT = {"PreconditionFailed", "412", "ConditionalRequestConflict", "409"}
 
 
 class LeaseHeldError(RefusedError):
@@ -213,7 +212,7 @@ class Lease:
                     self.etag = self._put(self._doc(), if_match=None)
                     break
                 except Exception as exc:
-                    if error_code(exc) not in _CONFLICT:
+                    if not is_write_conflict(exc):
                         raise
                     continue  # created by someone else meanwhile: look again
             holder, etag = current
@@ -222,7 +221,7 @@ class Lease:
                 try:
                     self.etag = self._put(self._doc(), if_match=etag)
                 except Exception as exc:
-                    if error_code(exc) not in _CONFLICT:
+                    if not is_write_conflict(exc):
                         raise
                     continue  # someone else changed it first: look again
                 taken = not holder.get("released_at") and holder.get("kind") == LEASE_KIND
@@ -271,7 +270,7 @@ class Lease:
                     self.etag = self._put(self._doc(), if_match=self.etag)
                     return
                 except Exception as exc:
-                    if error_code(exc) not in _CONFLICT:
+                    if not is_write_conflict(exc):
                         raise
                     conflict = exc
                 current = self._read()

@@ -19,7 +19,7 @@ from typing import Any
 
 from greenlight.errors import ManifestError, ManifestInvalidError, ManifestNotFoundError
 from greenlight.redact import redact_text
-from greenlight.storage.s3 import S3Uri, error_code, get_if_exists, normalize_etag, parse_s3_uri
+from greenlight.storage.s3 import S3Uri, get_if_exists, is_write_conflict, normalize_etag, parse_s3_uri
 
 _SAFE = re.compile(r"[^A-Za-z0-9._=-]+")
 
@@ -148,7 +148,7 @@ class ManifestStore:
                     **condition,
                 )
             except Exception as exc:
-                if error_code(exc) in ("PreconditionFailed", "412", "ConditionalRequestConflict", "409"):
+                if is_write_conflict(exc):
                     return None
                 raise ManifestError(f"could not write manifest {self.uri(relpath)}: {exc}") from exc
             return normalize_etag(response.get("ETag"))

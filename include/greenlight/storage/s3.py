@@ -438,3 +438,13 @@ def error_code(exc: BaseException) -> str:
     """The S3 error code of a botocore ClientError, else ''."""
     response = getattr(exc, "response", None) or {}
     return str(response.get("Error", {}).get("Code", ""))
+
+
+#: How S3 servers answer a conditional write (If-Match / If-None-Match) that lost: 412 when the
+#: condition failed, 409 when another conditional write of the same key was in flight.
+WRITE_CONFLICT_CODES = frozenset({"PreconditionFailed", "412", "ConditionalRequestConflict", "409"})
+
+
+def is_write_conflict(exc: BaseException) -> bool:
+    """True when ``exc`` is a conditional write that lost to another writer (look again, retry)."""
+    return error_code(exc) in WRITE_CONFLICT_CODES
