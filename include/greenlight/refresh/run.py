@@ -23,7 +23,7 @@ from greenlight.refresh import tables as pg
 from greenlight.refresh.checks import health, migrate
 from greenlight.refresh.config import ALWAYS_SKIPPED, RefreshConfig, looks_like_prod
 from greenlight.refresh.connections import PgConn
-from greenlight.refresh.psqlreader import find_psql
+from greenlight.refresh.psqlreader import find_psql, find_stdbuf
 from greenlight.refresh.streamcopy import SplitClient
 from greenlight.storage.manifests import ManifestStore, safe_name
 
@@ -143,6 +143,8 @@ def _postgres_preflight(r: Refresh, only_tables: set[str] | None, keep: list | N
         # Prod and staging are read side by side: every step below waits on one server only.
         src_side = pool.submit(_read_side, source.conninfo, section.schemas, wanted, read_only=True)
         dst_side = pool.submit(_read_side, target.conninfo, section.schemas, wanted, read_only=False)
+        if psql:
+            find_stdbuf()  # tried once per process (a child process): here, while both servers answer
         sides = [f.exception() or f.result() for f in (src_side, dst_side)]
     opened = [s.conn for s in sides if isinstance(s, _Side)]
     try:
