@@ -141,12 +141,12 @@ def _postgres_preflight(r: Refresh, only_tables: set[str] | None, keep: list | N
     wanted = [section.qualify(t) for t in section.tables] if section.tables is not None else None
     with ThreadPoolExecutor(max_workers=2, thread_name_prefix="gl-preflight") as pool:
         # Prod and staging are read side by side: every step below waits on one server only.
-        src_side = pool.submit(_read_side, source.conninfo, section.schemas, wanted, read_only=True)
-        dst_side = pool.submit(_read_side, target.conninfo, section.schemas, wanted, read_only=False)
+        src_side = pool.submit(pgcat.read_server, source.conninfo, section.schemas, wanted, read_only=True)
+        dst_side = pool.submit(pgcat.read_server, target.conninfo, section.schemas, wanted, read_only=False)
         if psql:
             find_stdbuf()  # tried once per process (a child process): here, while both servers answer
         sides = [f.exception() or f.result() for f in (src_side, dst_side)]
-    opened = [s.conn for s in sides if isinstance(s, _Side)]
+    opened = [s.conn for s in sides if isinstance(s, pgcat.ServerRead)]
     try:
         for failed in sides:
             if isinstance(failed, BaseException):
@@ -218,37 +218,6 @@ def _postgres_preflight(r: Refresh, only_tables: set[str] | None, keep: list | N
         "versions": {**versions, "relation": relation},
         "previous_rows": _previous_rows(r),
     }
-
-
-@dataclass
-class _Side:
-    """What preflight reads on one server, on the connection it opened (left idle, no transaction)."""
-
-    conn: Any
-    identity: dict[str, Any]
-    tables: list[str]
-    edges: list[tuple[str, str]]
-    version: str | None
-    catalog: dict[str, pgcat.TableInfo]
-
-
-def _read_side(conninfo: str, schemas: list[str], wanted: list[str] | None, *, read_only: bool) -> _Side:
-    """Identity, tables, foreign keys (staging's), alembic version and, for ``wanted`` tables, columns."""
-    conn = pgcat.connect(conninfo, read_only=read_only)
-    try:
-        side = _Side(
-            conn,
-            pgcat.server_identity(conn),
-            pgcat.list_tables(conn, schemas),
-            [] if read_only else pgcat.foreign_keys(conn, schemas),
-            pgcat.alembic_version(conn, schemas),
-            pgcat.catalog(conn, wanted) if wanted is not None else {},
-        )
-        conn.rollback()
-        return side
-    except BaseException:
-        conn.close()
-        raise
 
 
 def _plan(section, table: str, prod: pgcat.TableInfo | None, staging: pgcat.TableInfo | None) -> pg.TablePlan:
