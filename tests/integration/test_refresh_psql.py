@@ -19,6 +19,7 @@ from helpers import write_config
 from refreshfixtures import seed_runbook_schema
 
 from greenlight.cli import main
+from greenlight.refresh import psqlreader
 
 pg_pair = refreshfixtures.pg_pair
 refresh_dbs = refreshfixtures.refresh_dbs_each_reader  # once per reader
@@ -81,6 +82,34 @@ def test_every_type_arrives_as_it_is_in_prod(tmp_path, capsys, refresh_dbs, copy
     assert (detail["reader"], detail["format"], detail["rows_source"]) == (dbs.reader, copy_format, 401)
     rows = "SELECT t::text FROM every_type t ORDER BY id"
     assert dbs.query("staging", rows) == dbs.query("prod", rows)
+
+
+def test_psql_runs_under_stdbuf_when_there_is_one_and_the_rows_are_the_same_without(
+    tmp_path, capsys, refresh_dbs, monkeypatch
+):
+    """psql's stdout buffer (``stdbuf -o``, when stdbuf works here) changes how the bytes are
+    chunked into the pipe, not what arrives in staging: the same rows with and without it."""
+    dbs = refresh_dbs
+    if dbs.reader != "psql":
+        pytest.skip("psql reader only")
+    found = psqlreader.find_stdbuf()
+    if found is None:
+        pytest.skip("no working stdbuf on this machine")
+    for side in ("prod", "staging"):
+        dbs.run(side, *TYPES_DDL)
+    dbs.run("prod", *TYPES_ROWS)
+    seen = tmp_path / "stdbuf-setting"
+    spy = wrapper(tmp_path, "spy-psql", f'echo "${{_STDBUF_O:-none}}" >> "{seen}"\nexec "$REAL" "$@"')
+    rows = "SELECT t::text FROM every_type t ORDER BY id"
+
+    for stdbuf in (found, None):
+        monkeypatch.setattr(psqlreader, "find_stdbuf", lambda stdbuf=stdbuf: stdbuf)
+        dbs.run("staging", "TRUNCATE every_type", "INSERT INTO every_type (id, t) VALUES (1, 'stale')")
+        code, summary, _ = refresh(tmp_path, capsys, dbs, psql=spy)
+        assert code == 0, summary
+        assert dbs.query("staging", rows) == dbs.query("prod", rows)
+
+    assert seen.read_text().split() == [str(psqlreader.STDOUT_BUFFER), "none"]
 
 
 def test_a_prod_error_mid_copy_fails_the_table_and_keeps_staging(tmp_path, capsys, refresh_dbs):

@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 
 from greenlight.errors import ConfigError
-from greenlight.refresh.psqlreader import PsqlUnsupported, command, find_psql
+from greenlight.refresh.psqlreader import STDOUT_BUFFER, PsqlUnsupported, command, find_psql
 from greenlight.refresh.tables import TablePlan
 
 
@@ -41,3 +41,11 @@ def test_the_command_line_holds_the_copy_and_the_snapshot_only():
     assert not any("host" in a or "user" in a or "dbname" in a for a in argv)
     with pytest.raises(PsqlUnsupported):
         command("psql", "1-1", '"public"."odd\nname" ("id")', binary=False, tags_fd=7, conninfo=[])
+
+
+def test_under_stdbuf_psql_gets_a_larger_stdout_buffer_and_the_same_arguments():
+    plain = command("/usr/bin/psql", "1-1", '"public"."books" ("id")', binary=True, tags_fd=7, conninfo=[])
+    argv = command(
+        "/usr/bin/psql", "1-1", '"public"."books" ("id")', binary=True, tags_fd=7, conninfo=[], stdbuf="/usr/bin/stdbuf"
+    )
+    assert argv == ["/usr/bin/stdbuf", f"--output={STDOUT_BUFFER}", *plain]

@@ -8,6 +8,7 @@ The last line on stdout is a JSON summary; per-object actions and progress go to
 from __future__ import annotations
 
 import argparse
+import gc
 import importlib
 import logging
 import os
@@ -65,9 +66,26 @@ def _parser(argv: list[str] | None = None) -> argparse.ArgumentParser:
 PYDANTIC_PLUGINS = ("PYDANTIC_DISABLE_PLUGINS", "__all__")
 
 
-def main(argv: list[str] | None = None) -> int:
+def main(argv: list[str] | None = None, *, whole_process: bool = False) -> int:
+    """Run one command; returns its exit code.
+
+    ``whole_process``: this call is the process (the console script, ``python -m greenlight``).
+    The cyclic GC is then off while the command's modules load (pydantic, the config models,
+    …: ~70,000 objects that live until the process exits, walked again at every collection), and
+    what they loaded is frozen (``gc.freeze``) before the GC is turned back on. Measured on the
+    refresh bench's CLI run (2026-12-03, ``gc.callbacks``): 100 collections taking ~17.5 ms of
+    CPU → 54 taking ~7.6 ms, all on the single-threaded start-up. Not done for an in-process
+    call (tests): frozen objects are never collected.
+    """
     os.environ.setdefault(*PYDANTIC_PLUGINS)
-    args = _parser(argv).parse_args(argv)
+    if whole_process:
+        gc.disable()
+    try:
+        args = _parser(argv).parse_args(argv)
+    finally:
+        if whole_process:
+            gc.freeze()
+            gc.enable()
     logging.basicConfig(
         level=logging.DEBUG if args.verbose else logging.INFO,
         format="%(asctime)s %(levelname)s %(name)s: %(message)s",
@@ -97,4 +115,4 @@ def main(argv: list[str] | None = None) -> int:
 
 def console() -> None:
     """Entry point of the ``greenlight`` console script."""
-    sys.exit(main())
+    sys.exit(main(whole_process=True))

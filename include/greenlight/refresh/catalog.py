@@ -201,3 +201,37 @@ def alembic_version(conn, schemas: list[str]) -> str | None:
     ).fetchall()
     conn.rollback()
     return ",".join(h[0] for h in heads) or None
+
+
+# ---------------------------------------------------------------------------------------- one server's preflight
+@dataclass
+class ServerRead:
+    """What the refresh's preflight reads on one server, and the connection it read on (left idle)."""
+
+    conn: Any
+    identity: dict[str, Any]
+    tables: list[str]
+    edges: list[tuple[str, str]]  # foreign keys: read on staging only (``read_only=False``)
+    version: str | None
+    catalog: dict[str, TableInfo]
+
+
+def read_server(conninfo: str, schemas: list[str], wanted: list[str] | None, *, read_only: bool) -> ServerRead:
+    """Open a connection and read the server's identity, tables, foreign keys (staging), alembic
+    version and, for ``wanted`` tables, their columns. The connection is returned idle (closed on
+    an error): the caller closes it or copies on it."""
+    conn = connect(conninfo, read_only=read_only)
+    try:
+        read = ServerRead(
+            conn,
+            server_identity(conn),
+            list_tables(conn, schemas),
+            [] if read_only else foreign_keys(conn, schemas),
+            alembic_version(conn, schemas),
+            catalog(conn, wanted) if wanted is not None else {},
+        )
+        conn.rollback()
+        return read
+    except BaseException:
+        conn.close()
+        raise

@@ -19,6 +19,11 @@ indexes set aside: all unchanged, see :func:`greenlight.refresh.tables.copy_grou
 * **Failures.** A non-zero exit or a missing ``COPY`` tag fails the table, with psql's stderr
   (secrets scrubbed) in the reason; on any error the child is killed and staging's COPY ended
   with an error, so the group's transaction rolls back as with the Python reader.
+* **Fewer wake-ups.** psql's stdout is a pipe, which C stdio buffers in 4 KiB blocks: one
+  ``write`` per 4 KiB, each waking this thread for a 4 KiB read. When GNU coreutils' ``stdbuf`` is
+  on PATH, psql runs under it with a 256 KiB stdout buffer (:data:`STDOUT_BUFFER`): on the refresh
+  bench (1 M rows, 69 MB) this thread's CPU went from ~60 ms to ~26 ms and psql's from ~140 ms to
+  ~125 ms. Without ``stdbuf`` psql runs directly, as before; the rows are the same either way.
 * **Threads.** Every wait is a blocking ``os.read`` of the pipe or a ``select()`` on staging's
   socket: both release the GIL, so worker threads copying other tables run side by side.
 """
@@ -26,6 +31,7 @@ indexes set aside: all unchanged, see :func:`greenlight.refresh.tables.copy_grou
 from __future__ import annotations
 
 import fcntl
+import functools
 import os
 import re
 import shutil
@@ -42,6 +48,7 @@ CHUNK = 128 * 1024  # bytes handed to staging's COPY at a time (as relay.BATCH_B
 PIPE_BYTES = 1024 * 1024  # the pipe's buffer (Linux F_SETPIPE_SZ): fewer wake-ups of this thread
 _F_SETPIPE_SZ = getattr(fcntl, "F_SETPIPE_SZ", 1031)  # Linux
 _COPY_TAG = re.compile(rb"^COPY (\d+)$", re.MULTILINE)
+STDOUT_BUFFER = 256 * 1024  # psql's stdout buffer under ``stdbuf -o`` (see "Fewer wake-ups" above)
 DEBIAN_PG_LIB = "/usr/lib/postgresql"  # <major>/bin/psql: the binaries behind Debian's pg_wrapper
 
 #: libpq connection keywords -> the environment variable libpq reads for each.
@@ -164,14 +171,40 @@ def child_env(src, source_uri: str, base: dict[str, str] | None = None) -> tuple
     return env, [" ".join(argv_params)] if argv_params else []
 
 
+@functools.cache
+def find_stdbuf() -> str | None:
+    """``stdbuf`` (GNU coreutils: sets psql's stdout buffer) when it works here, else None (psql
+    then runs directly). Tried once per process on ``true``: a ``stdbuf`` that cannot preload its
+    library exits non-zero and is not used."""
+    found = shutil.which("stdbuf")
+    if found is None:
+        return None
+    try:
+        ok = subprocess.run(  # noqa: S603 - fixed argv, no shell
+            [found, f"--output={STDOUT_BUFFER}", "true"], capture_output=True, timeout=10, check=False
+        )
+    except (OSError, subprocess.SubprocessError):
+        return None
+    return found if ok.returncode == 0 else None
+
+
 def command(
-    psql: str, snapshot: str, copy_source: str, *, binary: bool, tags_fd: int, conninfo: list[str]
+    psql: str,
+    snapshot: str,
+    copy_source: str,
+    *,
+    binary: bool,
+    tags_fd: int,
+    conninfo: list[str],
+    stdbuf: str | None = None,
 ) -> list[str]:
-    """psql's argv: one read-only transaction on ``snapshot`` around a ``\\copy`` to its stdout."""
+    """psql's argv: one read-only transaction on ``snapshot`` around a ``\\copy`` to its stdout
+    (run under ``stdbuf``, when given, with a :data:`STDOUT_BUFFER` stdout buffer)."""
     if "\n" in copy_source or "\r" in copy_source:
         raise PsqlUnsupported("a \\copy command is one line")
     copy = f"\\copy {copy_source} to pstdout" + (" with (format binary)" if binary else "")
     return [
+        *([stdbuf, f"--output={STDOUT_BUFFER}"] if stdbuf else []),
         psql,
         "--no-psqlrc",
         "--no-password",
@@ -198,7 +231,15 @@ def stream(
 
     env, conninfo = child_env(src, source_uri)
     with tempfile.TemporaryFile() as tags, tempfile.TemporaryFile() as errors:
-        argv = command(psql, snapshot, copy_source, binary=binary, tags_fd=tags.fileno(), conninfo=conninfo)
+        argv = command(
+            psql,
+            snapshot,
+            copy_source,
+            binary=binary,
+            tags_fd=tags.fileno(),
+            conninfo=conninfo,
+            stdbuf=find_stdbuf(),
+        )
         proc = subprocess.Popen(  # noqa: S603 - argv built above, no shell; the password is in env only
             argv, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=errors, env=env, pass_fds=(tags.fileno(),)
         )

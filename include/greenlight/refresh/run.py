@@ -24,7 +24,7 @@ from greenlight.refresh import tables as pg
 from greenlight.refresh.checks import health, migrate
 from greenlight.refresh.config import ALWAYS_SKIPPED, RefreshConfig, looks_like_prod
 from greenlight.refresh.connections import PgConn
-from greenlight.refresh.psqlreader import find_psql
+from greenlight.refresh.psqlreader import find_psql, find_stdbuf
 from greenlight.refresh.streamcopy import SplitClient
 from greenlight.storage.manifests import ManifestStore, safe_name
 
@@ -97,9 +97,12 @@ def _connections(r: Refresh) -> tuple[PgConn, PgConn]:
     return source, target
 
 
-def preflight(r: Refresh) -> dict[str, Any]:
+def preflight(r: Refresh, *, keep: list | None = None) -> dict[str, Any]:
     """Runbook: "fix profiles" + dry run. Resolve both connections, refuse unsafe targets, list tables
-    and FK groups, record schema versions, check every bucket pair (refusals raise, exit 2)."""
+    and FK groups, record schema versions, check every bucket pair (refusals raise, exit 2).
+
+    ``keep``: a list that receives the prod (read-only) and staging connections preflight opened,
+    idle, instead of closing them (the CLI copies on them; the caller closes them)."""
     out: dict[str, Any] = {"run_id": r.run_id, "dry_run": r.dry_run, "groups": [], "skipped": [], "buckets": []}
     mappings, only_tables = r.config.select(r.only, known_tables=None) if r.only else (r.mappings(), None)
     section = r.config.postgres
@@ -107,7 +110,7 @@ def preflight(r: Refresh) -> dict[str, Any]:
     if http is not None and r.check_http_conn is not None and not r.skip_migrations:
         r.check_http_conn(http.conn_id)
     if section is not None:
-        out.update(_postgres_preflight(r, only_tables if r.only else None))
+        out.update(_postgres_preflight(r, only_tables if r.only else None, keep))
     elif only_tables:
         raise ConfigError(f"only: {sorted(only_tables)} name tables but no 'postgres' section is configured")
     if mappings:
@@ -131,27 +134,36 @@ def preflight(r: Refresh) -> dict[str, Any]:
     return out
 
 
-def _postgres_preflight(r: Refresh, only_tables: set[str] | None) -> dict[str, Any]:
+def _postgres_preflight(r: Refresh, only_tables: set[str] | None, keep: list | None = None) -> dict[str, Any]:
     section = r.config.postgres
     source, target = _connections(r)
     psql = find_psql(section.reader, section.psql)  # refused here (exit 2) when psql is required but missing
-    with pgcat.connect(source.conninfo, read_only=True) as src, pgcat.connect(target.conninfo) as dst:
-        src_id, dst_id = pgcat.server_identity(src), pgcat.server_identity(dst)
-        if pgcat.same_database(src_id, dst_id):
+    # Tables whose columns are read in the same pass as the listing (the configured ones); when
+    # ``tables`` is not set, the copied tables are known only from prod's listing: a second pass.
+    wanted = [section.qualify(t) for t in section.tables] if section.tables is not None else None
+    with ThreadPoolExecutor(max_workers=2, thread_name_prefix="gl-preflight") as pool:
+        # Prod and staging are read side by side: every step below waits on one server only.
+        src_side = pool.submit(pgcat.read_server, source.conninfo, section.schemas, wanted, read_only=True)
+        dst_side = pool.submit(pgcat.read_server, target.conninfo, section.schemas, wanted, read_only=False)
+        if psql:
+            find_stdbuf()  # tried once per process (a child process): here, while both servers answer
+        sides = [f.exception() or f.result() for f in (src_side, dst_side)]
+    opened = [s.conn for s in sides if isinstance(s, pgcat.ServerRead)]
+    try:
+        for failed in sides:
+            if isinstance(failed, BaseException):
+                raise failed
+        src, dst = sides
+        if pgcat.same_database(src.identity, dst.identity):
             raise RefusedError(
                 f"postgres target {target.describe()}",
                 f"it is the same server and database as the source {source.describe()}",
             )
-        if not src_id["read_only"]:
+        if not src.identity["read_only"]:
             raise RefusedError(f"postgres source {source.describe()}", "the session did not open read-only")
-        prod_tables = pgcat.list_tables(src, section.schemas)
-        staging_tables = pgcat.list_tables(dst, section.schemas)
-        edges = pgcat.foreign_keys(dst, section.schemas)
-        versions = {
-            "prod": pgcat.alembic_version(src, section.schemas),
-            "staging": pgcat.alembic_version(dst, section.schemas),
-        }
-        chosen = [section.qualify(t) for t in section.tables] if section.tables is not None else list(prod_tables)
+        prod_tables, staging_tables, edges = src.tables, dst.tables, dst.edges
+        versions = {"prod": src.version, "staging": dst.version}
+        chosen = wanted if wanted is not None else list(prod_tables)
         unknown = sorted(set(chosen) - set(prod_tables) - set(staging_tables))
         if unknown:
             raise ConfigError(f"postgres.tables: {', '.join(unknown)} not found in prod or staging ({section.schemas})")
@@ -172,10 +184,17 @@ def _postgres_preflight(r: Refresh, only_tables: set[str] | None) -> dict[str, A
             for schema in section.schemas:
                 skip.setdefault(f"{schema}.{name}", why)
         copy = [t for t in chosen if t not in skip]
-        # Columns of every copied table, one catalog query per side (not two per table per task).
-        prod_cat, staging_cat = pgcat.catalog(src, copy), pgcat.catalog(dst, copy)
-        src.rollback()
-        dst.rollback()
+        if wanted is None:  # columns of every copied table, one catalog query per side, side by side
+            with ThreadPoolExecutor(max_workers=2, thread_name_prefix="gl-preflight") as pool:
+                prod_cat, staging_cat = pool.map(lambda conn: pgcat.catalog(conn, copy), (src.conn, dst.conn))
+        else:
+            prod_cat, staging_cat = src.catalog, dst.catalog
+        if keep is not None:  # the CLI copies on them (see :func:`refresh`)
+            keep.extend(opened)
+            opened = []
+    finally:
+        for conn in opened:
+            conn.close()
     skipped = [{"table": t, "reason": skip[t]} for t in chosen if t in skip]
     if section.tables is None and only_tables is None:
         skipped += [
@@ -528,28 +547,37 @@ def refresh(r: Refresh) -> dict[str, Any]:
     and of the staging database (:mod:`greenlight.refresh.leases`): another run holding one refuses
     this one (exit 2, nothing changed) unless it lets go within ``r.wait`` seconds.
     """
-    pre = preflight(r)
-    specs = leases.run_specs(r)
-    with leases.holding(r.client() if specs else None, specs, run_id=r.run_id, wait=r.wait) as held:
-        summary = _refresh(r, pre, held)
-        summary["leases"] = held.report()
-    return summary
+    kept: list = []  # preflight's prod and staging connections: the snapshot holder and a worker's staging
+    try:
+        pre = preflight(r, keep=kept)
+        specs = leases.run_specs(r)
+        with leases.holding(r.client() if specs else None, specs, run_id=r.run_id, wait=r.wait) as held:
+            summary = _refresh(r, pre, held, kept)
+            summary["leases"] = held.report()
+        return summary
+    finally:
+        for conn in kept:  # closing twice is harmless: most were handed on and closed by their user
+            conn.close()
 
 
-def _refresh(r: Refresh, pre: dict[str, Any], held) -> dict[str, Any]:
+def _refresh(r: Refresh, pre: dict[str, Any], held, kept: list) -> dict[str, Any]:
     section = r.config.postgres
     plans = pre.get("plans") or {}
     groups = sorted(pre["groups"], key=lambda g: -sum((plans.get(t) or {}).get("size", 0) for t in g))
     workers = max(1, min(section.workers if section else 1, len(groups)))
     holder = snapshot = None
+    prod, spare = (kept[0], kept[1:]) if kept else (None, [])  # spare: staging, for the first worker
     if groups and not r.dry_run:
         source = r.resolve(section.source_conn)
         try:
-            holder, snapshot = pg.export_snapshot(source.conninfo)
+            holder, snapshot = pg.export_snapshot(source.conninfo, conn=prod)
         except Exception as exc:  # noqa: BLE001 - e.g. a standby without the right: groups then read their own
             log.warning("could not export a prod snapshot (%s): each FK group reads its own snapshot", exc)
+    if holder is None and prod is not None:
+        prod.close()
     local = threading.local()
     pairs: list[pg.ConnPair] = []
+    lock = threading.Lock()
 
     def copy(group: list[str]) -> list[dict[str, Any]]:
         if r.dry_run:
@@ -557,7 +585,10 @@ def _refresh(r: Refresh, pre: dict[str, Any], held) -> dict[str, Any]:
         if getattr(local, "pair", None) is None:
             source, target = _connections(r)
             local.pair = pg.ConnPair(source.conninfo, target.conninfo)
-            pairs.append(local.pair)
+            with lock:
+                pairs.append(local.pair)
+                if spare:
+                    local.pair.dst = spare.pop()
         return copy_tables(r, group, pre, snapshot=snapshot, pair=local.pair)
 
     try:
@@ -569,6 +600,8 @@ def _refresh(r: Refresh, pre: dict[str, Any], held) -> dict[str, Any]:
     finally:
         if holder is not None:
             holder.close()
+        for conn in spare:  # not handed to a worker (dry run, or no table to copy)
+            conn.close()
         for pair in pairs:
             if pair.src is not None:
                 pair.src.close()

@@ -294,19 +294,26 @@ class ConnPair:
 _SNAPSHOT = re.compile(r"^[0-9A-F]+-[0-9A-F]+(-[0-9A-F]+)?$", re.IGNORECASE)
 
 
-def export_snapshot(source_uri: str):
+def export_snapshot(source_uri: str, *, conn=None):
     """Open a read-only REPEATABLE READ transaction on prod and export its snapshot.
 
     Returns (connection, snapshot id): keep the connection open until every worker started its
     copy transaction with ``SET TRANSACTION SNAPSHOT``; then all tables are read as of one moment.
+    ``conn``: an open, idle read-only prod connection to use (the CLI's preflight one) instead
+    of opening one.
     """
     # local: psycopg (~0.1-0.2 s to import) stays off DAG parse and `--help`
     import psycopg
 
-    conn = connect(source_uri, read_only=True, application="greenlight-refresh-snapshot")
-    conn.isolation_level = psycopg.IsolationLevel.REPEATABLE_READ
-    conn.read_only = True
-    return conn, conn.execute("SELECT pg_export_snapshot()").fetchone()[0]
+    if conn is None:
+        conn = connect(source_uri, read_only=True, application="greenlight-refresh-snapshot")
+    try:
+        conn.isolation_level = psycopg.IsolationLevel.REPEATABLE_READ
+        conn.read_only = True
+        return conn, conn.execute("SELECT pg_export_snapshot()").fetchone()[0]
+    except BaseException:
+        conn.close()
+        raise
 
 
 def copy_group(
