@@ -195,10 +195,9 @@ def test_engine_guard_refuses_a_prod_named_target_bucket(s3, buckets, area):
     from greenlight.refresh.config import BucketMapping, RefreshConfig
 
     qa, prod = buckets
-    mapping = BucketMapping.model_construct(
-        source=f"s3://{qa}/{area}", target=f"s3://{prod}/{area}", name="", max_delete_fraction=0.1, max_delete_count=1
-    )
-    config = RefreshConfig.model_construct(buckets=[mapping], workers=4, path="", postgres=None)
+    # Built directly, past the loader (which refuses a prod-named target).
+    mapping = BucketMapping(source=f"s3://{qa}/{area}", target=f"s3://{prod}/{area}", max_delete_count=1)
+    config = RefreshConfig(buckets=[mapping], workers=4)
     put(s3, qa, f"{area}a.txt", b"a")
     engine = make_engine(config, [mapping], s3)
     (plan,) = engine.plan_all()

@@ -1,32 +1,24 @@
 """``staging_refresh.yaml``: what the prod → staging refresh copies, and how it checks the result.
 
-Parsed like every greenlight config file (:mod:`greenlight.yamlfile`, then
-:mod:`greenlight.configmodel`): pydantic v2 models with ``extra="forbid"`` and no type coercion;
-every problem becomes one :class:`ConfigError` (exit 2) naming the file and the key path
-(``postgres.tables[2]: …``, ``postgres: unknown key 'colour'``). The refusal rules (a target that
-is a source or is named like prod, a manifest inside a bucket target, …) are validators of the
-same models. Only connection *ids* appear here: credentials come from Airflow connections
-(``AIRFLOW_CONN_<ID>`` for the CLI).
+The file's shape is :mod:`greenlight.refresh.configschema` (strict pydantic models, imported only
+when a document is validated): every problem becomes one :class:`ConfigError` (exit 2) naming the
+file and the key path (``postgres.tables[2]: …``, ``postgres: unknown key 'colour'``). The objects
+below are built from its normalized document, after the refusal rules that need several keys at
+once (a bucket target that is a source or is named like prod, a manifest inside a bucket target,
+no place for a lease), which run here on every load. Only connection *ids* appear in the file:
+credentials come from Airflow connections (``AIRFLOW_CONN_<ID>`` for the CLI).
 """
 
 from __future__ import annotations
 
 import os
 import re
+from collections.abc import Mapping
+from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Annotated, Any, Literal
+from typing import Any
 
-from pydantic import (
-    AfterValidator,
-    Field,
-    PlainValidator,
-    PrivateAttr,
-    ValidationInfo,
-    field_validator,
-    model_validator,
-)
-
-from greenlight.configmodel import StrictModel, validate
+from greenlight import doccache
 from greenlight.errors import ConfigError
 from greenlight.paths import INCLUDE_DIR
 from greenlight.promotion.config import DEFAULT_MANIFEST_PREFIX
@@ -40,99 +32,24 @@ CONFIG_ENV = "GREENLIGHT_REFRESH_CONFIG"
 PROD_NAME = re.compile(r"(^|[^a-z0-9])(prod|production|prd)([^a-z0-9]|$)", re.IGNORECASE)
 #: Tables never copied: staging keeps its own schema version (it may be migrated ahead of prod).
 ALWAYS_SKIPPED = {"alembic_version": "schema version table: staging keeps its own (it may be ahead of prod)"}
-
-_TABLE = re.compile(r"^[A-Za-z_][A-Za-z0-9_$]*(\.[A-Za-z_][A-Za-z0-9_$]*)?$")
-_IDENT = re.compile(r"^[A-Za-z_][A-Za-z0-9_$]*$")
-_CONN_ID = re.compile(r"^[A-Za-z0-9_.-]+$")
-MaskRule = Literal["hash", "email", "null", "redact"]
+#: A table as the config names it: ``table`` (in the first schema) or ``schema.table``.
+TABLE_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_$]*(\.[A-Za-z_][A-Za-z0-9_$]*)?$")
 
 
 def looks_like_prod(name: str | None) -> bool:
     return bool(name) and bool(PROD_NAME.search(name))
 
 
-# --------------------------------------------------------------------------------- value checks
-def _table(value: str) -> str:
-    if not _TABLE.match(value):
-        raise ValueError(f"{value!r} is not a table name (table or schema.table)")
-    return value
-
-
-def _schema(value: str) -> str:
-    if not _IDENT.match(value):
-        raise ValueError(f"{value!r} is not a schema name")
-    return value
-
-
-def _once_each(values: list[str]) -> list[str]:
-    seen: set[str] = set()
-    for v in values:
-        if v in seen:
-            raise ValueError(f"{v!r} is listed more than once")
-        seen.add(v)
-    return values
-
-
-def _some_schema(values: list[str]) -> list[str]:
-    if not values:
-        raise ValueError("name at least one schema")
-    return values
-
-
-def _conn_id(value: str) -> str:
-    if not _CONN_ID.match(value):
-        raise ValueError(f"{value!r} is not a connection id")
-    return value
-
-
-def _checksum(value: Any) -> list[str] | dict[str, list[str]]:
-    """A list of tables (every copied column) or a mapping table -> columns."""
-    if not isinstance(value, list | dict):
-        raise ValueError(f"expected a list of tables or a mapping table -> columns, got {value!r}")
-    for t in value:
-        if not isinstance(t, str) or not _TABLE.match(t):
-            raise ValueError(f"{t!r} is not a table name (table or schema.table)")
-    if isinstance(value, list):
-        return list(value)
-    for t, cols in value.items():
-        if not isinstance(cols, list) or not all(isinstance(c, str) for c in cols):
-            raise ValueError(f"{t}: expected a list of column names, got {cols!r}")
-        for c in cols:
-            if not _IDENT.match(c):
-                raise ValueError(f"{t}: {c!r} is not a column name")
-    return {t: list(cols) for t, cols in value.items()}
-
-
-def _command(value: Any) -> list[str] | str | None:
-    if value is None or isinstance(value, str):
-        return value
-    if isinstance(value, list) and all(isinstance(c, str) for c in value):
-        return list(value)
-    raise ValueError(f"expected a string or a list of strings, got {value!r}")
-
-
-TableName = Annotated[str, AfterValidator(_table)]
-TableList = Annotated[list[TableName], AfterValidator(_once_each)]
-SchemaList = Annotated[list[Annotated[str, AfterValidator(_schema)]], AfterValidator(_some_schema)]
-Fraction = Annotated[float, Field(ge=0, le=1)]
-Seconds = Annotated[float, Field(gt=0)]
-
-
 # ---------------------------------------------------------------------------------------- sections
-class BucketMapping(StrictModel):
-    source: str
+# The defaults below are the engine's, for keys the file leaves out; the schema's must equal them
+# (tests/unit/test_refresh_config_cache.py checks).
+@dataclass(frozen=True)
+class BucketMapping:
+    source: str  # canonical s3://bucket/prefix/
     target: str
     name: str = ""
-    max_delete_fraction: Fraction = 0.10
-    max_delete_count: Annotated[int, Field(ge=0)] = 1000
-
-    @field_validator("source", "target")
-    @classmethod
-    def _uri(cls, value: str, info: ValidationInfo) -> str:
-        try:
-            return str(parse_s3_uri(value, what=info.field_name))
-        except ConfigError as exc:
-            raise ValueError(str(exc).split(": ", 1)[-1]) from None
+    max_delete_fraction: float = 0.10
+    max_delete_count: int = 1000
 
     @property
     def source_uri(self) -> S3Uri:
@@ -147,40 +64,24 @@ class BucketMapping(StrictModel):
         return self.name or self.source
 
 
-class PostgresSection(StrictModel):
+@dataclass(frozen=True)
+class PostgresSection:
     source_conn: str
     target_conn: str
-    schemas: SchemaList = ["public"]
-    tables: TableList | None = None  # default: every table of the schemas in prod
-    skip_tables: TableList = []
-    allow_empty: TableList = []
-    mask: dict[str, MaskRule] = {}  # table.column or schema.table.column -> rule
-    copy_format: Literal["auto", "binary", "text"] = "auto"
-    workers: Annotated[int, Field(ge=1, le=32)] = 2
+    schemas: list[str] = field(default_factory=lambda: ["public"])
+    tables: list[str] | None = None  # default: every table of the schemas in prod
+    skip_tables: list[str] = field(default_factory=list)
+    allow_empty: list[str] = field(default_factory=list)
+    mask: dict[str, str] = field(default_factory=dict)  # table.column or schema.table.column -> rule
+    copy_format: str = "auto"  # auto, binary or text
+    workers: int = 2
     # What reads prod: psql (a child process per table, in C: faster), python (greenlight's own
     # connection), or auto (psql when ``psql`` is found). ``psql``: its path, default ``psql`` on PATH.
-    reader: Literal["auto", "psql", "python"] = "auto"
+    reader: str = "auto"
     psql: str | None = None
     # Verified by checksum after the copy (besides row counts): a list of tables (every copied
     # column) or a mapping table -> columns (e.g. the key columns); masked columns are left out.
-    checksum: Annotated[list[str] | dict[str, list[str]], PlainValidator(_checksum)] = []
-
-    @field_validator("mask")
-    @classmethod
-    def _mask_keys(cls, value: dict[str, str]) -> dict[str, str]:
-        for key in value:
-            parts = key.split(".")
-            if len(parts) not in (2, 3) or not all(_IDENT.match(p) for p in parts):
-                raise ValueError(f"{key!r}: expected table.column or schema.table.column")
-        return value
-
-    @model_validator(mode="after")
-    def _connections(self) -> PostgresSection:
-        if self.source_conn == self.target_conn:
-            raise ValueError(f"target_conn is the same connection as source_conn ({self.source_conn!r})")
-        if looks_like_prod(self.target_conn):
-            raise ValueError(f"target_conn {self.target_conn!r} is named like prod; a refresh never writes to prod")
-        return self
+    checksum: list[str] | dict[str, list[str]] = field(default_factory=list)
 
     def qualify(self, table: str) -> str:
         return table if "." in table else f"{self.schemas[0]}.{table}"
@@ -202,58 +103,48 @@ class PostgresSection(StrictModel):
         return out
 
 
-class HttpMigration(StrictModel):
+@dataclass(frozen=True)
+class HttpMigration:
     """The app's migrate endpoint, called through the http provider's ``HttpHook``: ``conn_id`` is an
     Airflow HTTP connection (the CLI: ``AIRFLOW_CONN_<ID>``) holding the base URL and credentials."""
 
-    conn_id: Annotated[str, AfterValidator(_conn_id)]
+    conn_id: str
     endpoint: str = ""
-    method: Literal["POST", "PUT", "GET"] = "POST"
-    timeout_s: Seconds = 300.0
-    expect_status: list[int] = [200, 201, 202, 204]
-
-    @model_validator(mode="before")
-    @classmethod
-    def _no_url(cls, data: Any) -> Any:
-        if isinstance(data, dict) and "url" in data:
-            raise ValueError(
-                "'url' is not supported: name an Airflow HTTP connection in 'conn_id' (its host is the base "
-                "URL, credentials stay in the connection) and the path in 'endpoint'"
-            )
-        return data
+    method: str = "POST"  # POST, PUT or GET
+    timeout_s: float = 300.0
+    expect_status: list[int] = field(default_factory=lambda: [200, 201, 202, 204])
 
 
-class Migrations(StrictModel):
-    # run with the staging connection in its environment
-    command: Annotated[list[str] | str | None, PlainValidator(_command)] = None
+@dataclass(frozen=True)
+class Migrations:
+    """Exactly one of ``command`` (run with the staging connection in its environment) or ``http``."""
+
+    command: list[str] | str | None = None
     cwd: str | None = None
     http: HttpMigration | None = None
-    timeout_s: Seconds = 900.0
+    timeout_s: float = 900.0
     alembic_script_location: str | None = None  # lets the run say whether staging is *ahead* of prod
 
-    @model_validator(mode="after")
-    def _exactly_one(self) -> Migrations:
-        if (self.command is None) == (self.http is None):
-            raise ValueError("give exactly one of 'command' or 'http'")
-        return self
 
-
-class SqlCheck(StrictModel):
+@dataclass(frozen=True)
+class SqlCheck:
     name: str
     sql: str
     # The first column of the first row must be true (or, with ``min``, a number >= min).
     min: float | None = None
 
 
-class Health(StrictModel):
+@dataclass(frozen=True)
+class Health:
     url: str | None = None
     expect_status: int = 200
-    timeout_s: Seconds = 30.0
-    sql: list[SqlCheck] = []
+    timeout_s: float = 30.0
+    sql: list[SqlCheck] = field(default_factory=list)
 
 
-class RefreshConfig(StrictModel):
-    buckets: list[BucketMapping] = []
+@dataclass(frozen=True)
+class RefreshConfig:
+    buckets: list[BucketMapping] = field(default_factory=list)
     aws_conn: str = "aws_default"
     # Set when the staging identity cannot read prod: objects are then streamed GET -> PUT through
     # this (prod) connection instead of copied server-side.
@@ -264,60 +155,8 @@ class RefreshConfig(StrictModel):
     manifest_uri: str | None = None
     # Where the leases of the bucket targets (and of the staging database) live; see lease_root().
     lease_uri: str | None = None
-    workers: Annotated[int, Field(ge=1, le=256)] = 32
-    _path: str = PrivateAttr("")
-
-    @property
-    def path(self) -> str:
-        """The file this config was read from (not a key of the file)."""
-        return self._path
-
-    @model_validator(mode="after")
-    def _rules(self) -> RefreshConfig:
-        if not self.buckets and self.postgres is None:
-            raise ValueError("nothing to refresh: configure 'buckets' and/or 'postgres'")
-        sources = {b.source_uri.bucket for b in self.buckets}
-        for i, b in enumerate(self.buckets):
-            t = b.target_uri
-            if t.bucket in sources:
-                raise ValueError(
-                    f"buckets[{i}].target: bucket {t.bucket!r} is a source bucket; refusing to write to it"
-                )
-            if looks_like_prod(t.bucket):
-                raise ValueError(f"buckets[{i}].target: bucket {t.bucket!r} is named like prod")
-        labels = [b.label for b in self.buckets]
-        if len(set(labels)) != len(labels):
-            twice = next(label for label in labels if labels.count(label) > 1)
-            raise ValueError(f"buckets: the mapping {twice!r} is listed more than once")
-        if self.manifest_uri and self.manifest_uri.startswith("s3://"):
-            try:
-                m = parse_s3_uri(self.manifest_uri, what="manifest_uri")
-            except ConfigError as exc:
-                raise ValueError(str(exc)) from None
-            if m.bucket in sources:
-                raise ValueError("manifest_uri: in a source bucket; the refresh never writes to prod")
-            for b in self.buckets:
-                if b.target_uri.contains(m) or m.contains(b.target_uri):
-                    raise ValueError(f"manifest_uri: overlaps bucket target {b.target}; the sync would delete it")
-        if self.lease_uri is not None:
-            try:
-                lease = parse_s3_uri(self.lease_uri, what="lease_uri")
-            except ConfigError as exc:
-                raise ValueError(str(exc)) from None
-            if lease.bucket in sources:
-                raise ValueError("lease_uri: in a source bucket; the refresh never writes to prod")
-        for i, b in enumerate(self.buckets):
-            root = self.lease_root(b)
-            clash = next((t.target for t in self.buckets if _overlap(root, t.target_uri)), None) if root else None
-            if root is None or clash:
-                where = "lease_uri" if self.lease_uri else f"buckets[{i}].target"
-                raise ValueError(
-                    f"{where}: no place for the lease of {b.target}"
-                    + (f" ({root} overlaps bucket target {clash}; the sync would delete it)" if clash else "")
-                    + "; set lease_uri to an s3:// prefix outside every target (the promotion config's "
-                    "manifest_uri, when a promotion writes the same prefix)"
-                )
-        return self
+    workers: int = 32
+    path: str = ""  # the file this config was read from (not a key of the file)
 
     # ---------------------------------------------------------------------------- leases
     def lease_root(self, mapping: BucketMapping) -> S3Uri | None:
@@ -365,7 +204,7 @@ class RefreshConfig(StrictModel):
             if match:
                 buckets.extend(m for m in match if m not in buckets)
                 continue
-            if pg is not None and _TABLE.match(item):
+            if pg is not None and TABLE_NAME.match(item):
                 qualified = pg.qualify(item)
                 if known_tables is None or qualified in known_tables:
                     tables.add(qualified)
@@ -379,29 +218,124 @@ def _overlap(a: S3Uri, b: S3Uri) -> bool:
     return a.contains(b) or b.contains(a)
 
 
-_MAPPING = "{where}: expected a mapping, got {value!r}"
-MESSAGES = {
-    "": "{file}: expected a mapping at the top level, got {value!r}",
-    "buckets": "{where}: expected a list of mappings with 'source' and 'target', got {value!r}",
-    "buckets[]": "{where}: expected a mapping with 'source' and 'target', got {value!r}",
-    "postgres": _MAPPING,
-    "migrations": _MAPPING,
-    "http": _MAPPING,
-    "health": _MAPPING,
-    "sql[]": "{where}: expected a mapping with 'name' and 'sql', got {value!r}",
-}
+# --------------------------------------------------------------------------- from file to objects
+#: The modules whose source decides what a valid document is: part of the validated-document cache's
+#: key (the schema uses this module's TABLE_NAME and looks_like_prod, and storage.s3's URI rules).
+SCHEMA_SOURCES = (
+    "greenlight.refresh.configschema",
+    "greenlight.refresh.config",
+    "greenlight.configmodel",
+    "greenlight.storage.s3",
+)
+
+
+def validate_document(raw: Any, path: str) -> dict[str, Any]:
+    """The schema's verdict on a parsed ``staging_refresh.yaml``: the normalized document (the keys
+    it sets, values as validated), or a :class:`ConfigError` naming ``path`` and every key at fault."""
+    # Local: the schema imports pydantic, ~0.13 s of CPU per CLI start (python -X importtime,
+    # 2026-12-03); a run whose document is in the validated-document cache never needs it.
+    from greenlight.refresh.configschema import normalize
+
+    return normalize(raw, file=path)
 
 
 def parse_config(raw: Any, *, path: str = "<config>") -> RefreshConfig:
     """Validate a parsed ``staging_refresh.yaml``; every problem is one :class:`ConfigError` naming
-    ``path`` and the key path."""
-    try:
-        config = validate(RefreshConfig, raw, file=path, messages=MESSAGES)
-    except ConfigError as exc:
-        text = str(exc)
-        raise ConfigError(text if text.startswith(f"{path}:") else f"{path}: {text}") from None
-    config._path = path
+    ``path`` and the key path.
+
+    The schema checks the shape and every value, unless the validated-document cache holds its
+    verdict on this exact document and schema; the rules that need several keys at once
+    (:func:`check_rules`) run here on every call. A document is cached only once both have passed.
+    """
+    slot = doccache.slot(raw, kind="staging_refresh.yaml", sources=SCHEMA_SOURCES)
+    doc = slot.load()
+    if doc is None:
+        doc = validate_document(raw, path)
+    config = build_config(doc, path)
+    slot.store(doc)
     return config
+
+
+def build_config(doc: Mapping[str, Any], path: str) -> RefreshConfig:
+    """The :class:`RefreshConfig` of a normalized document (:func:`validate_document`), after
+    :func:`check_rules`. Keys the document leaves out take the defaults of the classes above."""
+    top = {key: value for key, value in doc.items() if key not in ("buckets", "postgres", "migrations", "health")}
+    config = RefreshConfig(
+        buckets=[BucketMapping(**entry) for entry in doc.get("buckets") or ()],
+        postgres=PostgresSection(**doc["postgres"]) if doc.get("postgres") is not None else None,
+        migrations=_migrations(doc.get("migrations")),
+        health=_health(doc.get("health")),
+        path=path,
+        **top,
+    )
+    check_rules(config)
+    return config
+
+
+def _migrations(doc: Mapping[str, Any] | None) -> Migrations | None:
+    if doc is None:
+        return None
+    values = dict(doc)
+    if values.get("http") is not None:
+        values["http"] = HttpMigration(**values["http"])
+    return Migrations(**values)
+
+
+def _health(doc: Mapping[str, Any] | None) -> Health | None:
+    if doc is None:
+        return None
+    values = dict(doc)
+    if "sql" in values:
+        values["sql"] = [SqlCheck(**check) for check in values["sql"]]
+    return Health(**values)
+
+
+def check_rules(config: RefreshConfig) -> None:
+    """The refusals that need several keys at once; a :class:`ConfigError` naming the file and the key."""
+    path = config.path
+    if not config.buckets and config.postgres is None:
+        raise ConfigError(f"{path}: nothing to refresh: configure 'buckets' and/or 'postgres'")
+    sources = {b.source_uri.bucket for b in config.buckets}
+    for i, b in enumerate(config.buckets):
+        t = b.target_uri
+        if t.bucket in sources:
+            raise ConfigError(
+                f"{path}: buckets[{i}].target: bucket {t.bucket!r} is a source bucket; refusing to write to it"
+            )
+        if looks_like_prod(t.bucket):
+            raise ConfigError(f"{path}: buckets[{i}].target: bucket {t.bucket!r} is named like prod")
+    labels = [b.label for b in config.buckets]
+    if len(set(labels)) != len(labels):
+        twice = next(label for label in labels if labels.count(label) > 1)
+        raise ConfigError(f"{path}: buckets: the mapping {twice!r} is listed more than once")
+    if config.manifest_uri and config.manifest_uri.startswith("s3://"):
+        try:
+            m = parse_s3_uri(config.manifest_uri, what="manifest_uri")
+        except ConfigError as exc:
+            raise ConfigError(f"{path}: {exc}") from None
+        if m.bucket in sources:
+            raise ConfigError(f"{path}: manifest_uri: in a source bucket; the refresh never writes to prod")
+        for b in config.buckets:
+            if b.target_uri.contains(m) or m.contains(b.target_uri):
+                raise ConfigError(f"{path}: manifest_uri: overlaps bucket target {b.target}; the sync would delete it")
+    if config.lease_uri is not None:
+        try:
+            lease = parse_s3_uri(config.lease_uri, what="lease_uri")
+        except ConfigError as exc:
+            raise ConfigError(f"{path}: {exc}") from None
+        if lease.bucket in sources:
+            raise ConfigError(f"{path}: lease_uri: in a source bucket; the refresh never writes to prod")
+    for i, b in enumerate(config.buckets):
+        root = config.lease_root(b)
+        clash = next((t.target for t in config.buckets if _overlap(root, t.target_uri)), None) if root else None
+        if root is None or clash:
+            where = "lease_uri" if config.lease_uri else f"buckets[{i}].target"
+            raise ConfigError(
+                f"{path}: {where}: no place for the lease of {b.target}"
+                + (f" ({root} overlaps bucket target {clash}; the sync would delete it)" if clash else "")
+                + "; set lease_uri to an s3:// prefix outside every target (the promotion config's "
+                "manifest_uri, when a promotion writes the same prefix)"
+            )
 
 
 def load_config(path: str | os.PathLike | None = None) -> RefreshConfig:
