@@ -35,7 +35,7 @@ import importlib.util
 import json
 import os
 import sys
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -158,6 +158,18 @@ class Slot:
                 tmp.unlink(missing_ok=True)
             except OSError:
                 pass
+
+
+def load_validated(raw: Any, *, kind: str, sources: Sequence[str], validate: Callable[[], Any], build: Callable):
+    """``build(doc)`` of the normalized document: from the cache when it holds this document's
+    verdict, else ``validate()``'s; stored only after ``build`` (the cross-key checks) accepted it."""
+    cached = slot(raw, kind=kind, sources=sources)
+    doc = cached.load()
+    if doc is None:
+        doc = validate()
+    built = build(doc)
+    cached.store(doc)
+    return built
 
 
 def slot(raw: Any, *, kind: str, sources: Sequence[str]) -> Slot:

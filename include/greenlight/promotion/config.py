@@ -159,13 +159,13 @@ def parse_config(raw: Any, *, path: str = "<config>") -> PromotionConfig:
     prefixes, where manifests go, that a contract file exists) is checked here on every call, each
     error naming its key. A document is cached only once all of that has passed.
     """
-    slot = doccache.slot(raw, kind="promotion.yaml", sources=SCHEMA_SOURCES)
-    doc = slot.load()
-    if doc is None:
-        doc = validate_document(raw, path)
-    config = build_config(doc, path)
-    slot.store(doc)
-    return config
+    return doccache.load_validated(
+        raw,
+        kind="promotion.yaml",
+        sources=SCHEMA_SOURCES,
+        validate=lambda: validate_document(raw, path),
+        build=lambda doc: build_config(doc, path),
+    )
 
 
 def build_config(doc: Mapping[str, Any], path: str) -> PromotionConfig:

@@ -247,13 +247,13 @@ def parse_config(raw: Any, *, path: str = "<config>") -> RefreshConfig:
     verdict on this exact document and schema; the rules that need several keys at once
     (:func:`check_rules`) run here on every call. A document is cached only once both have passed.
     """
-    slot = doccache.slot(raw, kind="staging_refresh.yaml", sources=SCHEMA_SOURCES)
-    doc = slot.load()
-    if doc is None:
-        doc = validate_document(raw, path)
-    config = build_config(doc, path)
-    slot.store(doc)
-    return config
+    return doccache.load_validated(
+        raw,
+        kind="staging_refresh.yaml",
+        sources=SCHEMA_SOURCES,
+        validate=lambda: validate_document(raw, path),
+        build=lambda doc: build_config(doc, path),
+    )
 
 
 def build_config(doc: Mapping[str, Any], path: str) -> RefreshConfig:

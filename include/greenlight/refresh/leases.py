@@ -76,15 +76,8 @@ def holding(client, leases: list[dict[str, str]], *, run_id: str, wait: float = 
     """Hold every lease of ``leases`` (all or none; :class:`~greenlight.storage.lease.LeaseHeldError`
     naming the resource and its holder, exit 2, after ``wait`` seconds) for the ``with`` block.
     Released at the end, success or failure; ``scope="run"`` (a DAG task) parks them instead."""
-    group = _group(client, leases, run_id=run_id, wait=wait, scope=scope)
-    group.acquire()
-    try:
+    with _group(client, leases, run_id=run_id, wait=wait, scope=scope).held(scope=scope) as group:
         yield group
-    finally:
-        if scope == "run":
-            group.park()
-        else:
-            group.release()
 
 
 def release(client, leases: list[dict[str, str]], *, run_id: str) -> list[str]:

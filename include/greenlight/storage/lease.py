@@ -402,6 +402,19 @@ class Leases:
         for lease in reversed(self.leases):
             lease.park()
 
+    @contextmanager
+    def held(self, *, scope: str = "process"):
+        """Hold every lease for the ``with`` block (all or none); released at its end, success or
+        failure, or parked when ``scope="run"`` (a DAG task: the run's next task takes them back)."""
+        self.acquire()
+        try:
+            yield self
+        finally:
+            if scope == "run":
+                self.park()
+            else:
+                self.release()
+
     def report(self) -> list[dict[str, Any]]:
         """What the run's summary says about its leases (where, waited, taken over from whom)."""
         return [
@@ -449,14 +462,8 @@ def holding(
             for r in sorted(set(resources))
         ]
     )
-    group.acquire()
-    try:
+    with group.held(scope=scope):
         yield group
-    finally:
-        if scope == "run":
-            group.park()
-        else:
-            group.release()
 
 
 def release_run(client, root: S3Uri | None, resources: list[str], *, run_id: str) -> list[str]:
